@@ -1,0 +1,448 @@
+//! The HTTP API of spec §4, independent of any web framework: the API Lambda and the local
+//! server translate their requests into [`HttpRequest`] and write back the [`HttpResponse`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::auth::{ApiKeys, Denied, TokenSigner};
+use crate::error::{CoreError, StoreError};
+use crate::model::Head;
+use crate::ports::Clock;
+use crate::services::{Completer, FanOut, LogsPage, Reader, Reconciler};
+use crate::wire::{CompleteRequest, ErrorBody, LogsResponse, StatusResponse};
+
+/// Largest request body the API reads (the only body is a completion, a few bytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Events per page when the client does not say.
+pub const DEFAULT_LIMIT: usize = 1_000;
+/// Most events per page.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// A request as the API sees it.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Path without stage or query, e.g. `/api/v1/executions/abc/logs`.
+    pub path: String,
+    /// Raw query string without `?`.
+    pub query: String,
+    /// The `X-API-Key` header.
+    pub api_key: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A JSON response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// An error response: status, machine code and one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "bad_request", message)
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.message.clone(),
+            code: self.code.to_string(),
+        }
+    }
+
+    pub fn into_response(self) -> HttpResponse {
+        HttpResponse {
+            status: self.status,
+            body: serde_json::to_string(&self.body()).expect("error bodies serialize"),
+        }
+    }
+
+    pub fn from_denied(denied: Denied) -> ApiError {
+        match denied {
+            Denied::Unauthorized => ApiError::new(
+                401,
+                "unauthorized",
+                "missing or invalid credentials; pass a valid API key in the X-API-Key header",
+            ),
+            Denied::Forbidden => ApiError::new(
+                403,
+                "forbidden",
+                "this token was issued for another execution; request a new websocket_url from the logs endpoint",
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        CoreError::from(e).into()
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        match &e {
+            CoreError::NotFound(_) => ApiError::new(404, "not_found", e.to_string()),
+            CoreError::BadRequest(_) => ApiError::bad_request(e.to_string()),
+            CoreError::AlreadyTerminal(..) => ApiError::new(409, "conflict", e.to_string()),
+            CoreError::TooManyConflicts(..) => ApiError::new(
+                503,
+                "busy",
+                "the execution is being written by many writers at once; retry in a moment",
+            ),
+            CoreError::Store(StoreError::Throttled) => ApiError::new(
+                429,
+                "throttled",
+                "the log store is throttling requests; retry with backoff",
+            ),
+            CoreError::Store(StoreError::Expired(_)) => ApiError::new(410, "expired", e.to_string()),
+            CoreError::Store(_) => ApiError::new(
+                503,
+                "store_unavailable",
+                "the log store could not be reached; retry in a moment",
+            ),
+        }
+    }
+}
+
+/// Validates an execution id: what ECS task ids and our own ids look like.
+pub fn validate_execution_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "execution id must be 1-128 characters of letters, digits, '-', '_' or '.'",
+        ))
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` query string.
+pub fn parse_query(raw: &str) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k)?;
+        let v = percent_decode(v)?;
+        if out.insert(k.clone(), v).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter '{k}' is given more than once; give it once"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| ApiError::bad_request("the query string has a malformed %-escape"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad_request("the query string is not valid UTF-8"))
+}
+
+/// Parses a non-negative integer parameter.
+pub fn parse_index(name: &str, value: Option<&String>, default: u64) -> Result<u64, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name} must be a non-negative integer, got '{}'",
+                v.chars().take(40).collect::<String>()
+            ))
+        }),
+    }
+}
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Base URL of the WebSocket endpoint (`ws://127.0.0.1:8787/ws`, `wss://…/prod`).
+    pub websocket_url: Option<String>,
+    /// Least time between two read-triggered reconciliations of one running execution.
+    pub reconcile_interval_ms: i64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            websocket_url: None,
+            reconcile_interval_ms: 5_000,
+        }
+    }
+}
+
+/// The HTTP API service.
+#[derive(Clone)]
+pub struct Api {
+    reader: Reader,
+    reconciler: Reconciler,
+    completer: Completer,
+    fanout: FanOut,
+    keys: ApiKeys,
+    signer: TokenSigner,
+    clock: Arc<dyn Clock>,
+    config: ApiConfig,
+    last_reconcile: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl Api {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        reader: Reader,
+        reconciler: Reconciler,
+        completer: Completer,
+        fanout: FanOut,
+        keys: ApiKeys,
+        signer: TokenSigner,
+        clock: Arc<dyn Clock>,
+        config: ApiConfig,
+    ) -> Api {
+        Api {
+            reader,
+            reconciler,
+            completer,
+            fanout,
+            keys,
+            signer,
+            clock,
+            config,
+            last_reconcile: Arc::default(),
+        }
+    }
+
+    pub fn keys(&self) -> &ApiKeys {
+        &self.keys
+    }
+
+    /// Serves one request; never panics on input, never leaks internals.
+    pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
+        match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn route(&self, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+        let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').collect();
+        let (id, action) = match segments.as_slice() {
+            ["", "api", "v1", "executions", id] => (*id, None),
+            ["", "api", "v1", "executions", id, action] => (*id, Some(*action)),
+            _ => {
+                return Err(ApiError::new(
+                    404,
+                    "not_found",
+                    format!("no route for {} {}; see the API reference", req.method, req.path),
+                ));
+            }
+        };
+        self.keys
+            .check(req.api_key.as_deref())
+            .map_err(ApiError::from_denied)?;
+        let id = percent_decode(id)?;
+        validate_execution_id(&id)?;
+        let query = parse_query(&req.query)?;
+        match (req.method.as_str(), action) {
+            ("GET", Some("logs")) => self.logs(&id, &query).await,
+            ("GET", None) => self.status(&id).await,
+            ("POST", Some("complete")) => self.complete(&id, &req.body).await,
+            (_, None | Some("logs" | "complete")) => Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{} is not allowed on {}", req.method, req.path),
+            )),
+            _ => Err(ApiError::new(
+                404,
+                "not_found",
+                format!("no route for {} {}; see the API reference", req.method, req.path),
+            )),
+        }
+    }
+
+    /// Returns the head, populating the execution from the log source on first sight, and
+    /// reconciling a running execution at most once per interval.
+    async fn head_with_population(&self, id: &str) -> Result<Head, ApiError> {
+        let head = self.reader.head(id).await?;
+        let now = self.clock.now_ms();
+        match head {
+            None => {
+                if !self.reconciler.source().exists(id).await? {
+                    return Err(CoreError::NotFound(id.to_string()).into());
+                }
+                self.mark_reconciled(id, now);
+                let outcome = self.reconciler.reconcile(id).await?;
+                let head = self
+                    .reader
+                    .head(id)
+                    .await?
+                    .ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+                self.fanout.notify(&head, &outcome.recovered).await?;
+                Ok(head)
+            }
+            Some(h) if !h.status.is_terminal() && self.due_for_reconcile(id, now) => {
+                // Best effort: serving what is committed beats failing the read.
+                if let Ok(outcome) = self.reconciler.reconcile(id).await
+                    && let Some(head) = outcome.head
+                {
+                    let _ = self.fanout.notify(&head, &outcome.recovered).await;
+                    return Ok(head);
+                }
+                Ok(h)
+            }
+            Some(h) => Ok(h),
+        }
+    }
+
+    fn due_for_reconcile(&self, id: &str, now: i64) -> bool {
+        let mut map = self.last_reconcile.lock().expect("reconcile map");
+        let due = map
+            .get(id)
+            .is_none_or(|t| now - t >= self.config.reconcile_interval_ms);
+        if due {
+            if map.len() > 10_000 {
+                map.clear();
+            }
+            map.insert(id.to_string(), now);
+        }
+        due
+    }
+
+    fn mark_reconciled(&self, id: &str, now: i64) {
+        self.last_reconcile
+            .lock()
+            .expect("reconcile map")
+            .insert(id.to_string(), now);
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<HttpResponse, ApiError> {
+        for k in query.keys() {
+            if k != "since_index" && k != "limit" {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter '{k}'; use since_index and limit"
+                )));
+            }
+        }
+        let since = parse_index("since_index", query.get("since_index"), 0)?;
+        let limit = parse_index("limit", query.get("limit"), DEFAULT_LIMIT as u64)?;
+        if limit == 0 || limit > MAX_LIMIT as u64 {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        self.head_with_population(id).await?;
+        let page = self
+            .reader
+            .page(id, since, limit as usize)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+        Ok(json(200, &self.logs_response(id, page)))
+    }
+
+    fn logs_response(&self, id: &str, page: LogsPage) -> LogsResponse {
+        let terminal = page.head.status.is_terminal();
+        let websocket_url = match (&self.config.websocket_url, terminal) {
+            (Some(base), false) => {
+                let token = self.signer.sign(id, self.clock.now_ms() / 1000);
+                let sep = if base.contains('?') { '&' } else { '?' };
+                Some(format!("{base}{sep}execution_id={id}&token={token}"))
+            }
+            _ => None,
+        };
+        LogsResponse {
+            execution_id: id.to_string(),
+            status: page.head.status,
+            events: page.events,
+            last_index: page.last_index,
+            has_more: page.has_more,
+            final_index: page.head.final_index.filter(|_| terminal),
+            exit_code: page.head.exit_code.filter(|_| terminal),
+            websocket_url,
+        }
+    }
+
+    async fn status(&self, id: &str) -> Result<HttpResponse, ApiError> {
+        let head = self.head_with_population(id).await?;
+        Ok(json(200, &status_response(&head)))
+    }
+
+    async fn complete(&self, id: &str, body: &[u8]) -> Result<HttpResponse, ApiError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                413,
+                "payload_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        let req: CompleteRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"status\":\"SUCCEEDED\",\"exit_code\":0}}: {e}"
+            ))
+        })?;
+        let head = self.completer.complete(id, req.status, req.exit_code).await?;
+        Ok(json(200, &status_response(&head)))
+    }
+}
+
+pub fn status_response(head: &Head) -> StatusResponse {
+    let terminal = head.status.is_terminal();
+    StatusResponse {
+        execution_id: head.execution_id.clone(),
+        status: head.status,
+        last_index: head.last_index,
+        final_index: head.final_index.filter(|_| terminal),
+        exit_code: head.exit_code.filter(|_| terminal),
+        created_at: head.created_at,
+        updated_at: head.updated_at,
+    }
+}
+
+pub fn json<T: serde::Serialize>(status: u16, body: &T) -> HttpResponse {
+    HttpResponse {
+        status,
+        body: serde_json::to_string(body).expect("response bodies serialize"),
+    }
+}

@@ -1,0 +1,143 @@
+//! Access control (I9): API keys compared in constant time, and WebSocket tokens signed with
+//! HMAC-SHA256, scoped to one execution and expiring.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No credential, a wrong one, a forged or an expired token: 401.
+    Unauthorized,
+    /// A valid token for another execution: 403.
+    Forbidden,
+}
+
+/// The API keys a deployment accepts.
+#[derive(Clone)]
+pub struct ApiKeys {
+    keys: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} key(s))", self.keys.len())
+    }
+}
+
+impl ApiKeys {
+    pub fn new(keys: Vec<String>) -> ApiKeys {
+        ApiKeys {
+            keys: keys.into_iter().filter(|k| !k.is_empty()).collect(),
+        }
+    }
+
+    pub fn check(&self, presented: Option<&str>) -> Result<(), Denied> {
+        let Some(presented) = presented else {
+            return Err(Denied::Unauthorized);
+        };
+        // Compare against every key without stopping early, so timing says nothing.
+        let mut ok = false;
+        for k in &self.keys {
+            ok |= constant_time_eq(k.as_bytes(), presented.as_bytes());
+        }
+        if ok { Ok(()) } else { Err(Denied::Unauthorized) }
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// Signs and checks WebSocket tokens: `base64url(execution_id "\n" expiry) "." base64url(mac)`.
+#[derive(Clone)]
+pub struct TokenSigner {
+    secret: Vec<u8>,
+    ttl_secs: i64,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSigner(ttl {}s)", self.ttl_secs)
+    }
+}
+
+impl TokenSigner {
+    pub fn new(secret: impl Into<Vec<u8>>, ttl_secs: i64) -> TokenSigner {
+        TokenSigner {
+            secret: secret.into(),
+            ttl_secs,
+        }
+    }
+
+    fn mac(&self, payload: &[u8]) -> Vec<u8> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
+        mac.update(payload);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    pub fn sign(&self, execution_id: &str, now_secs: i64) -> String {
+        let payload = format!("{execution_id}\n{}", now_secs + self.ttl_secs);
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload.as_bytes()),
+            URL_SAFE_NO_PAD.encode(self.mac(payload.as_bytes()))
+        )
+    }
+
+    pub fn verify(&self, token: &str, execution_id: &str, now_secs: i64) -> Result<(), Denied> {
+        let (p, m) = token.split_once('.').ok_or(Denied::Unauthorized)?;
+        let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| Denied::Unauthorized)?;
+        let mac = URL_SAFE_NO_PAD.decode(m).map_err(|_| Denied::Unauthorized)?;
+        if !constant_time_eq(&self.mac(&payload), &mac) {
+            return Err(Denied::Unauthorized);
+        }
+        let payload = String::from_utf8(payload).map_err(|_| Denied::Unauthorized)?;
+        let (exec, expiry) = payload.split_once('\n').ok_or(Denied::Unauthorized)?;
+        let expiry: i64 = expiry.parse().map_err(|_| Denied::Unauthorized)?;
+        if expiry < now_secs {
+            return Err(Denied::Unauthorized);
+        }
+        if exec != execution_id {
+            return Err(Denied::Forbidden);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_scoped_and_expire() {
+        let s = TokenSigner::new(b"secret".to_vec(), 60);
+        let t = s.sign("exec-1", 1_000);
+        assert_eq!(s.verify(&t, "exec-1", 1_000), Ok(()));
+        assert_eq!(s.verify(&t, "exec-2", 1_000), Err(Denied::Forbidden));
+        assert_eq!(s.verify(&t, "exec-1", 1_061), Err(Denied::Unauthorized));
+        let other = TokenSigner::new(b"other".to_vec(), 60);
+        assert_eq!(other.verify(&t, "exec-1", 1_000), Err(Denied::Unauthorized));
+        assert_eq!(s.verify("garbage", "exec-1", 1_000), Err(Denied::Unauthorized));
+    }
+
+    #[test]
+    fn api_keys_compare_whole_keys() {
+        let keys = ApiKeys::new(vec!["abc".into(), String::new()]);
+        assert_eq!(keys.check(Some("abc")), Ok(()));
+        assert_eq!(keys.check(Some("ab")), Err(Denied::Unauthorized));
+        assert_eq!(keys.check(Some("")), Err(Denied::Unauthorized));
+        assert_eq!(keys.check(None), Err(Denied::Unauthorized));
+    }
+}

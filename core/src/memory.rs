@@ -1,0 +1,531 @@
+//! In-memory implementations of every port: the reference store for the conformance suite, the
+//! simulation's world, and handy for handler tests. Every operation is atomic under one lock
+//! and may yield before and after it, so a scheduler can interleave callers at every await.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+
+use crate::error::{CommitError, StoreError};
+use crate::model::{Connection, Head, LogEvent, SourceEvent};
+use crate::ports::{
+    Clock, Commit, ConnectionStore, HeadReader, LogReader, LogSource, LogWriter, Metric, Metrics,
+    PushError, Pusher, SourcePage,
+};
+
+/// A future that is pending once, then ready: an await point a scheduler can switch at.
+#[derive(Debug, Default)]
+pub struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[derive(Default)]
+struct ExecState {
+    head: Option<Head>,
+    /// index → (event, expires_at)
+    events: BTreeMap<u64, (LogEvent, i64)>,
+    ids: HashSet<String>,
+}
+
+/// The in-memory log store.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<HashMap<String, ExecState>>,
+    yields: AtomicBool,
+    /// Test hook: skip the idempotency check (to prove the suites catch it).
+    pub break_idempotency: AtomicBool,
+    /// Test hook: skip the version condition (to prove the suites catch it).
+    pub break_version_check: AtomicBool,
+    max_events: usize,
+    clock: Option<std::sync::Arc<dyn Clock>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore {
+            max_events: 49,
+            ..MemoryStore::default()
+        }
+    }
+
+    /// Yield before and after every operation (for the simulation's scheduler).
+    pub fn with_yields(self) -> MemoryStore {
+        self.yields.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// Judge item expiry by `clock` instead of the system time.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn Clock>) -> MemoryStore {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.clock
+            .as_ref()
+            .map_or_else(unix_now_secs, |c| c.now_ms() / 1000)
+    }
+
+    pub fn with_max_events_per_commit(mut self, n: usize) -> MemoryStore {
+        self.max_events = n;
+        self
+    }
+
+    async fn point(&self) {
+        if self.yields.load(Ordering::Relaxed) {
+            YieldNow::default().await;
+        }
+    }
+
+    /// Every committed event of an execution, ascending (for invariant checks).
+    pub fn all_events(&self, execution_id: &str) -> Vec<LogEvent> {
+        let state = self.state.lock().expect("memory store lock");
+        state
+            .get(execution_id)
+            .map(|s| s.events.values().map(|(e, _)| e.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl HeadReader for MemoryStore {
+    async fn head(&self, execution_id: &str) -> Result<Option<Head>, StoreError> {
+        self.point().await;
+        let head = {
+            let state = self.state.lock().expect("memory store lock");
+            state.get(execution_id).and_then(|s| s.head.clone())
+        };
+        self.point().await;
+        Ok(head)
+    }
+}
+
+#[async_trait]
+impl LogWriter for MemoryStore {
+    fn max_events_per_commit(&self) -> usize {
+        self.max_events
+    }
+
+    async fn known_event_ids(
+        &self,
+        execution_id: &str,
+        event_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        self.point().await;
+        let known = {
+            let state = self.state.lock().expect("memory store lock");
+            match state.get(execution_id) {
+                Some(s) => event_ids
+                    .iter()
+                    .filter(|id| s.ids.contains(*id))
+                    .cloned()
+                    .collect(),
+                None => HashSet::new(),
+            }
+        };
+        self.point().await;
+        Ok(known)
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
+        self.point().await;
+        let result = {
+            let mut state = self.state.lock().expect("memory store lock");
+            let s = state.entry(commit.head.execution_id.clone()).or_default();
+            let current = s.head.as_ref().map(|h| h.version);
+            if current != commit.expected_version
+                && !self.break_version_check.load(Ordering::Relaxed)
+            {
+                Err(CommitError::VersionConflict)
+            } else {
+                let dups: Vec<String> = if self.break_idempotency.load(Ordering::Relaxed) {
+                    Vec::new()
+                } else {
+                    commit
+                        .events
+                        .iter()
+                        .filter(|e| s.ids.contains(&e.event_id))
+                        .map(|e| e.event_id.clone())
+                        .collect()
+                };
+                if !dups.is_empty() {
+                    Err(CommitError::Duplicate(dups))
+                } else {
+                    let expires_at = commit.head.expires_at;
+                    for e in commit.events {
+                        s.ids.insert(e.event_id.clone());
+                        s.events.insert(e.index, (e, expires_at));
+                    }
+                    s.head = Some(commit.head);
+                    Ok(())
+                }
+            }
+        };
+        self.point().await;
+        result
+    }
+}
+
+#[async_trait]
+impl LogReader for MemoryStore {
+    async fn read_range(
+        &self,
+        execution_id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        self.point().await;
+        let now = self.now_secs();
+        let result = {
+            let state = self.state.lock().expect("memory store lock");
+            let mut out = Vec::new();
+            if let Some(s) = state.get(execution_id).filter(|_| after < through) {
+                for (idx, (e, exp)) in s.events.range(after + 1..=through).take(limit) {
+                    if *exp <= now || *idx != after + 1 + out.len() as u64 {
+                        return Err(StoreError::Expired(execution_id.to_string()));
+                    }
+                    out.push(e.clone());
+                }
+            }
+            Ok(out)
+        };
+        self.point().await;
+        result
+    }
+}
+
+/// In-memory connections.
+#[derive(Default)]
+pub struct MemoryConnections {
+    map: Mutex<HashMap<String, Connection>>,
+}
+
+impl MemoryConnections {
+    pub fn new() -> MemoryConnections {
+        MemoryConnections::default()
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for MemoryConnections {
+    async fn put(&self, connection: Connection) -> Result<(), StoreError> {
+        YieldNow::default().await;
+        self.map
+            .lock()
+            .expect("connections lock")
+            .insert(connection.connection_id.clone(), connection);
+        Ok(())
+    }
+
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        Ok(self
+            .map
+            .lock()
+            .expect("connections lock")
+            .get(connection_id)
+            .cloned())
+    }
+
+    async fn remove(&self, connection_id: &str) -> Result<(), StoreError> {
+        self.map.lock().expect("connections lock").remove(connection_id);
+        Ok(())
+    }
+
+    async fn list(&self, execution_id: &str) -> Result<Vec<Connection>, StoreError> {
+        YieldNow::default().await;
+        let mut v: Vec<Connection> = self
+            .map
+            .lock()
+            .expect("connections lock")
+            .values()
+            .filter(|c| c.execution_id == execution_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        Ok(v)
+    }
+
+    async fn advance(&self, connection_id: &str, cursor: u64) -> Result<Option<u64>, StoreError> {
+        YieldNow::default().await;
+        let mut map = self.map.lock().expect("connections lock");
+        Ok(map.get_mut(connection_id).map(|c| {
+            let prev = c.cursor;
+            c.cursor = c.cursor.max(cursor);
+            prev
+        }))
+    }
+}
+
+/// An in-memory log source with CloudWatch `GetLogEvents` token semantics: forward tokens
+/// `f/<pos>`, the same token back at the end, and optionally an empty page before each real one.
+pub struct MemorySource {
+    streams: Mutex<HashMap<String, Vec<SourceEvent>>>,
+    page_size: usize,
+    empty_pages: bool,
+    next_id: AtomicI64,
+}
+
+impl MemorySource {
+    pub fn new(page_size: usize) -> MemorySource {
+        MemorySource {
+            streams: Mutex::default(),
+            page_size: page_size.max(1),
+            empty_pages: false,
+            next_id: AtomicI64::new(1),
+        }
+    }
+
+    /// Return an empty page (with a new token) before every non-empty one, as CloudWatch may.
+    pub fn with_empty_pages(mut self) -> MemorySource {
+        self.empty_pages = true;
+        self
+    }
+
+    /// Creates the stream if needed.
+    pub fn create_stream(&self, execution_id: &str) {
+        self.streams
+            .lock()
+            .expect("source lock")
+            .entry(execution_id.to_string())
+            .or_default();
+    }
+
+    /// Appends a line; returns the event with its new, unique id.
+    pub fn put(&self, execution_id: &str, timestamp: i64, message: &str) -> SourceEvent {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ev = SourceEvent {
+            event_id: format!("{id:020}"),
+            timestamp,
+            message: message.to_string(),
+        };
+        self.streams
+            .lock()
+            .expect("source lock")
+            .entry(execution_id.to_string())
+            .or_default()
+            .push(ev.clone());
+        ev
+    }
+
+    pub fn events(&self, execution_id: &str) -> Vec<SourceEvent> {
+        self.streams
+            .lock()
+            .expect("source lock")
+            .get(execution_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl LogSource for MemorySource {
+    async fn exists(&self, execution_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .streams
+            .lock()
+            .expect("source lock")
+            .contains_key(execution_id))
+    }
+
+    async fn page(
+        &self,
+        execution_id: &str,
+        token: Option<&str>,
+    ) -> Result<SourcePage, StoreError> {
+        YieldNow::default().await;
+        let streams = self.streams.lock().expect("source lock");
+        let Some(events) = streams.get(execution_id) else {
+            return Err(StoreError::Backend(format!(
+                "the log stream of execution {execution_id} does not exist"
+            )));
+        };
+        let (kind, pos) = match token {
+            None => ('f', 0usize),
+            Some(t) => {
+                let (k, p) = t.split_once('/').ok_or(StoreError::InvalidToken)?;
+                let pos = p.parse::<usize>().map_err(|_| StoreError::InvalidToken)?;
+                let kind = k.chars().next().ok_or(StoreError::InvalidToken)?;
+                if !matches!(kind, 'f' | 'e') || pos > events.len() {
+                    return Err(StoreError::InvalidToken);
+                }
+                (kind, pos)
+            }
+        };
+        if pos >= events.len() {
+            // At the end: the same token comes back.
+            return Ok(SourcePage {
+                events: Vec::new(),
+                next_token: format!("f/{pos}"),
+            });
+        }
+        if self.empty_pages && kind == 'f' {
+            return Ok(SourcePage {
+                events: Vec::new(),
+                next_token: format!("e/{pos}"),
+            });
+        }
+        let end = (pos + self.page_size).min(events.len());
+        Ok(SourcePage {
+            events: events[pos..end].to_vec(),
+            next_token: format!("f/{end}"),
+        })
+    }
+}
+
+/// Records every push; connections can be marked gone.
+#[derive(Default)]
+pub struct RecordingPusher {
+    sent: Mutex<HashMap<String, Vec<String>>>,
+    gone: Mutex<HashSet<String>>,
+}
+
+impl RecordingPusher {
+    pub fn new() -> RecordingPusher {
+        RecordingPusher::default()
+    }
+
+    pub fn mark_gone(&self, connection_id: &str) {
+        self.gone
+            .lock()
+            .expect("pusher lock")
+            .insert(connection_id.to_string());
+    }
+
+    /// Messages pushed to a connection so far, taken out.
+    pub fn take(&self, connection_id: &str) -> Vec<String> {
+        self.sent
+            .lock()
+            .expect("pusher lock")
+            .remove(connection_id)
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Pusher for RecordingPusher {
+    async fn push(&self, connection_id: &str, text: &str) -> Result<(), PushError> {
+        YieldNow::default().await;
+        if self.gone.lock().expect("pusher lock").contains(connection_id) {
+            return Err(PushError::Gone);
+        }
+        self.sent
+            .lock()
+            .expect("pusher lock")
+            .entry(connection_id.to_string())
+            .or_default()
+            .push(text.to_string());
+        Ok(())
+    }
+}
+
+/// A clock whose time only moves when someone sleeps; jitter from a seeded generator.
+pub struct SimClock {
+    now: AtomicI64,
+    rng: Mutex<u64>,
+}
+
+impl SimClock {
+    pub fn new(start_ms: i64, seed: u64) -> SimClock {
+        SimClock {
+            now: AtomicI64::new(start_ms),
+            rng: Mutex::new(seed),
+        }
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.now.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// splitmix64: a tiny, good-enough generator for jitter and simulations.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[async_trait]
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        self.advance(ms as i64);
+        YieldNow::default().await;
+    }
+
+    fn jitter(&self, bound: u64) -> u64 {
+        if bound == 0 {
+            return 0;
+        }
+        splitmix64(&mut self.rng.lock().expect("clock lock")) % bound
+    }
+}
+
+/// Counters kept in memory (also what the local stack serves as Prometheus text).
+#[derive(Default)]
+pub struct MemoryMetrics {
+    counters: Mutex<BTreeMap<Metric, u64>>,
+}
+
+impl MemoryMetrics {
+    pub fn new() -> MemoryMetrics {
+        MemoryMetrics::default()
+    }
+
+    pub fn get(&self, metric: Metric) -> u64 {
+        *self
+            .counters
+            .lock()
+            .expect("metrics lock")
+            .get(&metric)
+            .unwrap_or(&0)
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        for m in Metric::ALL {
+            let name = format!("runvoy_{}_total", m.name());
+            out.push_str(&format!("# TYPE {name} counter\n{name} {}\n", self.get(m)));
+        }
+        out
+    }
+}
+
+impl Metrics for MemoryMetrics {
+    fn incr(&self, metric: Metric, by: u64) {
+        *self
+            .counters
+            .lock()
+            .expect("metrics lock")
+            .entry(metric)
+            .or_insert(0) += by;
+    }
+}

@@ -1,0 +1,126 @@
+//! Domain model: executions' heads, committed log events, source events and connections.
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle status of an execution (spec §4). Only `Running` is non-terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Running,
+    Succeeded,
+    Failed,
+    Stopped,
+}
+
+impl Status {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "RUNNING",
+            Status::Succeeded => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "RUNNING" => Some(Status::Running),
+            "SUCCEEDED" => Some(Status::Succeeded),
+            "FAILED" => Some(Status::Failed),
+            "STOPPED" => Some(Status::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// A line as the log source (CloudWatch Logs or its local analog) holds it, before it has an index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceEvent {
+    pub event_id: String,
+    pub timestamp: i64,
+    pub message: String,
+}
+
+impl SourceEvent {
+    /// The order in which events of one batch are committed (I4).
+    pub fn order_key(&self) -> (i64, &str) {
+        (self.timestamp, self.event_id.as_str())
+    }
+}
+
+/// A committed line: immutable once written (I3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogEvent {
+    pub index: u64,
+    pub event_id: String,
+    pub timestamp: i64,
+    pub message: String,
+}
+
+impl LogEvent {
+    pub fn from_source(index: u64, ev: SourceEvent) -> LogEvent {
+        LogEvent {
+            index,
+            event_id: ev.event_id,
+            timestamp: ev.timestamp,
+            message: ev.message,
+        }
+    }
+}
+
+/// The execution's head, stored at `log_index = 0`: the single item every index assignment is
+/// conditioned on (optimistic concurrency on `version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub execution_id: String,
+    /// Highest committed index; indexes `1..=last_index` all exist (I1).
+    pub last_index: u64,
+    pub status: Status,
+    /// Set together with a terminal status: every index up to it is committed (I6).
+    pub final_index: Option<u64>,
+    pub exit_code: Option<i32>,
+    /// Where the last reconciliation stopped reading the log source (a forward token).
+    pub source_cursor: Option<String>,
+    /// Incremented by every commit; the condition of the next one.
+    pub version: u64,
+    /// Timestamp of the event at `last_index`, to count out-of-order arrivals.
+    pub last_timestamp: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Unix seconds after which the store may delete this item (I8).
+    pub expires_at: i64,
+}
+
+impl Head {
+    pub fn new(execution_id: &str, now_ms: i64, expires_at: i64) -> Head {
+        Head {
+            execution_id: execution_id.to_string(),
+            last_index: 0,
+            status: Status::Running,
+            final_index: None,
+            exit_code: None,
+            source_cursor: None,
+            version: 0,
+            last_timestamp: i64::MIN,
+            created_at: now_ms,
+            updated_at: now_ms,
+            expires_at,
+        }
+    }
+}
+
+/// A WebSocket connection following one execution, with the highest index already sent to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    pub execution_id: String,
+    /// Highest index pushed (or known to the client); pushes continue after it.
+    pub cursor: u64,
+    pub connected_at: i64,
+    /// Unix seconds; connections never outlive API Gateway's 2 h maximum by much.
+    pub expires_at: i64,
+}

@@ -1,0 +1,171 @@
+//! Ports: the capabilities the services need, split so a handler asks only for what it uses.
+//! In-memory implementations live in [`crate::memory`]; SQLite and DynamoDB ones in adapter crates.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+use crate::error::{CommitError, StoreError};
+use crate::model::{Connection, Head, LogEvent, SourceEvent};
+
+/// One atomic write: the new head (conditioned on `expected_version`) and the events it adds.
+///
+/// A store applies all of it or nothing: the head must still be at `expected_version` (`None`:
+/// must not exist), no event id may already be committed for this execution, and every event is
+/// written with its idempotency record in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub expected_version: Option<u64>,
+    pub head: Head,
+    pub events: Vec<LogEvent>,
+}
+
+/// Reads the execution head with strong consistency.
+#[async_trait]
+pub trait HeadReader: Send + Sync {
+    async fn head(&self, execution_id: &str) -> Result<Option<Head>, StoreError>;
+}
+
+/// Appends events and updates the head atomically.
+#[async_trait]
+pub trait LogWriter: HeadReader {
+    /// Most events one [`Commit`] may carry (DynamoDB: 100 transaction actions).
+    fn max_events_per_commit(&self) -> usize;
+
+    /// Which of `event_ids` are already committed for this execution (a cheap pre-filter).
+    async fn known_event_ids(
+        &self,
+        execution_id: &str,
+        event_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError>;
+
+    async fn commit(&self, commit: Commit) -> Result<(), CommitError>;
+}
+
+/// Reads committed events.
+#[async_trait]
+pub trait LogReader: HeadReader {
+    /// Events with `after < index <= through`, ascending, at most `limit`. Callers pass a
+    /// `through` no higher than the `last_index` of a head they read first (spec §5). A missing
+    /// index inside the range is reported as [`StoreError::Expired`], never skipped.
+    async fn read_range(
+        &self,
+        execution_id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError>;
+}
+
+/// Every store capability at once, for wiring.
+pub trait LogStore: LogWriter + LogReader {}
+impl<T: LogWriter + LogReader> LogStore for T {}
+
+/// WebSocket connections per execution.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    async fn put(&self, connection: Connection) -> Result<(), StoreError>;
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
+    async fn remove(&self, connection_id: &str) -> Result<(), StoreError>;
+    /// Every connection of the execution that finished connecting, strongly consistent.
+    async fn list(&self, execution_id: &str) -> Result<Vec<Connection>, StoreError>;
+    /// Raises the connection's cursor to `cursor` if it is higher; returns the cursor it had.
+    async fn advance(&self, connection_id: &str, cursor: u64) -> Result<Option<u64>, StoreError>;
+}
+
+/// One page of the log source, CloudWatch `GetLogEvents` style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePage {
+    pub events: Vec<SourceEvent>,
+    /// The token for the next page. At the end of the stream it equals the token passed in.
+    pub next_token: String,
+}
+
+/// The log source an execution writes to (CloudWatch Logs or the local analog).
+#[async_trait]
+pub trait LogSource: Send + Sync {
+    /// Whether the execution's stream exists at all (unknown executions are 404, not empty).
+    async fn exists(&self, execution_id: &str) -> Result<bool, StoreError>;
+    /// Reads forward from `token` (`None`: from the start of the stream).
+    async fn page(&self, execution_id: &str, token: Option<&str>)
+    -> Result<SourcePage, StoreError>;
+}
+
+/// Why a push did not reach its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushError {
+    /// The connection is closed (API Gateway 410): forget it.
+    Gone,
+    /// Anything else; the message says what.
+    Failed(String),
+}
+
+/// Sends a text frame to a WebSocket connection.
+#[async_trait]
+pub trait Pusher: Send + Sync {
+    async fn push(&self, connection_id: &str, text: &str) -> Result<(), PushError>;
+}
+
+/// Time, waiting and randomness: injected so the simulation can control them.
+#[async_trait]
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+    async fn sleep_ms(&self, ms: u64);
+    /// A pseudo-random number in `0..bound` (backoff jitter).
+    fn jitter(&self, bound: u64) -> u64;
+}
+
+/// Counters the services emit (EMF on Lambda, Prometheus locally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    EventsAppended,
+    DuplicatesDropped,
+    OutOfOrder,
+    TransactionRetries,
+    Throttles,
+    PushesSent,
+    PushFailures,
+    ConnectionsPruned,
+    EventsReconciled,
+    EventsAfterCompletion,
+    AppendFailures,
+    PoisonPayloads,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 12] = [
+        Metric::EventsAppended,
+        Metric::DuplicatesDropped,
+        Metric::OutOfOrder,
+        Metric::TransactionRetries,
+        Metric::Throttles,
+        Metric::PushesSent,
+        Metric::PushFailures,
+        Metric::ConnectionsPruned,
+        Metric::EventsReconciled,
+        Metric::EventsAfterCompletion,
+        Metric::AppendFailures,
+        Metric::PoisonPayloads,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::EventsAppended => "events_appended",
+            Metric::DuplicatesDropped => "duplicates_dropped",
+            Metric::OutOfOrder => "out_of_order_events",
+            Metric::TransactionRetries => "transaction_retries",
+            Metric::Throttles => "throttles",
+            Metric::PushesSent => "pushes_sent",
+            Metric::PushFailures => "push_failures",
+            Metric::ConnectionsPruned => "connections_pruned",
+            Metric::EventsReconciled => "events_reconciled",
+            Metric::EventsAfterCompletion => "events_after_completion",
+            Metric::AppendFailures => "append_failures",
+            Metric::PoisonPayloads => "poison_payloads",
+        }
+    }
+}
+
+pub trait Metrics: Send + Sync {
+    fn incr(&self, metric: Metric, by: u64);
+}

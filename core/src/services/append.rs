@@ -1,0 +1,290 @@
+//! The index engine: commits source events exactly once (I2) at contiguous indexes (I1), in
+//! `(timestamp, event_id)` order within a batch (I4), with optimistic retries on the head (I7).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::error::{CommitError, CoreError, StoreError};
+use crate::model::{Head, LogEvent, SourceEvent};
+use crate::ports::{Clock, Commit, LogWriter, Metric, Metrics};
+
+/// Tunables of the engine; the defaults are what production uses.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Seconds a stored item lives after the last write to its execution (I8). Default 7 days.
+    pub retention_secs: i64,
+    /// Conflicting or throttled attempts per commit before the append gives up (and the
+    /// invocation fails so that AWS retries it).
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            retention_secs: 7 * 24 * 3600,
+            max_attempts: 64,
+            backoff_base_ms: 5,
+            backoff_max_ms: 1_000,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Events committed by this call, ascending by index.
+    pub committed: Vec<LogEvent>,
+    /// Events dropped because they were already committed.
+    pub duplicates: usize,
+    /// The head after this call's last commit (`None` when it committed nothing).
+    pub head: Option<Head>,
+}
+
+/// Appends batches of source events to an execution.
+#[derive(Clone)]
+pub struct Appender {
+    store: Arc<dyn LogWriter>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<dyn Metrics>,
+    config: EngineConfig,
+}
+
+impl Appender {
+    pub fn new(
+        store: Arc<dyn LogWriter>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<dyn Metrics>,
+        config: EngineConfig,
+    ) -> Appender {
+        Appender {
+            store,
+            clock,
+            metrics,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LogWriter> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn expiry_from_now(&self) -> i64 {
+        self.clock.now_ms() / 1000 + self.config.retention_secs
+    }
+
+    /// Commits the events of one delivered batch that are not committed yet. `cursor`, when
+    /// given, is stored in the head with the batch's last commit (reconciliation progress), and
+    /// also creates the head of an execution that has no events yet.
+    pub async fn append(
+        &self,
+        execution_id: &str,
+        mut events: Vec<SourceEvent>,
+        cursor: Option<String>,
+    ) -> Result<AppendOutcome, CoreError> {
+        events.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let before = events.len();
+        let mut seen = HashSet::new();
+        events.retain(|e| seen.insert(e.event_id.clone()));
+        let mut outcome = AppendOutcome {
+            duplicates: before - events.len(),
+            ..AppendOutcome::default()
+        };
+
+        // Pre-filter known duplicates with a read, so a redelivered batch costs reads rather
+        // than failed transactions.
+        if !events.is_empty() {
+            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+            let known = self.store.known_event_ids(execution_id, &ids).await?;
+            if !known.is_empty() {
+                events.retain(|e| !known.contains(&e.event_id));
+                outcome.duplicates += ids.len() - events.len();
+            }
+        }
+
+        let max = self.store.max_events_per_commit().max(1);
+        let chunks: Vec<Vec<SourceEvent>> = if events.is_empty() {
+            vec![Vec::new()]
+        } else {
+            events.chunks(max).map(|c| c.to_vec()).collect()
+        };
+        let last_chunk = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let chunk_cursor = if i == last_chunk { cursor.clone() } else { None };
+            self.commit_chunk(execution_id, chunk, chunk_cursor, &mut outcome)
+                .await?;
+        }
+        if outcome.duplicates > 0 {
+            self.metrics
+                .incr(Metric::DuplicatesDropped, outcome.duplicates as u64);
+        }
+        Ok(outcome)
+    }
+
+    async fn commit_chunk(
+        &self,
+        execution_id: &str,
+        mut pending: Vec<SourceEvent>,
+        cursor: Option<String>,
+        outcome: &mut AppendOutcome,
+    ) -> Result<(), CoreError> {
+        let mut attempt = 0u32;
+        loop {
+            let current = self.store.head(execution_id).await?;
+            let cursor_changes = match (&cursor, &current) {
+                (Some(c), Some(h)) => h.source_cursor.as_deref() != Some(c.as_str()),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if pending.is_empty() && !cursor_changes {
+                return Ok(());
+            }
+            let expected = current.as_ref().map(|h| h.version);
+            let now = self.clock.now_ms();
+            let mut head = current
+                .unwrap_or_else(|| Head::new(execution_id, now, self.expiry_from_now()));
+            let terminal = head.status.is_terminal();
+            let mut out_of_order = 0u64;
+            let mut committed = Vec::with_capacity(pending.len());
+            for ev in &pending {
+                if ev.timestamp < head.last_timestamp {
+                    out_of_order += 1;
+                }
+                head.last_index += 1;
+                head.last_timestamp = head.last_timestamp.max(ev.timestamp);
+                committed.push(LogEvent::from_source(head.last_index, ev.clone()));
+            }
+            if let Some(c) = &cursor {
+                head.source_cursor = Some(c.clone());
+            }
+            head.version += 1;
+            head.updated_at = now;
+            head.expires_at = head.expires_at.max(self.expiry_from_now());
+
+            let commit = Commit {
+                expected_version: expected,
+                head: head.clone(),
+                events: committed.clone(),
+            };
+            match self.store.commit(commit).await {
+                Ok(()) => {
+                    let n = committed.len() as u64;
+                    self.metrics.incr(Metric::EventsAppended, n);
+                    if out_of_order > 0 {
+                        self.metrics.incr(Metric::OutOfOrder, out_of_order);
+                    }
+                    if terminal && n > 0 {
+                        self.metrics.incr(Metric::EventsAfterCompletion, n);
+                    }
+                    outcome.committed.extend(committed);
+                    outcome.head = Some(head);
+                    return Ok(());
+                }
+                Err(CommitError::Duplicate(ids)) => {
+                    // Another writer committed some of these events since the pre-filter: drop
+                    // them and retry at once with the rest (no backoff, it is progress).
+                    let ids: HashSet<String> = ids.into_iter().collect();
+                    let before = pending.len();
+                    pending.retain(|e| !ids.contains(&e.event_id));
+                    let dropped = before - pending.len();
+                    outcome.duplicates += dropped;
+                    if dropped == 0 {
+                        // The store named ids we did not send: re-check them all by reading.
+                        let all: Vec<String> = pending.iter().map(|e| e.event_id.clone()).collect();
+                        let known = self.store.known_event_ids(execution_id, &all).await?;
+                        pending.retain(|e| !known.contains(&e.event_id));
+                        outcome.duplicates += all.len() - pending.len();
+                        self.backoff(execution_id, &mut attempt).await?;
+                    }
+                }
+                Err(CommitError::VersionConflict) => {
+                    self.metrics.incr(Metric::TransactionRetries, 1);
+                    self.backoff(execution_id, &mut attempt).await?;
+                }
+                Err(CommitError::Store(StoreError::Throttled)) => {
+                    self.metrics.incr(Metric::Throttles, 1);
+                    self.backoff(execution_id, &mut attempt).await?;
+                }
+                Err(CommitError::Store(e)) => {
+                    self.metrics.incr(Metric::AppendFailures, 1);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Sleeps with capped exponential backoff and full jitter, or gives up after
+    /// `max_attempts`.
+    async fn backoff(&self, execution_id: &str, attempt: &mut u32) -> Result<(), CoreError> {
+        *attempt += 1;
+        if *attempt >= self.config.max_attempts {
+            self.metrics.incr(Metric::AppendFailures, 1);
+            return Err(CoreError::TooManyConflicts(
+                execution_id.to_string(),
+                *attempt,
+            ));
+        }
+        let exp = self
+            .config
+            .backoff_base_ms
+            .saturating_mul(1u64 << (*attempt).min(16));
+        let cap = exp.min(self.config.backoff_max_ms).max(1);
+        self.clock.sleep_ms(self.clock.jitter(cap + 1)).await;
+        Ok(())
+    }
+
+    /// Rewrites the head with `change` under the same optimistic condition as appends, retrying
+    /// on conflicts. `change` returns `None` to leave the head as it is.
+    pub async fn update_head<F>(&self, execution_id: &str, change: F) -> Result<Head, CoreError>
+    where
+        F: Fn(&Head) -> Result<Option<Head>, CoreError> + Send + Sync,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let Some(current) = self.store.head(execution_id).await? else {
+                return Err(CoreError::NotFound(execution_id.to_string()));
+            };
+            let Some(mut head) = change(&current)? else {
+                return Ok(current);
+            };
+            head.version = current.version + 1;
+            head.updated_at = self.clock.now_ms();
+            let commit = Commit {
+                expected_version: Some(current.version),
+                head: head.clone(),
+                events: Vec::new(),
+            };
+            match self.store.commit(commit).await {
+                Ok(()) => return Ok(head),
+                Err(CommitError::VersionConflict) => {
+                    self.metrics.incr(Metric::TransactionRetries, 1);
+                    self.backoff(execution_id, &mut attempt).await?;
+                }
+                Err(CommitError::Store(StoreError::Throttled)) => {
+                    self.metrics.incr(Metric::Throttles, 1);
+                    self.backoff(execution_id, &mut attempt).await?;
+                }
+                Err(CommitError::Duplicate(_)) => {
+                    return Err(CoreError::Store(StoreError::Backend(
+                        "the store reported duplicate events for a head-only commit".into(),
+                    )));
+                }
+                Err(CommitError::Store(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Seconds-since-epoch expiry for an item written now (I8).
+    pub fn expires_at_now(&self) -> i64 {
+        self.expiry_from_now()
+    }
+}

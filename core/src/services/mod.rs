@@ -1,0 +1,13 @@
+//! Services: the logic every deployment shares (Lambda functions and the local stack alike).
+
+mod append;
+mod completion;
+mod fanout;
+mod read;
+mod reconcile;
+
+pub use append::{AppendOutcome, Appender, EngineConfig};
+pub use completion::Completer;
+pub use fanout::{FanOut, pack_messages};
+pub use read::{LogsPage, Reader};
+pub use reconcile::{ReconcileOutcome, Reconciler};

@@ -1,0 +1,81 @@
+//! Reading committed events: head first (strongly consistent), never past its `last_index`.
+
+use std::sync::Arc;
+
+use crate::error::{CoreError, StoreError};
+use crate::model::{Head, LogEvent};
+use crate::ports::{Clock, LogReader};
+
+/// One page of an execution's committed events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsPage {
+    pub head: Head,
+    pub events: Vec<LogEvent>,
+    /// Highest index in `events`, or the requested `since_index` when there are none.
+    pub last_index: u64,
+    /// More committed events exist beyond `last_index`.
+    pub has_more: bool,
+}
+
+#[derive(Clone)]
+pub struct Reader {
+    store: Arc<dyn LogReader>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Reader {
+    pub fn new(store: Arc<dyn LogReader>, clock: Arc<dyn Clock>) -> Reader {
+        Reader { store, clock }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LogReader> {
+        &self.store
+    }
+
+    pub async fn head(&self, execution_id: &str) -> Result<Option<Head>, CoreError> {
+        Ok(self.store.head(execution_id).await?)
+    }
+
+    /// Events after `since_index`, at most `limit`. `Ok(None)`: the execution has no head yet.
+    pub async fn page(
+        &self,
+        execution_id: &str,
+        since_index: u64,
+        limit: usize,
+    ) -> Result<Option<LogsPage>, CoreError> {
+        let Some(head) = self.store.head(execution_id).await? else {
+            return Ok(None);
+        };
+        if head.expires_at <= self.clock.now_ms() / 1000 {
+            return Err(StoreError::Expired(execution_id.to_string()).into());
+        }
+        let events = if since_index < head.last_index && limit > 0 {
+            self.store
+                .read_range(execution_id, since_index, head.last_index, limit)
+                .await?
+        } else {
+            Vec::new()
+        };
+        check_contiguous(execution_id, since_index, &events)?;
+        let last_index = events.last().map_or(since_index, |e| e.index);
+        Ok(Some(LogsPage {
+            has_more: last_index < head.last_index,
+            last_index,
+            events,
+            head,
+        }))
+    }
+}
+
+/// A store must return `since+1, since+2, …`; anything else means items are gone (I8) and the
+/// page must not be presented as complete.
+fn check_contiguous(execution_id: &str, since: u64, events: &[LogEvent]) -> Result<(), CoreError> {
+    let mut expected = since + 1;
+    for e in events {
+        if e.index != expected {
+            return Err(StoreError::Expired(execution_id.to_string()).into());
+        }
+        expected += 1;
+    }
+    Ok(())
+}

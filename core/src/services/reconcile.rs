@@ -1,0 +1,94 @@
+//! Reconciliation: read the log source from the head's cursor and append what is missing (I2).
+//! Runs on first read (lazy population), at completion, and periodically while watched.
+
+use std::sync::Arc;
+
+use crate::error::{CoreError, StoreError};
+use crate::model::{Head, LogEvent};
+use crate::ports::{LogSource, Metric, Metrics};
+use crate::services::Appender;
+
+/// What one reconciliation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileOutcome {
+    /// Events this reconciliation committed (they were missing: dropped or not yet delivered).
+    pub recovered: Vec<LogEvent>,
+    pub pages: usize,
+    /// The head after the last commit, if any commit happened.
+    pub head: Option<Head>,
+}
+
+#[derive(Clone)]
+pub struct Reconciler {
+    source: Arc<dyn LogSource>,
+    appender: Appender,
+    metrics: Arc<dyn Metrics>,
+    /// Safety bound on pages read in one call, so a stream written faster than it is read cannot
+    /// keep one call busy forever; the next call continues from the saved cursor.
+    max_pages: usize,
+}
+
+impl Reconciler {
+    pub fn new(source: Arc<dyn LogSource>, appender: Appender, metrics: Arc<dyn Metrics>) -> Self {
+        Reconciler {
+            source,
+            appender,
+            metrics,
+            max_pages: 100_000,
+        }
+    }
+
+    pub fn source(&self) -> &Arc<dyn LogSource> {
+        &self.source
+    }
+
+    pub fn appender(&self) -> &Appender {
+        &self.appender
+    }
+
+    /// Whether the execution is known at all: a head exists, or the source has its stream.
+    pub async fn exists(&self, execution_id: &str) -> Result<bool, CoreError> {
+        if self.appender.store().head(execution_id).await?.is_some() {
+            return Ok(true);
+        }
+        Ok(self.source.exists(execution_id).await?)
+    }
+
+    /// Reads the source forward from the stored cursor to its end, committing every event that
+    /// is not committed yet. Each page's cursor is saved in the same commit as its last events.
+    pub async fn reconcile(&self, execution_id: &str) -> Result<ReconcileOutcome, CoreError> {
+        let head = self.appender.store().head(execution_id).await?;
+        let mut token = head.and_then(|h| h.source_cursor);
+        let mut outcome = ReconcileOutcome::default();
+        while outcome.pages < self.max_pages {
+            let page = match self.source.page(execution_id, token.as_deref()).await {
+                Ok(p) => p,
+                Err(StoreError::InvalidToken) if token.is_some() => {
+                    // Tokens expire (24 h on CloudWatch): start over; idempotency absorbs it.
+                    token = None;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            outcome.pages += 1;
+            let at_end = token.as_deref() == Some(page.next_token.as_str());
+            let appended = self
+                .appender
+                .append(execution_id, page.events, Some(page.next_token.clone()))
+                .await?;
+            if !appended.committed.is_empty() {
+                self.metrics
+                    .incr(Metric::EventsReconciled, appended.committed.len() as u64);
+            }
+            outcome.recovered.extend(appended.committed);
+            if appended.head.is_some() {
+                outcome.head = appended.head;
+            }
+            if at_end {
+                break;
+            }
+            token = Some(page.next_token);
+        }
+        Ok(outcome)
+    }
+}

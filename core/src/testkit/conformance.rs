@@ -1,0 +1,492 @@
+//! The store conformance suite: one set of cases every [`LogStore`] and [`ConnectionStore`]
+//! implementation must pass unchanged (in-memory, SQLite, DynamoDB on moto).
+//!
+//! Use it from a store crate's tests with
+//! `runvoy_core::store_conformance_suite!(|| async { Arc::new(MyStore::new()) });` and
+//! `runvoy_core::connection_conformance_suite!(|| async { Arc::new(MyConnections::new()) });`.
+
+use std::sync::Arc;
+
+use crate::error::{CommitError, StoreError};
+use crate::model::{Connection, Status};
+use crate::ports::{Commit, ConnectionStore, LogStore};
+use crate::testkit::{events, fresh_id, head_at, tomorrow};
+
+/// Generates one `#[tokio::test]` per store case, each with a store from `$factory`.
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($factory:expr) => {
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_cases!(store $factory;
+                head_is_absent_for_unknown_execution,
+                first_commit_creates_head_and_events,
+                creating_an_existing_head_conflicts,
+                stale_version_conflicts_and_writes_nothing,
+                duplicate_event_is_rejected_atomically,
+                known_event_ids_reports_only_committed_ids,
+                read_range_respects_bounds_and_limit,
+                many_commits_read_back_contiguous,
+                large_event_round_trips_whole,
+                head_fields_round_trip,
+                executions_are_isolated,
+                full_commit_is_accepted,
+                racing_commits_have_exactly_one_winner,
+                expired_items_are_reported_not_skipped
+            );
+        }
+    };
+}
+
+/// Generates one `#[tokio::test]` per connection-store case.
+#[macro_export]
+macro_rules! connection_conformance_suite {
+    ($factory:expr) => {
+        mod connection_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_cases!(connections $factory;
+                connections_put_get_list_remove,
+                advance_only_raises_the_cursor,
+                list_sees_a_connection_right_after_put
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($kind:ident $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = ($factory)().await;
+                $crate::testkit::conformance::$kind::$case(store).await;
+            }
+        )*
+    };
+}
+
+pub mod store {
+    use super::*;
+
+    type Store = Arc<dyn LogStore>;
+
+    fn into_dyn<S: LogStore + 'static>(s: Arc<S>) -> Store {
+        s
+    }
+
+    pub async fn head_is_absent_for_unknown_execution<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        assert_eq!(s.head(&fresh_id("absent")).await.unwrap(), None);
+        let read = s.read_range(&fresh_id("absent"), 0, 10, 10).await.unwrap();
+        assert!(read.is_empty());
+        let known = s
+            .known_event_ids(&fresh_id("absent"), &["a".into()])
+            .await
+            .unwrap();
+        assert!(known.is_empty());
+    }
+
+    pub async fn first_commit_creates_head_and_events<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("create");
+        let mut head = head_at(&id, 3, 1);
+        head.last_timestamp = 7;
+        let evs = events(1, 3, 40);
+        s.commit(Commit {
+            expected_version: None,
+            head: head.clone(),
+            events: evs.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.head(&id).await.unwrap(), Some(head));
+        assert_eq!(s.read_range(&id, 0, 3, 100).await.unwrap(), evs);
+    }
+
+    pub async fn creating_an_existing_head_conflicts<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("recreate");
+        let c = Commit {
+            expected_version: None,
+            head: head_at(&id, 1, 1),
+            events: events(1, 1, 10),
+        };
+        s.commit(c.clone()).await.unwrap();
+        let mut again = c;
+        again.events = vec![];
+        assert_eq!(s.commit(again).await, Err(CommitError::VersionConflict));
+    }
+
+    pub async fn stale_version_conflicts_and_writes_nothing<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("stale");
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 2, 1),
+            events: events(1, 2, 10),
+        })
+        .await
+        .unwrap();
+        s.commit(Commit {
+            expected_version: Some(1),
+            head: head_at(&id, 4, 2),
+            events: events(3, 4, 10),
+        })
+        .await
+        .unwrap();
+        // A writer that read version 1 must lose, and leave no trace.
+        let mut late = events(3, 3, 10);
+        late[0].event_id = "late".into();
+        let r = s
+            .commit(Commit {
+                expected_version: Some(1),
+                head: head_at(&id, 3, 2),
+                events: late,
+            })
+            .await;
+        assert_eq!(r, Err(CommitError::VersionConflict));
+        assert_eq!(s.head(&id).await.unwrap().unwrap().last_index, 4);
+        assert_eq!(s.read_range(&id, 0, 4, 10).await.unwrap(), events(1, 4, 10));
+        assert!(s
+            .known_event_ids(&id, &["late".into()])
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn duplicate_event_is_rejected_atomically<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("dup");
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 2, 1),
+            events: events(1, 2, 10),
+        })
+        .await
+        .unwrap();
+        // Event e2 again, at a new index, together with a new event: nothing may be written.
+        let mut evs = events(3, 4, 10);
+        evs[1].event_id = "e2".into();
+        let r = s
+            .commit(Commit {
+                expected_version: Some(1),
+                head: head_at(&id, 4, 2),
+                events: evs,
+            })
+            .await;
+        match r {
+            Err(CommitError::Duplicate(ids)) => assert!(ids.contains(&"e2".to_string())),
+            other => panic!("expected a duplicate rejection, got {other:?}"),
+        }
+        let head = s.head(&id).await.unwrap().unwrap();
+        assert_eq!((head.last_index, head.version), (2, 1));
+        assert!(s
+            .known_event_ids(&id, &["e3".into()])
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.read_range(&id, 0, 10, 10).await.unwrap(), events(1, 2, 10));
+    }
+
+    pub async fn known_event_ids_reports_only_committed_ids<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("known");
+        let max = s.max_events_per_commit() as u64;
+        let total = 250u64;
+        let mut last = 0;
+        let mut version = None;
+        while last < total {
+            let to = (last + max).min(total);
+            let v = version.map_or(1, |v| v + 1);
+            s.commit(Commit {
+                expected_version: version,
+                head: head_at(&id, to, v),
+                events: events(last + 1, to, 10),
+            })
+            .await
+            .unwrap();
+            version = Some(v);
+            last = to;
+        }
+        // More ids than one batch read takes (DynamoDB: 100), half of them unknown.
+        let ask: Vec<String> = (1..=500).map(|i| format!("e{i}")).collect();
+        let known = s.known_event_ids(&id, &ask).await.unwrap();
+        assert_eq!(known.len(), 250);
+        assert!(known.contains("e1") && known.contains("e250") && !known.contains("e251"));
+    }
+
+    pub async fn read_range_respects_bounds_and_limit<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("range");
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 10, 1),
+            events: events(1, 10, 10),
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.read_range(&id, 3, 7, 100).await.unwrap(), events(4, 7, 10));
+        assert_eq!(s.read_range(&id, 3, 10, 2).await.unwrap(), events(4, 5, 10));
+        assert!(s.read_range(&id, 10, 10, 5).await.unwrap().is_empty());
+        assert_eq!(s.read_range(&id, 9, 20, 5).await.unwrap(), events(10, 10, 10));
+    }
+
+    pub async fn many_commits_read_back_contiguous<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("many");
+        let mut version = None;
+        for k in 0..30u64 {
+            let v = version.map_or(1, |v| v + 1);
+            s.commit(Commit {
+                expected_version: version,
+                head: head_at(&id, (k + 1) * 3, v),
+                events: events(k * 3 + 1, (k + 1) * 3, 20),
+            })
+            .await
+            .unwrap();
+            version = Some(v);
+        }
+        let mut got = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = s.read_range(&id, after, 90, 7).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.index;
+            got.extend(page);
+        }
+        assert_eq!(got, events(1, 90, 20));
+    }
+
+    pub async fn large_event_round_trips_whole<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("large");
+        // 1 MB, the CloudWatch maximum, with multi-byte characters and no repetition to
+        // compress away.
+        let mut message = String::with_capacity(1 << 20);
+        let mut state = 7u64;
+        while message.len() < (1 << 20) - 8 {
+            let r = crate::memory::splitmix64(&mut state);
+            message.push(char::from_u32(0x20 + (r % 0x2000) as u32).unwrap_or('x'));
+        }
+        let mut evs = events(1, 3, 10);
+        evs[1].message = message.clone();
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 3, 1),
+            events: evs.clone(),
+        })
+        .await
+        .unwrap();
+        let got = s.read_range(&id, 0, 3, 10).await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].message.as_bytes(), message.as_bytes());
+        assert_eq!(got, evs);
+    }
+
+    pub async fn head_fields_round_trip<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("fields");
+        let mut head = head_at(&id, 0, 1);
+        head.source_cursor = Some("f/00000000000000000000000000000000000000000000/s".into());
+        s.commit(Commit {
+            expected_version: None,
+            head: head.clone(),
+            events: vec![],
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.head(&id).await.unwrap(), Some(head.clone()));
+        let mut done = head.clone();
+        done.version = 2;
+        done.status = Status::Failed;
+        done.exit_code = Some(-9);
+        done.final_index = Some(0);
+        done.last_timestamp = 1_700_000_000_123;
+        done.updated_at = 1_700_000_000_456;
+        s.commit(Commit {
+            expected_version: Some(1),
+            head: done.clone(),
+            events: vec![],
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.head(&id).await.unwrap(), Some(done));
+    }
+
+    pub async fn executions_are_isolated<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let a = fresh_id("iso-a");
+        let b = fresh_id("iso-b");
+        for id in [&a, &b] {
+            s.commit(Commit {
+                expected_version: None,
+                head: head_at(id, 2, 1),
+                events: events(1, 2, 10),
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(s.read_range(&b, 0, 2, 10).await.unwrap(), events(1, 2, 10));
+        assert_eq!(s.head(&a).await.unwrap().unwrap().last_index, 2);
+    }
+
+    pub async fn full_commit_is_accepted<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("full");
+        let n = s.max_events_per_commit() as u64;
+        assert!(n >= 1);
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, n, 1),
+            events: events(1, n, 1000),
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.read_range(&id, 0, n, 10_000).await.unwrap().len() as u64, n);
+    }
+
+    pub async fn racing_commits_have_exactly_one_winner<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("race");
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 0, 1),
+            events: vec![],
+        })
+        .await
+        .unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..8u64 {
+            let s = s.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut evs = events(1, 2, 10);
+                for e in &mut evs {
+                    e.event_id = format!("w{w}-{}", e.index);
+                }
+                s.commit(Commit {
+                    expected_version: Some(1),
+                    head: head_at(&id, 2, 2),
+                    events: evs,
+                })
+                .await
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => wins += 1,
+                Err(CommitError::VersionConflict) => {}
+                Err(e) => panic!("unexpected commit error {e:?}"),
+            }
+        }
+        assert_eq!(wins, 1);
+        let got = s.read_range(&id, 0, 2, 10).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].event_id.split('-').next(),
+            got[1].event_id.split('-').next(),
+            "both indexes come from the one winning writer"
+        );
+    }
+
+    pub async fn expired_items_are_reported_not_skipped<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("expired");
+        let mut head = head_at(&id, 2, 1);
+        head.expires_at = 1_000; // long past
+        s.commit(Commit {
+            expected_version: None,
+            head,
+            events: events(1, 2, 10),
+        })
+        .await
+        .unwrap();
+        // Live items after expired ones: the range is not complete and must not look it.
+        let mut live = head_at(&id, 3, 2);
+        live.expires_at = tomorrow();
+        s.commit(Commit {
+            expected_version: Some(1),
+            head: live,
+            events: events(3, 3, 10),
+        })
+        .await
+        .unwrap();
+        match s.read_range(&id, 0, 3, 10).await {
+            Err(StoreError::Expired(e)) => assert_eq!(e, id),
+            other => panic!("expected Expired, got {other:?}"),
+        }
+        assert_eq!(s.read_range(&id, 2, 3, 10).await.unwrap(), events(3, 3, 10));
+    }
+}
+
+pub mod connections {
+    use super::*;
+
+    fn conn(id: &str, exec: &str, cursor: u64) -> Connection {
+        Connection {
+            connection_id: id.to_string(),
+            execution_id: exec.to_string(),
+            cursor,
+            connected_at: 1_700_000_000_000,
+            expires_at: tomorrow(),
+        }
+    }
+
+    pub async fn connections_put_get_list_remove<C: ConnectionStore + 'static>(c: Arc<C>) {
+        let exec = fresh_id("conn-exec");
+        let other = fresh_id("conn-other");
+        let a = fresh_id("ca");
+        let b = fresh_id("cb");
+        let x = fresh_id("cx");
+        c.put(conn(&a, &exec, 0)).await.unwrap();
+        c.put(conn(&b, &exec, 5)).await.unwrap();
+        c.put(conn(&x, &other, 0)).await.unwrap();
+        assert_eq!(c.get(&b).await.unwrap(), Some(conn(&b, &exec, 5)));
+        let mut ids: Vec<String> = c
+            .list(&exec)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.connection_id)
+            .collect();
+        ids.sort();
+        let mut want = vec![a.clone(), b.clone()];
+        want.sort();
+        assert_eq!(ids, want);
+        c.remove(&a).await.unwrap();
+        c.remove(&a).await.unwrap(); // removing twice is fine
+        assert_eq!(c.get(&a).await.unwrap(), None);
+        assert_eq!(c.list(&exec).await.unwrap().len(), 1);
+    }
+
+    pub async fn advance_only_raises_the_cursor<C: ConnectionStore + 'static>(c: Arc<C>) {
+        let exec = fresh_id("adv-exec");
+        let a = fresh_id("adv");
+        c.put(conn(&a, &exec, 3)).await.unwrap();
+        assert_eq!(c.advance(&a, 10).await.unwrap(), Some(3));
+        assert_eq!(c.advance(&a, 7).await.unwrap(), Some(10));
+        assert_eq!(c.get(&a).await.unwrap().unwrap().cursor, 10);
+        assert_eq!(c.advance(&fresh_id("nobody"), 1).await.unwrap(), None);
+        // Resume moves the cursor back by rewriting the connection.
+        c.put(conn(&a, &exec, 2)).await.unwrap();
+        assert_eq!(c.advance(&a, 4).await.unwrap(), Some(2));
+    }
+
+    pub async fn list_sees_a_connection_right_after_put<C: ConnectionStore + 'static>(c: Arc<C>) {
+        let exec = fresh_id("vis-exec");
+        for i in 0..20 {
+            let id = fresh_id(&format!("vis{i}"));
+            c.put(conn(&id, &exec, 0)).await.unwrap();
+            let listed = c.list(&exec).await.unwrap();
+            assert!(
+                listed.iter().any(|x| x.connection_id == id),
+                "a connection that finished $connect must be found at once"
+            );
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The WebSocket protocol of spec §4, independent of transport: `$connect` checks the token and
+//! records the connection with its cursor, messages serve `resume` and `ping`, `$disconnect`
+//! forgets it. Pushes go through the [`FanOut`] (the pusher port).
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, parse_index, parse_query, validate_execution_id};
+use crate::auth::TokenSigner;
+use crate::error::CoreError;
+use crate::model::Connection;
+use crate::ports::{Clock, Pusher};
+use crate::services::{FanOut, Reader};
+use crate::wire::{ClientMessage, ServerMessage};
+
+/// Connections are dropped by API Gateway after 2 h; keep their records a little longer.
+pub const CONNECTION_TTL_SECS: i64 = 2 * 3600 + 600;
+/// Largest client message accepted.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
+
+#[derive(Clone)]
+pub struct WsService {
+    reader: Reader,
+    fanout: FanOut,
+    pusher: Arc<dyn Pusher>,
+    signer: TokenSigner,
+    clock: Arc<dyn Clock>,
+}
+
+impl WsService {
+    pub fn new(
+        reader: Reader,
+        fanout: FanOut,
+        pusher: Arc<dyn Pusher>,
+        signer: TokenSigner,
+        clock: Arc<dyn Clock>,
+    ) -> WsService {
+        WsService {
+            reader,
+            fanout,
+            pusher,
+            signer,
+            clock,
+        }
+    }
+
+    /// `$connect`: validates `execution_id`, `token` and `since_index` from the query string
+    /// and stores the connection. Nothing may be pushed yet (API Gateway forbids it).
+    pub async fn connect(&self, connection_id: &str, raw_query: &str) -> Result<Connection, ApiError> {
+        let query = parse_query(raw_query)?;
+        let execution_id = query
+            .get("execution_id")
+            .ok_or_else(|| ApiError::bad_request("the execution_id query parameter is required"))?;
+        validate_execution_id(execution_id)?;
+        let token = query.get("token").map(String::as_str);
+        let now_secs = self.clock.now_ms() / 1000;
+        match token {
+            Some(t) => self
+                .signer
+                .verify(t, execution_id, now_secs)
+                .map_err(ApiError::from_denied)?,
+            None => return Err(ApiError::from_denied(crate::auth::Denied::Unauthorized)),
+        }
+        let since = parse_index("since_index", query.get("since_index"), 0)?;
+        if self.reader.head(execution_id).await?.is_none() {
+            return Err(CoreError::NotFound(execution_id.clone()).into());
+        }
+        let conn = Connection {
+            connection_id: connection_id.to_string(),
+            execution_id: execution_id.clone(),
+            cursor: since,
+            connected_at: self.clock.now_ms(),
+            expires_at: now_secs + CONNECTION_TTL_SECS,
+        };
+        self.fanout.connections().put(conn.clone()).await?;
+        Ok(conn)
+    }
+
+    /// A client message. Malformed messages are answered with an `error` frame.
+    pub async fn message(&self, connection_id: &str, text: &str) -> Result<(), CoreError> {
+        let parsed = if text.len() > MAX_CLIENT_MESSAGE_BYTES {
+            Err("the message is too large".to_string())
+        } else {
+            serde_json::from_str::<ClientMessage>(text).map_err(|e| e.to_string())
+        };
+        match parsed {
+            Ok(ClientMessage::Ping) => Ok(()),
+            Ok(ClientMessage::Resume { since_index }) => self.resume(connection_id, since_index).await,
+            Err(detail) => {
+                let msg = ServerMessage::Error {
+                    code: "bad_message".into(),
+                    error: format!(
+                        "messages must be {{\"action\":\"resume\",\"since_index\":N}} or {{\"action\":\"ping\"}}: {detail}"
+                    ),
+                };
+                let _ = self.pusher.push(connection_id, &msg.to_json()).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves the connection's cursor to `since_index` and pushes everything after it (and the
+    /// terminal status, if any).
+    pub async fn resume(&self, connection_id: &str, since_index: u64) -> Result<(), CoreError> {
+        let connections = self.fanout.connections();
+        let Some(mut conn) = connections.get(connection_id).await? else {
+            return Ok(());
+        };
+        conn.cursor = since_index;
+        connections.put(conn.clone()).await?;
+        if let Some(head) = self.reader.head(&conn.execution_id).await? {
+            self.fanout.deliver(&conn, &head, &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// `$disconnect`.
+    pub async fn disconnect(&self, connection_id: &str) -> Result<(), CoreError> {
+        Ok(self.fanout.connections().remove(connection_id).await?)
+    }
+}
