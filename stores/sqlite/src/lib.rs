@@ -1,0 +1,74 @@
+//! SQLite implementation of every store port ([`SqliteStore`]) and of the log source
+//! ([`SqliteSource`], the local CloudWatch analog). One database file holds all of it, so the
+//! local stack's state survives restarts.
+
+mod schema;
+mod source;
+mod store;
+
+pub use source::SqliteSource;
+pub use store::SqliteStore;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use runvoy_core::StoreError;
+
+/// A shared handle on one SQLite database (WAL mode, one connection behind a lock).
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<rusqlite::Connection>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let conn = rusqlite::Connection::open(path).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open the SQLite database {}: {e}; check the state directory is writable",
+                path.display()
+            ))
+        })?;
+        Db::init(conn)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn in_memory() -> Result<Db, StoreError> {
+        let conn = rusqlite::Connection::open_in_memory().map_err(sql)?;
+        Db::init(conn)
+    }
+
+    fn init(conn: rusqlite::Connection) -> Result<Db, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
+        conn.execute_batch(schema::SCHEMA).map_err(sql)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        // A panic while holding the lock cannot leave a transaction half-applied (SQLite rolls
+        // back an unfinished transaction), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Maps a SQLite error: "busy" is throttling (retry), anything else a backend failure.
+pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+        )
+    {
+        return StoreError::Throttled;
+    }
+    StoreError::Backend(format!("SQLite: {e}"))
+}
+
+pub(crate) fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

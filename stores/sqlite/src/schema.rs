@@ -1,0 +1,57 @@
+//! The database schema, applied idempotently at open.
+
+pub const SCHEMA: &str = r#"
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+
+-- The execution head (log_index = 0 in DynamoDB terms), serialized, with its version.
+CREATE TABLE IF NOT EXISTS heads (
+    execution_id TEXT PRIMARY KEY,
+    version      INTEGER NOT NULL,
+    head         TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+
+-- Committed log items; (execution_id, event_id) unique is the idempotency record.
+CREATE TABLE IF NOT EXISTS events (
+    execution_id TEXT NOT NULL,
+    log_index    INTEGER NOT NULL,
+    event_id     TEXT NOT NULL,
+    timestamp    INTEGER NOT NULL,
+    message      TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, log_index)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_event_id ON events (execution_id, event_id);
+
+CREATE TABLE IF NOT EXISTS connections (
+    connection_id TEXT PRIMARY KEY,
+    execution_id  TEXT NOT NULL,
+    cursor        INTEGER NOT NULL,
+    connected_at  INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS connections_by_execution ON connections (execution_id);
+
+-- The local log source: streams and their events in arrival order (seq).
+CREATE TABLE IF NOT EXISTS source_streams (
+    execution_id TEXT PRIMARY KEY,
+    created_at   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS source_events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id TEXT NOT NULL,
+    timestamp    INTEGER NOT NULL,
+    message      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS source_events_by_stream ON source_events (execution_id, seq);
+
+-- Commands the local stack runs as executions, to settle the ones a restart interrupted.
+CREATE TABLE IF NOT EXISTS local_runs (
+    execution_id TEXT PRIMARY KEY,
+    command      TEXT NOT NULL,
+    started_at   INTEGER NOT NULL,
+    finished     INTEGER NOT NULL DEFAULT 0
+);
+"#;
