@@ -111,7 +111,9 @@ impl From<CoreError> for ApiError {
                 "throttled",
                 "the log store is throttling requests; retry with backoff",
             ),
-            CoreError::Store(StoreError::Expired(_)) => ApiError::new(410, "expired", e.to_string()),
+            CoreError::Store(StoreError::Expired(_)) => {
+                ApiError::new(410, "expired", e.to_string())
+            }
             CoreError::Store(_) => ApiError::new(
                 503,
                 "store_unavailable",
@@ -164,7 +166,9 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| ApiError::bad_request("the query string has a malformed %-escape"))?;
+                    .ok_or_else(|| {
+                        ApiError::bad_request("the query string has a malformed %-escape")
+                    })?;
                 out.push(hex);
                 i += 3;
             }
@@ -272,7 +276,10 @@ impl Api {
                 return Err(ApiError::new(
                     404,
                     "not_found",
-                    format!("no route for {} {}; see the API reference", req.method, req.path),
+                    format!(
+                        "no route for {} {}; see the API reference",
+                        req.method, req.path
+                    ),
                 ));
             }
         };
@@ -294,7 +301,10 @@ impl Api {
             _ => Err(ApiError::new(
                 404,
                 "not_found",
-                format!("no route for {} {}; see the API reference", req.method, req.path),
+                format!(
+                    "no route for {} {}; see the API reference",
+                    req.method, req.path
+                ),
             )),
         }
     }
@@ -422,7 +432,10 @@ impl Api {
                 "the body must be JSON like {{\"status\":\"SUCCEEDED\",\"exit_code\":0}}: {e}"
             ))
         })?;
-        let head = self.completer.complete(id, req.status, req.exit_code).await?;
+        let head = self
+            .completer
+            .complete(id, req.status, req.exit_code)
+            .await?;
         Ok(json(200, &status_response(&head)))
     }
 }

@@ -43,7 +43,11 @@ impl ApiKeys {
         for k in &self.keys {
             ok |= constant_time_eq(k.as_bytes(), presented.as_bytes());
         }
-        if ok { Ok(()) } else { Err(Denied::Unauthorized) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Denied::Unauthorized)
+        }
     }
 }
 
@@ -98,8 +102,12 @@ impl TokenSigner {
 
     pub fn verify(&self, token: &str, execution_id: &str, now_secs: i64) -> Result<(), Denied> {
         let (p, m) = token.split_once('.').ok_or(Denied::Unauthorized)?;
-        let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| Denied::Unauthorized)?;
-        let mac = URL_SAFE_NO_PAD.decode(m).map_err(|_| Denied::Unauthorized)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| Denied::Unauthorized)?;
+        let mac = URL_SAFE_NO_PAD
+            .decode(m)
+            .map_err(|_| Denied::Unauthorized)?;
         if !constant_time_eq(&self.mac(&payload), &mac) {
             return Err(Denied::Unauthorized);
         }
@@ -129,7 +137,10 @@ mod tests {
         assert_eq!(s.verify(&t, "exec-1", 1_061), Err(Denied::Unauthorized));
         let other = TokenSigner::new(b"other".to_vec(), 60);
         assert_eq!(other.verify(&t, "exec-1", 1_000), Err(Denied::Unauthorized));
-        assert_eq!(s.verify("garbage", "exec-1", 1_000), Err(Denied::Unauthorized));
+        assert_eq!(
+            s.verify("garbage", "exec-1", 1_000),
+            Err(Denied::Unauthorized)
+        );
     }
 
     #[test]

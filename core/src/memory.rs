@@ -250,7 +250,10 @@ impl ConnectionStore for MemoryConnections {
     }
 
     async fn remove(&self, connection_id: &str) -> Result<(), StoreError> {
-        self.map.lock().expect("connections lock").remove(connection_id);
+        self.map
+            .lock()
+            .expect("connections lock")
+            .remove(connection_id);
         Ok(())
     }
 
@@ -428,7 +431,12 @@ impl RecordingPusher {
 impl Pusher for RecordingPusher {
     async fn push(&self, connection_id: &str, text: &str) -> Result<(), PushError> {
         YieldNow::default().await;
-        if self.gone.lock().expect("pusher lock").contains(connection_id) {
+        if self
+            .gone
+            .lock()
+            .expect("pusher lock")
+            .contains(connection_id)
+        {
             return Err(PushError::Gone);
         }
         self.sent

@@ -45,7 +45,11 @@ impl WsService {
 
     /// `$connect`: validates `execution_id`, `token` and `since_index` from the query string
     /// and stores the connection. Nothing may be pushed yet (API Gateway forbids it).
-    pub async fn connect(&self, connection_id: &str, raw_query: &str) -> Result<Connection, ApiError> {
+    pub async fn connect(
+        &self,
+        connection_id: &str,
+        raw_query: &str,
+    ) -> Result<Connection, ApiError> {
         let query = parse_query(raw_query)?;
         let execution_id = query
             .get("execution_id")
@@ -84,7 +88,9 @@ impl WsService {
         };
         match parsed {
             Ok(ClientMessage::Ping) => Ok(()),
-            Ok(ClientMessage::Resume { since_index }) => self.resume(connection_id, since_index).await,
+            Ok(ClientMessage::Resume { since_index }) => {
+                self.resume(connection_id, since_index).await
+            }
             Err(detail) => {
                 let msg = ServerMessage::Error {
                     code: "bad_message".into(),

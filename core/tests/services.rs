@@ -36,9 +36,19 @@ fn env() -> Env {
     let source = Arc::new(MemorySource::new(3));
     let pusher = Arc::new(RecordingPusher::new());
     let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(store.clone(), clock.clone(), metrics.clone(), EngineConfig::default());
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
     let reader = Reader::new(store.clone(), clock.clone());
-    let fanout = FanOut::new(store.clone(), Arc::new(MemoryConnections::new()), pusher.clone(), metrics.clone());
+    let fanout = FanOut::new(
+        store.clone(),
+        Arc::new(MemoryConnections::new()),
+        pusher.clone(),
+        metrics.clone(),
+    );
     let reconciler = Reconciler::new(source.clone(), appender.clone(), metrics.clone());
     let completer = Completer::new(reconciler.clone(), fanout.clone());
     let signer = TokenSigner::new(b"s".to_vec(), 600);
@@ -50,13 +60,38 @@ fn env() -> Env {
         ApiKeys::new(vec![KEY.into()]),
         signer.clone(),
         clock.clone(),
-        ApiConfig { websocket_url: Some("ws://127.0.0.1:8787/ws".into()), reconcile_interval_ms: 0 },
+        ApiConfig {
+            websocket_url: Some("ws://127.0.0.1:8787/ws".into()),
+            reconcile_interval_ms: 0,
+        },
     );
-    let ws = WsService::new(reader, fanout.clone(), pusher.clone(), signer.clone(), clock);
-    Env { source, pusher, metrics, appender, fanout, api, ws, signer }
+    let ws = WsService::new(
+        reader,
+        fanout.clone(),
+        pusher.clone(),
+        signer.clone(),
+        clock,
+    );
+    Env {
+        source,
+        pusher,
+        metrics,
+        appender,
+        fanout,
+        api,
+        ws,
+        signer,
+    }
 }
 
-async fn call(api: &Api, method: &str, path: &str, query: &str, key: Option<&str>, body: &str) -> HttpResponse {
+async fn call(
+    api: &Api,
+    method: &str,
+    path: &str,
+    query: &str,
+    key: Option<&str>,
+    body: &str,
+) -> HttpResponse {
     api.handle(HttpRequest {
         method: method.into(),
         path: path.into(),
@@ -69,7 +104,11 @@ async fn call(api: &Api, method: &str, path: &str, query: &str, key: Option<&str
 
 fn error_code(r: &HttpResponse) -> String {
     let v: Value = serde_json::from_str(&r.body).unwrap();
-    assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "no sentence in {}", r.body);
+    assert!(
+        v["error"].as_str().is_some_and(|s| !s.is_empty()),
+        "no sentence in {}",
+        r.body
+    );
     v["code"].as_str().unwrap().to_string()
 }
 
@@ -83,21 +122,55 @@ fn write(e: &Env, exec: &str, n: usize) {
 async fn first_read_populates_from_the_source_and_pages() {
     let e = env();
     write(&e, "ex1", 10);
-    let r = call(&e.api, "GET", "/api/v1/executions/ex1/logs", "limit=4", Some(KEY), "").await;
+    let r = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/ex1/logs",
+        "limit=4",
+        Some(KEY),
+        "",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let page: LogsResponse = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(page.events.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        page.events.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     assert!(page.has_more);
     assert_eq!(page.last_index, 4);
-    assert!(page.websocket_url.unwrap().contains("execution_id=ex1&token="));
-    let r = call(&e.api, "GET", "/api/v1/executions/ex1/logs", "since_index=8", Some(KEY), "").await;
+    assert!(
+        page.websocket_url
+            .unwrap()
+            .contains("execution_id=ex1&token=")
+    );
+    let r = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/ex1/logs",
+        "since_index=8",
+        Some(KEY),
+        "",
+    )
+    .await;
     let page: LogsResponse = serde_json::from_str(&r.body).unwrap();
     assert_eq!(page.events.len(), 2);
     assert!(!page.has_more);
     // Past the end: empty, last_index echoes since_index.
-    let r = call(&e.api, "GET", "/api/v1/executions/ex1/logs", "since_index=50", Some(KEY), "").await;
+    let r = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/ex1/logs",
+        "since_index=50",
+        Some(KEY),
+        "",
+    )
+    .await;
     let page: LogsResponse = serde_json::from_str(&r.body).unwrap();
-    assert_eq!((page.events.len(), page.last_index, page.has_more), (0, 50, false));
+    assert_eq!(
+        (page.events.len(), page.last_index, page.has_more),
+        (0, 50, false)
+    );
     assert_eq!(e.metrics.get(Metric::EventsReconciled), 10);
 }
 
@@ -111,19 +184,44 @@ async fn bad_requests_get_the_error_json() {
         ("GET", p, "", Some("wrong"), 401, "unauthorized"),
         ("GET", p, "since_index=-1", Some(KEY), 400, "bad_request"),
         ("GET", p, "since_index=abc", Some(KEY), 400, "bad_request"),
-        ("GET", p, "since_index=1&since_index=2", Some(KEY), 400, "bad_request"),
+        (
+            "GET",
+            p,
+            "since_index=1&since_index=2",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
         ("GET", p, "limit=0", Some(KEY), 400, "bad_request"),
         ("GET", p, "limit=10001", Some(KEY), 400, "bad_request"),
         ("GET", p, "colour=red", Some(KEY), 400, "bad_request"),
         ("GET", p, "since_index=%zz", Some(KEY), 400, "bad_request"),
-        ("GET", "/api/v1/executions/nope/logs", "", Some(KEY), 404, "not_found"),
-        ("GET", "/api/v1/executions/bad%20id/logs", "", Some(KEY), 400, "bad_request"),
+        (
+            "GET",
+            "/api/v1/executions/nope/logs",
+            "",
+            Some(KEY),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/executions/bad%20id/logs",
+            "",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
         ("GET", "/api/v2/whatever", "", Some(KEY), 404, "not_found"),
         ("DELETE", p, "", Some(KEY), 405, "method_not_allowed"),
     ];
     for (m, path, q, key, status, code) in cases {
         let r = call(&e.api, m, path, q, key, "").await;
-        assert_eq!((r.status, error_code(&r)), (status, code.to_string()), "{m} {path}?{q}");
+        assert_eq!(
+            (r.status, error_code(&r)),
+            (status, code.to_string()),
+            "{m} {path}?{q}"
+        );
     }
     let c = "/api/v1/executions/ex2/complete";
     let r = call(&e.api, "POST", c, "", Some(KEY), "{not json").await;
@@ -132,7 +230,10 @@ async fn bad_requests_get_the_error_json() {
     assert_eq!((r.status, error_code(&r).as_str()), (400, "bad_request"));
     let big = format!(r#"{{"status":"FAILED","pad":"{}"}}"#, "x".repeat(70_000));
     let r = call(&e.api, "POST", c, "", Some(KEY), &big).await;
-    assert_eq!((r.status, error_code(&r).as_str()), (413, "payload_too_large"));
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (413, "payload_too_large")
+    );
     // An unauthorized request reads nothing: no population happened.
     assert_eq!(e.metrics.get(Metric::EventsReconciled), 0);
 }
@@ -144,20 +245,69 @@ async fn completion_publishes_final_index_after_the_tail() {
     // Only two lines were delivered by the subscription; completion must reconcile the rest.
     let first: Vec<SourceEvent> = e.source.events("ex3").into_iter().take(2).collect();
     e.appender.append("ex3", first, None).await.unwrap();
-    let r = call(&e.api, "POST", "/api/v1/executions/ex3/complete", "", Some(KEY), r#"{"status":"FAILED","exit_code":4}"#).await;
+    let r = call(
+        &e.api,
+        "POST",
+        "/api/v1/executions/ex3/complete",
+        "",
+        Some(KEY),
+        r#"{"status":"FAILED","exit_code":4}"#,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v: Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!((v["final_index"].as_u64(), v["exit_code"].as_i64()), (Some(5), Some(4)));
+    assert_eq!(
+        (v["final_index"].as_u64(), v["exit_code"].as_i64()),
+        (Some(5), Some(4))
+    );
     // Same status again: idempotent. Another status: conflict.
-    let again = call(&e.api, "POST", "/api/v1/executions/ex3/complete", "", Some(KEY), r#"{"status":"FAILED","exit_code":4}"#).await;
+    let again = call(
+        &e.api,
+        "POST",
+        "/api/v1/executions/ex3/complete",
+        "",
+        Some(KEY),
+        r#"{"status":"FAILED","exit_code":4}"#,
+    )
+    .await;
     assert_eq!(again.status, 200);
-    let other = call(&e.api, "POST", "/api/v1/executions/ex3/complete", "", Some(KEY), r#"{"status":"SUCCEEDED"}"#).await;
-    assert_eq!((other.status, error_code(&other).as_str()), (409, "conflict"));
-    let r = call(&e.api, "GET", "/api/v1/executions/ex3/logs", "", Some(KEY), "").await;
+    let other = call(
+        &e.api,
+        "POST",
+        "/api/v1/executions/ex3/complete",
+        "",
+        Some(KEY),
+        r#"{"status":"SUCCEEDED"}"#,
+    )
+    .await;
+    assert_eq!(
+        (other.status, error_code(&other).as_str()),
+        (409, "conflict")
+    );
+    let r = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/ex3/logs",
+        "",
+        Some(KEY),
+        "",
+    )
+    .await;
     let page: LogsResponse = serde_json::from_str(&r.body).unwrap();
-    assert_eq!((page.status, page.final_index, page.exit_code), (Status::Failed, Some(5), Some(4)));
+    assert_eq!(
+        (page.status, page.final_index, page.exit_code),
+        (Status::Failed, Some(5), Some(4))
+    );
     assert!(page.websocket_url.is_none());
-    let r = call(&e.api, "POST", "/api/v1/executions/ghost/complete", "", Some(KEY), r#"{"status":"FAILED"}"#).await;
+    let r = call(
+        &e.api,
+        "POST",
+        "/api/v1/executions/ghost/complete",
+        "",
+        Some(KEY),
+        r#"{"status":"FAILED"}"#,
+    )
+    .await;
     assert_eq!(r.status, 404);
 }
 
@@ -167,21 +317,42 @@ async fn websocket_connect_checks_token_scope_and_pushes_from_cursor() {
     write(&e, "ex4", 3);
     write(&e, "ex5", 1);
     for id in ["ex4", "ex5"] {
-        call(&e.api, "GET", &format!("/api/v1/executions/{id}/logs"), "", Some(KEY), "").await;
+        call(
+            &e.api,
+            "GET",
+            &format!("/api/v1/executions/{id}/logs"),
+            "",
+            Some(KEY),
+            "",
+        )
+        .await;
     }
     let t4 = e.signer.sign("ex4", 1_700_000_000);
-    let denied = e.ws.connect("c0", &format!("execution_id=ex5&token={t4}")).await.unwrap_err();
+    let denied =
+        e.ws.connect("c0", &format!("execution_id=ex5&token={t4}"))
+            .await
+            .unwrap_err();
     assert_eq!(denied.status, 403);
-    let denied = e.ws.connect("c0", "execution_id=ex4&token=forged.sig").await.unwrap_err();
+    let denied =
+        e.ws.connect("c0", "execution_id=ex4&token=forged.sig")
+            .await
+            .unwrap_err();
     assert_eq!(denied.status, 401);
     let denied = e.ws.connect("c0", "execution_id=ex4").await.unwrap_err();
     assert_eq!(denied.status, 401);
-    let bad = e.ws.connect("c0", &format!("execution_id=ex4&token={t4}&since_index=x")).await.unwrap_err();
+    let bad =
+        e.ws.connect("c0", &format!("execution_id=ex4&token={t4}&since_index=x"))
+            .await
+            .unwrap_err();
     assert_eq!(bad.status, 400);
     assert!(e.fanout.connections().get("c0").await.unwrap().is_none());
 
-    e.ws.connect("c1", &format!("execution_id=ex4&token={t4}&since_index=1")).await.unwrap();
-    e.ws.message("c1", r#"{"action":"resume","since_index":1}"#).await.unwrap();
+    e.ws.connect("c1", &format!("execution_id=ex4&token={t4}&since_index=1"))
+        .await
+        .unwrap();
+    e.ws.message("c1", r#"{"action":"resume","since_index":1}"#)
+        .await
+        .unwrap();
     let msgs = e.pusher.take("c1");
     let mut f = Follower::new(1);
     for m in &msgs {
@@ -197,7 +368,9 @@ async fn websocket_connect_checks_token_scope_and_pushes_from_cursor() {
     assert!(err[0].contains(r#""type":"error""#) && err[0].contains("bad_message"));
     // A gone connection is pruned on the next push.
     e.pusher.mark_gone("c1");
-    e.ws.message("c1", r#"{"action":"resume","since_index":0}"#).await.unwrap();
+    e.ws.message("c1", r#"{"action":"resume","since_index":0}"#)
+        .await
+        .unwrap();
     assert!(e.fanout.connections().get("c1").await.unwrap().is_none());
     assert_eq!(e.metrics.get(Metric::ConnectionsPruned), 1);
 }
@@ -205,10 +378,19 @@ async fn websocket_connect_checks_token_scope_and_pushes_from_cursor() {
 #[test]
 fn packing_stays_under_the_frame_and_skips_oversized_events() {
     let events: Vec<LogEvent> = (1..=200)
-        .map(|i| LogEvent { index: i, event_id: format!("{i}"), timestamp: 0, message: "m".repeat(900) })
+        .map(|i| LogEvent {
+            index: i,
+            event_id: format!("{i}"),
+            timestamp: 0,
+            message: "m".repeat(900),
+        })
         .collect();
     let msgs = pack_messages("x", &events, 32 * 1024);
-    assert!(msgs.len() >= 6 && msgs.len() <= 8, "{} messages", msgs.len());
+    assert!(
+        msgs.len() >= 6 && msgs.len() <= 8,
+        "{} messages",
+        msgs.len()
+    );
     let mut seen = Vec::new();
     for m in &msgs {
         assert!(m.len() <= 32 * 1024);
@@ -226,10 +408,18 @@ fn packing_stays_under_the_frame_and_skips_oversized_events() {
 
 #[test]
 fn follower_prints_once_in_order_and_reports_gaps() {
-    let ev = |i: u64| LogEvent { index: i, event_id: i.to_string(), timestamp: 0, message: String::new() };
+    let ev = |i: u64| LogEvent {
+        index: i,
+        event_id: i.to_string(),
+        timestamp: 0,
+        message: String::new(),
+    };
     let mut f = Follower::new(0);
     let a = f.accept(vec![ev(2), ev(1), ev(1)]);
-    assert_eq!(a.print.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        a.print.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     let a = f.accept(vec![ev(5)]);
     assert!(a.gap && a.print.is_empty());
     f.terminal(Status::Stopped, None, 3);

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use runvoy_core::api::{Api, ApiConfig, HttpRequest};
 use runvoy_core::auth::{ApiKeys, TokenSigner};
 use runvoy_core::client::Follower;
@@ -19,9 +20,10 @@ use runvoy_core::memory::{
     MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
     YieldNow, splitmix64,
 };
-use proptest::strategy::ValueTree;
 use runvoy_core::ports::{Clock, HeadReader, LogStore, Metric};
-use runvoy_core::services::{Appender, Completer, EngineConfig, FanOut, Reader, Reconciler};
+use runvoy_core::services::{
+    Appender, Completer, EngineConfig, FanOut, Forwarder, Reader, Reconciler,
+};
 use runvoy_core::wire::{LogsResponse, ServerMessage};
 use runvoy_core::ws::WsService;
 use runvoy_core::{LogEvent, SourceEvent, Status};
@@ -63,7 +65,20 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         any::<bool>(),
     )
         .prop_map(
-            |(seed, events, batch, appenders, dup, drop, reorder, (page, empty_pages), max_commit, clients, push_loss, lazy_reader)| {
+            |(
+                seed,
+                events,
+                batch,
+                appenders,
+                dup,
+                drop,
+                reorder,
+                (page, empty_pages),
+                max_commit,
+                clients,
+                push_loss,
+                lazy_reader,
+            )| {
                 Scenario {
                     seed,
                     events,
@@ -101,7 +116,10 @@ fn run_tasks(seed: u64, mut tasks: Vec<Task<'_>>, max_polls: u64) -> Result<u64,
     while !tasks.is_empty() {
         polls += 1;
         if polls > max_polls {
-            return Err(format!("no progress after {max_polls} polls ({} tasks left)", tasks.len()));
+            return Err(format!(
+                "no progress after {max_polls} polls ({} tasks left)",
+                tasks.len()
+            ));
         }
         let i = (splitmix64(&mut rng) % tasks.len() as u64) as usize;
         if let Poll::Ready(()) = tasks[i].as_mut().poll(&mut cx) {
@@ -117,7 +135,7 @@ struct World {
     pusher: Arc<RecordingPusher>,
     metrics: Arc<MemoryMetrics>,
     clock: Arc<SimClock>,
-    appender: Appender,
+    forwarder: Forwarder,
     reconciler: Reconciler,
     fanout: FanOut,
     completer: Completer,
@@ -127,9 +145,18 @@ struct World {
 
 fn world(s: &Scenario, brk: Break) -> World {
     let clock = Arc::new(SimClock::new(1_700_000_000_000, s.seed ^ 0xA5A5));
-    let store = Arc::new(MemoryStore::new().with_yields().with_max_events_per_commit(s.max_commit).with_clock(clock.clone()));
-    store.break_idempotency.store(brk == Break::Idempotency, Ordering::Relaxed);
-    store.break_version_check.store(brk == Break::VersionCheck, Ordering::Relaxed);
+    let store = Arc::new(
+        MemoryStore::new()
+            .with_yields()
+            .with_max_events_per_commit(s.max_commit)
+            .with_clock(clock.clone()),
+    );
+    store
+        .break_idempotency
+        .store(brk == Break::Idempotency, Ordering::Relaxed);
+    store
+        .break_version_check
+        .store(brk == Break::VersionCheck, Ordering::Relaxed);
     let mut source = MemorySource::new(s.page);
     if s.empty_pages {
         source = source.with_empty_pages();
@@ -139,9 +166,19 @@ fn world(s: &Scenario, brk: Break) -> World {
     let metrics = Arc::new(MemoryMetrics::new());
     let connections = Arc::new(MemoryConnections::new());
     let dyn_store: Arc<dyn LogStore> = store.clone();
-    let appender = Appender::new(dyn_store.clone(), clock.clone(), metrics.clone(), EngineConfig::default());
+    let appender = Appender::new(
+        dyn_store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
     let reader = Reader::new(dyn_store.clone(), clock.clone());
-    let fanout = FanOut::new(dyn_store.clone(), connections, pusher.clone(), metrics.clone());
+    let fanout = FanOut::new(
+        dyn_store.clone(),
+        connections,
+        pusher.clone(),
+        metrics.clone(),
+    );
     let reconciler = Reconciler::new(source.clone(), appender.clone(), metrics.clone());
     let completer = Completer::new(reconciler.clone(), fanout.clone());
     let signer = TokenSigner::new(b"sim-secret".to_vec(), 3600);
@@ -158,8 +195,27 @@ fn world(s: &Scenario, brk: Break) -> World {
             reconcile_interval_ms: 50,
         },
     );
-    let ws = WsService::new(reader, fanout.clone(), pusher.clone(), signer, clock.clone());
-    World { store, source, pusher, metrics, clock, appender, reconciler, fanout, completer, api, ws }
+    let ws = WsService::new(
+        reader,
+        fanout.clone(),
+        pusher.clone(),
+        signer,
+        clock.clone(),
+    );
+    let forwarder = Forwarder::new(appender, fanout.clone(), metrics.clone());
+    World {
+        store,
+        source,
+        pusher,
+        metrics,
+        clock,
+        forwarder,
+        reconciler,
+        fanout,
+        completer,
+        api,
+        ws,
+    }
 }
 
 async fn yields(n: u64) {
@@ -185,7 +241,13 @@ async fn get_logs(api: &Api, since: u64) -> Result<LogsResponse, String> {
 }
 
 /// The client algorithm of spec §6 against the simulated API and pushes.
-async fn client(w: &World, n: usize, start: u64, loss: u8, seed: u64) -> Result<(Vec<LogEvent>, i32), String> {
+async fn client(
+    w: &World,
+    n: usize,
+    start: u64,
+    loss: u8,
+    seed: u64,
+) -> Result<(Vec<LogEvent>, i32), String> {
     let mut rng = seed;
     yields(start).await;
     let mut follower = Follower::new(0);
@@ -213,10 +275,12 @@ async fn client(w: &World, n: usize, start: u64, loss: u8, seed: u64) -> Result<
         // Subscribe first (from the last printed index), then catch up over HTTP.
         if let Some(url) = url {
             let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
-            w.ws
-                .connect(&conn_id, &format!("{query}&since_index={}", follower.last()))
-                .await
-                .map_err(|e| format!("connect failed: {e:?}"))?;
+            w.ws.connect(
+                &conn_id,
+                &format!("{query}&since_index={}", follower.last()),
+            )
+            .await
+            .map_err(|e| format!("connect failed: {e:?}"))?;
         }
         catch_up(w, &mut follower, &mut printed).await?;
         let mut idle = 0;
@@ -241,7 +305,12 @@ async fn client(w: &World, n: usize, start: u64, loss: u8, seed: u64) -> Result<
                         printed.extend(acc.print);
                         gap |= acc.gap;
                     }
-                    ServerMessage::Status { status, exit_code, final_index, .. } => {
+                    ServerMessage::Status {
+                        status,
+                        exit_code,
+                        final_index,
+                        ..
+                    } => {
                         follower.terminal(status, exit_code, final_index);
                         gap = true;
                     }
@@ -313,7 +382,11 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
                 let roll = splitmix64(&mut prng) % 100;
                 let mut q = queue.lock().unwrap();
                 if roll >= s.drop as u64 {
-                    let copies = if splitmix64(&mut prng) % 100 < s.dup as u64 { 2 } else { 1 };
+                    let copies = if splitmix64(&mut prng) % 100 < s.dup as u64 {
+                        2
+                    } else {
+                        1
+                    };
                     for _ in 0..copies {
                         if splitmix64(&mut prng) % 100 < s.reorder as u64 && !q.is_empty() {
                             let at = (splitmix64(&mut prng) % (q.len() as u64 + 1)) as usize;
@@ -335,20 +408,14 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
     // puts its batch back (AWS retries asynchronous invocations).
     for _ in 0..s.appenders {
         let w = &w;
-        let (queue, produced, batches_committed, errors) = (&queue, &produced, &batches_committed, &errors);
+        let (queue, produced, batches_committed, errors) =
+            (&queue, &produced, &batches_committed, &errors);
         tasks.push(Box::pin(async move {
             loop {
                 let next = queue.lock().unwrap().pop_front();
                 match next {
-                    Some(batch) => match w.appender.append(EXEC, batch.clone(), None).await {
-                        Ok(out) => {
-                            if let Some(head) = &out.head {
-                                if let Err(e) = w.fanout.notify(head, &out.committed).await {
-                                    errors.lock().unwrap().push(format!("fan-out failed: {e}"));
-                                }
-                            }
-                            batches_committed.lock().unwrap().push(out.committed);
-                        }
+                    Some(batch) => match w.forwarder.forward(EXEC, batch.clone()).await {
+                        Ok(out) => batches_committed.lock().unwrap().push(out.committed),
                         Err(e) if e.is_retryable() => queue.lock().unwrap().push_back(batch),
                         Err(e) => errors.lock().unwrap().push(format!("append failed: {e}")),
                     },
@@ -382,7 +449,9 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
         tasks.push(Box::pin(async move {
             while !completed.load(Ordering::SeqCst) {
                 yields(period).await;
-                if !produced.load(Ordering::SeqCst) && w.store.head(EXEC).await.ok().flatten().is_none() {
+                if !produced.load(Ordering::SeqCst)
+                    && w.store.head(EXEC).await.ok().flatten().is_none()
+                {
                     continue;
                 }
                 match w.reconciler.reconcile(EXEC).await {
@@ -391,7 +460,10 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
                             let _ = w.fanout.notify(&h, &out.recovered).await;
                         }
                     }
-                    Err(e) => errors.lock().unwrap().push(format!("reconcile failed: {e}")),
+                    Err(e) => errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("reconcile failed: {e}")),
                 }
             }
         }));
@@ -439,7 +511,12 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
     if let Some(e) = errors.first() {
         return Err(e.clone());
     }
-    check(s, &w, &batches_committed.into_inner().unwrap(), &results.into_inner().unwrap())
+    check(
+        s,
+        &w,
+        &batches_committed.into_inner().unwrap(),
+        &results.into_inner().unwrap(),
+    )
 }
 
 fn check(
@@ -449,12 +526,17 @@ fn check(
     clients: &[(Vec<LogEvent>, i32)],
 ) -> Result<(), String> {
     let committed = w.store.all_events(EXEC);
-    let head = futures_block(w.store.head(EXEC)).map_err(|e| e.to_string())?.ok_or("no head")?;
+    let head = futures_block(w.store.head(EXEC))
+        .map_err(|e| e.to_string())?
+        .ok_or("no head")?;
     // I1: exactly 1..=last_index.
     let indexes: Vec<u64> = committed.iter().map(|e| e.index).collect();
     let want: Vec<u64> = (1..=head.last_index).collect();
     if indexes != want {
-        return Err(format!("I1: committed indexes {indexes:?} are not 1..={}", head.last_index));
+        return Err(format!(
+            "I1: committed indexes {indexes:?} are not 1..={}",
+            head.last_index
+        ));
     }
     // I2: every source event committed exactly once.
     let source = w.source.events(EXEC);
@@ -465,14 +547,22 @@ fn check(
         }
     }
     if committed.len() != source.len() || source.iter().any(|e| !seen.contains(&e.event_id)) {
-        return Err(format!("I2: {} of {} source events committed", committed.len(), source.len()));
+        return Err(format!(
+            "I2: {} of {} source events committed",
+            committed.len(),
+            source.len()
+        ));
     }
     // I3: what each index holds is the source event with that id.
-    let by_id: HashMap<&str, &SourceEvent> = source.iter().map(|e| (e.event_id.as_str(), e)).collect();
+    let by_id: HashMap<&str, &SourceEvent> =
+        source.iter().map(|e| (e.event_id.as_str(), e)).collect();
     for e in &committed {
         let src = by_id[e.event_id.as_str()];
         if src.message != e.message || src.timestamp != e.timestamp {
-            return Err(format!("I3: index {} does not hold event {}", e.index, e.event_id));
+            return Err(format!(
+                "I3: index {} does not hold event {}",
+                e.index, e.event_id
+            ));
         }
     }
     // I4: each delivered batch was committed in (timestamp, event_id) order, and out-of-order
@@ -482,7 +572,10 @@ fn check(
             if pair[0].index >= pair[1].index
                 || (pair[0].timestamp, &pair[0].event_id) > (pair[1].timestamp, &pair[1].event_id)
             {
-                return Err(format!("I4: batch committed out of order at index {}", pair[1].index));
+                return Err(format!(
+                    "I4: batch committed out of order at index {}",
+                    pair[1].index
+                ));
             }
         }
     }
@@ -502,16 +595,26 @@ fn check(
     }
     // I6: terminal with every source event at or below final_index.
     if head.status != Status::Succeeded || head.final_index != Some(head.last_index) {
-        return Err(format!("I6: head is {:?} with final_index {:?}", head.status, head.final_index));
+        return Err(format!(
+            "I6: head is {:?} with final_index {:?}",
+            head.status, head.final_index
+        ));
     }
     // I5: every client printed 1..=final_index exactly once, in order, matching the store.
     if clients.len() != s.clients {
-        return Err(format!("I5: {} of {} clients finished", clients.len(), s.clients));
+        return Err(format!(
+            "I5: {} of {} clients finished",
+            clients.len(),
+            s.clients
+        ));
     }
     for (printed, code) in clients {
         if printed != &committed {
             let got: Vec<u64> = printed.iter().map(|e| e.index).collect();
-            return Err(format!("I5: a client printed {got:?}, expected 1..={}", head.last_index));
+            return Err(format!(
+                "I5: a client printed {got:?}, expected 1..={}",
+                head.last_index
+            ));
         }
         if *code != 0 {
             return Err(format!("I6: a client exited {code}, expected 0"));
@@ -544,7 +647,10 @@ fn futures_block<F: Future>(f: F) -> F::Output {
 }
 
 fn cases() -> u32 {
-    std::env::var("SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+    std::env::var("SIM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
 }
 
 proptest! {
@@ -563,7 +669,12 @@ fn finds_violation(brk: Break) -> Option<String> {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     for _ in 0..2_000 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
-        let s = Scenario { dup: s.dup.max(30), appenders: s.appenders.max(4), events: s.events.max(20), ..s };
+        let s = Scenario {
+            dup: s.dup.max(30),
+            appenders: s.appenders.max(4),
+            events: s.events.max(20),
+            ..s
+        };
         if let Err(v) = run_scenario(&s, brk) {
             return Some(format!("seed {}: {v}", s.seed));
         }
@@ -574,14 +685,20 @@ fn finds_violation(brk: Break) -> Option<String> {
 #[test]
 fn simulation_catches_a_missing_idempotency_check() {
     let found = finds_violation(Break::Idempotency);
-    assert!(found.is_some(), "no schedule noticed duplicates being committed");
+    assert!(
+        found.is_some(),
+        "no schedule noticed duplicates being committed"
+    );
     eprintln!("broken idempotency caught: {}", found.unwrap());
 }
 
 #[test]
 fn simulation_catches_a_missing_version_condition() {
     let found = finds_violation(Break::VersionCheck);
-    assert!(found.is_some(), "no schedule noticed lost or overwritten indexes");
+    assert!(
+        found.is_some(),
+        "no schedule noticed lost or overwritten indexes"
+    );
     eprintln!("broken version check caught: {}", found.unwrap());
 }
 

@@ -141,7 +141,9 @@ fn client_messages() {
         to(&ClientMessage::Resume { since_index: 1 }),
         json!({"action":"resume","since_index":1})
     );
-    assert!(serde_json::from_str::<ClientMessage>(r#"{"action":"resume","since_index":-1}"#).is_err());
+    assert!(
+        serde_json::from_str::<ClientMessage>(r#"{"action":"resume","since_index":-1}"#).is_err()
+    );
     assert!(serde_json::from_str::<ClientMessage>(r#"{"action":"jump"}"#).is_err());
 }
 

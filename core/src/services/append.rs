@@ -119,13 +119,13 @@ impl Appender {
         };
         let last_chunk = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            let chunk_cursor = if i == last_chunk { cursor.clone() } else { None };
+            let chunk_cursor = if i == last_chunk {
+                cursor.clone()
+            } else {
+                None
+            };
             self.commit_chunk(execution_id, chunk, chunk_cursor, &mut outcome)
                 .await?;
-        }
-        if outcome.duplicates > 0 {
-            self.metrics
-                .incr(Metric::DuplicatesDropped, outcome.duplicates as u64);
         }
         Ok(outcome)
     }
@@ -150,8 +150,8 @@ impl Appender {
             }
             let expected = current.as_ref().map(|h| h.version);
             let now = self.clock.now_ms();
-            let mut head = current
-                .unwrap_or_else(|| Head::new(execution_id, now, self.expiry_from_now()));
+            let mut head =
+                current.unwrap_or_else(|| Head::new(execution_id, now, self.expiry_from_now()));
             let terminal = head.status.is_terminal();
             let mut out_of_order = 0u64;
             let mut committed = Vec::with_capacity(pending.len());

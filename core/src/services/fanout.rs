@@ -65,17 +65,20 @@ impl FanOut {
         fresh: &[LogEvent],
     ) -> Result<(), CoreError> {
         let target = head.last_index;
-        let previous = match self.connections.advance(&conn.connection_id, target).await? {
+        let previous = match self
+            .connections
+            .advance(&conn.connection_id, target)
+            .await?
+        {
             Some(prev) => prev,
             None => return Ok(()),
         };
         let mut sent_ok = true;
         if previous < target {
-            sent_ok = self
-                .push_range(conn, previous, target, fresh)
-                .await?;
+            sent_ok = self.push_range(conn, previous, target, fresh).await?;
         }
-        if sent_ok && let (true, Some(final_index)) = (head.status.is_terminal(), head.final_index) {
+        if sent_ok && let (true, Some(final_index)) = (head.status.is_terminal(), head.final_index)
+        {
             let msg = ServerMessage::Status {
                 execution_id: head.execution_id.clone(),
                 status: head.status,

@@ -3,11 +3,13 @@
 mod append;
 mod completion;
 mod fanout;
+mod forward;
 mod read;
 mod reconcile;
 
 pub use append::{AppendOutcome, Appender, EngineConfig};
 pub use completion::Completer;
 pub use fanout::{FanOut, pack_messages};
+pub use forward::Forwarder;
 pub use read::{LogsPage, Reader};
 pub use reconcile::{ReconcileOutcome, Reconciler};

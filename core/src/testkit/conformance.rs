@@ -151,11 +151,12 @@ pub mod store {
         assert_eq!(r, Err(CommitError::VersionConflict));
         assert_eq!(s.head(&id).await.unwrap().unwrap().last_index, 4);
         assert_eq!(s.read_range(&id, 0, 4, 10).await.unwrap(), events(1, 4, 10));
-        assert!(s
-            .known_event_ids(&id, &["late".into()])
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(
+            s.known_event_ids(&id, &["late".into()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn duplicate_event_is_rejected_atomically<S: LogStore + 'static>(s: Arc<S>) {
@@ -184,12 +185,16 @@ pub mod store {
         }
         let head = s.head(&id).await.unwrap().unwrap();
         assert_eq!((head.last_index, head.version), (2, 1));
-        assert!(s
-            .known_event_ids(&id, &["e3".into()])
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(s.read_range(&id, 0, 10, 10).await.unwrap(), events(1, 2, 10));
+        assert!(
+            s.known_event_ids(&id, &["e3".into()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.read_range(&id, 0, 10, 10).await.unwrap(),
+            events(1, 2, 10)
+        );
     }
 
     pub async fn known_event_ids_reports_only_committed_ids<S: LogStore + 'static>(s: Arc<S>) {
@@ -229,10 +234,16 @@ pub mod store {
         })
         .await
         .unwrap();
-        assert_eq!(s.read_range(&id, 3, 7, 100).await.unwrap(), events(4, 7, 10));
+        assert_eq!(
+            s.read_range(&id, 3, 7, 100).await.unwrap(),
+            events(4, 7, 10)
+        );
         assert_eq!(s.read_range(&id, 3, 10, 2).await.unwrap(), events(4, 5, 10));
         assert!(s.read_range(&id, 10, 10, 5).await.unwrap().is_empty());
-        assert_eq!(s.read_range(&id, 9, 20, 5).await.unwrap(), events(10, 10, 10));
+        assert_eq!(
+            s.read_range(&id, 9, 20, 5).await.unwrap(),
+            events(10, 10, 10)
+        );
     }
 
     pub async fn many_commits_read_back_contiguous<S: LogStore + 'static>(s: Arc<S>) {
@@ -346,7 +357,10 @@ pub mod store {
         })
         .await
         .unwrap();
-        assert_eq!(s.read_range(&id, 0, n, 10_000).await.unwrap().len() as u64, n);
+        assert_eq!(
+            s.read_range(&id, 0, n, 10_000).await.unwrap().len() as u64,
+            n
+        );
     }
 
     pub async fn racing_commits_have_exactly_one_winner<S: LogStore + 'static>(s: Arc<S>) {

@@ -6,6 +6,7 @@ mod schema;
 mod source;
 mod store;
 
+pub use rusqlite;
 pub use source::SqliteSource;
 pub use store::SqliteStore;
 
@@ -45,6 +46,11 @@ impl Db {
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// The raw connection, for tables of the embedding application (the local stack's runs).
+    pub fn lock_conn(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        self.lock()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {

@@ -2,9 +2,9 @@
 //! (forward token `f/<seq>`; at the end the same token comes back).
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
 use runvoy_core::ports::{LogSource, SourcePage};
 use runvoy_core::{SourceEvent, StoreError};
+use rusqlite::{OptionalExtension, params};
 
 use crate::{Db, sql};
 
@@ -114,7 +114,11 @@ impl LogSource for SqliteSource {
             .map_err(sql)?;
         let rows = stmt
             .query_map(params![execution_id, after, self.page as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })
             .map_err(sql)?;
         let mut events = Vec::new();

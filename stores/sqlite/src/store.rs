@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params, params_from_iter};
 use runvoy_core::ports::{Commit, ConnectionStore, HeadReader, LogReader, LogWriter};
 use runvoy_core::{CommitError, Connection, Head, LogEvent, StoreError};
+use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use crate::{Db, sql, unix_now_secs};
 
@@ -26,12 +26,8 @@ impl SqliteStore {
     /// Executions that are not terminal (for the local stack's periodic reconciliation).
     pub fn running_executions(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare("SELECT head FROM heads")
-            .map_err(sql)?;
-        let heads = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(sql)?;
+        let mut stmt = conn.prepare("SELECT head FROM heads").map_err(sql)?;
+        let heads = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sql)?;
         let mut out = Vec::new();
         for h in heads {
             let head = parse_head(&h.map_err(sql)?)?;
@@ -237,7 +233,10 @@ impl ConnectionStore for SqliteStore {
     async fn remove(&self, connection_id: &str) -> Result<(), StoreError> {
         self.db
             .lock()
-            .execute("DELETE FROM connections WHERE connection_id = ?1", [connection_id])
+            .execute(
+                "DELETE FROM connections WHERE connection_id = ?1",
+                [connection_id],
+            )
             .map_err(sql)?;
         Ok(())
     }

@@ -18,7 +18,9 @@ mod on_file {
     fn file_store() -> Arc<SqliteStore> {
         let dir = std::env::temp_dir().join(format!("runvoy-sqlite-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        Arc::new(SqliteStore::new(Db::open(&dir.join("conformance.db")).unwrap()))
+        Arc::new(SqliteStore::new(
+            Db::open(&dir.join("conformance.db")).unwrap(),
+        ))
     }
 
     runvoy_core::store_conformance_suite!(|| async { file_store() });

@@ -1,0 +1,62 @@
+//! `deploy up --env local`: the whole stack in the foreground, until Ctrl+C.
+
+use anyhow::Context;
+use runvoy_config::{Config, Profile};
+use runvoy_local::{LocalConfig, LocalStack};
+
+use crate::UpArgs;
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let config = LocalConfig {
+        listen: args.listen,
+        state_dir: args.state_dir.clone(),
+        api_key: args.api_key,
+        chaos: args.chaos.unwrap_or_default(),
+        ..LocalConfig::default()
+    };
+    let chaos = (!config.chaos.is_calm()).then(|| format!("{:?}", config.chaos));
+    let stack = LocalStack::start(config).await?;
+    println!("runvoy local stack is up");
+    println!("  HTTP API:   {}", stack.http_url());
+    println!("  WebSocket:  {}", stack.websocket_url());
+    println!("  API key:    {}", stack.api_key);
+    println!("  state:      {}", args.state_dir.display());
+    if let Some(c) = chaos {
+        println!("  chaos:      {c}");
+    }
+    if !args.no_config {
+        let path = runvoy_config::default_path()?;
+        let mut cfg = Config::load(&path)?;
+        cfg.upsert(
+            "local",
+            Profile {
+                api_url: stack.http_url(),
+                api_key: stack.api_key.clone(),
+            },
+        );
+        cfg.save(&path)
+            .with_context(|| "writing the CLI config".to_string())?;
+        println!("  CLI config: {} (profile \"local\")", path.display());
+    }
+    println!("Press Ctrl+C to stop.");
+    wait_for_signal().await;
+    eprintln!("stopping: closing WebSocket sessions");
+    stack.stop().await;
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,97 @@
+//! `--chaos dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500`: how badly the local subscription
+//! emulator behaves (spec §3).
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("invalid --chaos value: {0} (expected e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500)")]
+pub struct ChaosError(String);
+
+/// Probabilities (0.0–1.0) and a delay range for every delivered batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chaos {
+    /// A batch is delivered twice.
+    pub dup: f64,
+    /// A batch is held back and delivered after later ones.
+    pub reorder: f64,
+    /// A batch is never delivered (reconciliation must recover it).
+    pub drop: f64,
+    /// Each delivery waits a random time in this range (ms), concurrently with the others.
+    pub delay_ms: (u64, u64),
+}
+
+impl Chaos {
+    pub fn is_calm(&self) -> bool {
+        self == &Chaos::default()
+    }
+}
+
+impl std::str::FromStr for Chaos {
+    type Err = ChaosError;
+
+    fn from_str(s: &str) -> Result<Chaos, ChaosError> {
+        let mut c = Chaos::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| ChaosError(format!("'{part}' has no '='")))?;
+            let prob = |v: &str| -> Result<f64, ChaosError> {
+                let p: f64 = v
+                    .parse()
+                    .map_err(|_| ChaosError(format!("{k}={v} is not a number")))?;
+                if (0.0..=1.0).contains(&p) {
+                    Ok(p)
+                } else {
+                    Err(ChaosError(format!("{k}={v} is not between 0 and 1")))
+                }
+            };
+            match k {
+                "dup" => c.dup = prob(v)?,
+                "reorder" => c.reorder = prob(v)?,
+                "drop" => c.drop = prob(v)?,
+                "delay-ms" => {
+                    let (lo, hi) = v.split_once('-').unwrap_or((v, v));
+                    let lo: u64 = lo.parse().map_err(|_| {
+                        ChaosError(format!("delay-ms={v} is not a range like 0-500"))
+                    })?;
+                    let hi: u64 = hi.parse().map_err(|_| {
+                        ChaosError(format!("delay-ms={v} is not a range like 0-500"))
+                    })?;
+                    if lo > hi || hi > 60_000 {
+                        return Err(ChaosError(format!(
+                            "delay-ms={v} must be low-high, at most 60000"
+                        )));
+                    }
+                    c.delay_ms = (lo, hi);
+                }
+                other => return Err(ChaosError(format!("unknown key '{other}'"))),
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_form() {
+        let c: Chaos = "dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            c,
+            Chaos {
+                dup: 0.3,
+                reorder: 0.3,
+                drop: 0.05,
+                delay_ms: (0, 500)
+            }
+        );
+        assert!("".parse::<Chaos>().unwrap().is_calm());
+        for bad in ["dup=2", "dup", "lag=1", "delay-ms=5-1", "drop=x"] {
+            assert!(bad.parse::<Chaos>().is_err(), "{bad}");
+        }
+    }
+}

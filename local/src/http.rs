@@ -1,0 +1,273 @@
+//! HTTP and WebSocket transport of the local stack (axum): translates requests to the core's
+//! framework-free API and WebSocket services, plus the local-only producer endpoints.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use futures_util::{SinkExt, StreamExt};
+use runvoy_core::api::{ApiError, HttpRequest, HttpResponse, json, validate_execution_id};
+use runvoy_core::ports::HeadReader;
+use serde::Deserialize;
+
+use crate::App;
+
+/// Largest producer request body.
+pub const MAX_PRODUCER_BODY: usize = 16 * 1024 * 1024;
+/// Most events per producer request.
+pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
+/// CloudWatch's event size limit.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/{*rest}", any(api))
+        .route("/ws", get(websocket))
+        .route("/local/v1/executions", post(run_command))
+        .route("/local/v1/streams/{id}/events", post(put_events))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|method: Method, uri: Uri| async move {
+            respond(
+                ApiError::new(
+                    404,
+                    "not_found",
+                    format!("no route for {method} {}", uri.path()),
+                )
+                .into_response(),
+            )
+        })
+        .with_state(app)
+}
+
+fn respond(r: HttpResponse) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+}
+
+fn error(e: ApiError) -> Response {
+    respond(e.into_response())
+}
+
+fn api_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    to_bytes(body, limit)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| {
+            ApiError::new(
+                413,
+                "payload_too_large",
+                format!("the request body is larger than {limit} bytes; send smaller batches"),
+            )
+        })
+}
+
+async fn api(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_body(body, runvoy_core::api::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return error(e),
+    };
+    let req = HttpRequest {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+        api_key: api_key(&headers),
+        body,
+    };
+    respond(app.api.handle(req).await)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.prometheus(),
+    )
+        .into_response()
+}
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    app.keys
+        .check(api_key(headers).as_deref())
+        .map_err(ApiError::from_denied)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    command: Vec<String>,
+}
+
+async fn run_command(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        authorize(&app, &headers)?;
+        let body = read_body(body, runvoy_core::api::MAX_BODY_BYTES).await?;
+        let req: RunRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"command\":[\"sh\",\"-c\",\"echo hi\"]}}: {e}"
+            ))
+        })?;
+        let id = crate::runner::start(app.clone(), req.command).await?;
+        Ok::<_, ApiError>(json(
+            201,
+            &serde_json::json!({"execution_id": id, "status": "RUNNING"}),
+        ))
+    }
+    .await;
+    result.map_or_else(error, respond)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEvents {
+    events: Vec<PutEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEvent {
+    timestamp: Option<i64>,
+    message: String,
+}
+
+async fn put_events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        authorize(&app, &headers)?;
+        validate_execution_id(&id)?;
+        let body = read_body(body, MAX_PRODUCER_BODY).await?;
+        let req: PutEvents = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"events\":[{{\"timestamp\":1700000000000,\"message\":\"hi\"}}]}}: {e}"
+            ))
+        })?;
+        if req.events.is_empty() || req.events.len() > MAX_EVENTS_PER_REQUEST {
+            return Err(ApiError::bad_request(format!(
+                "send between 1 and {MAX_EVENTS_PER_REQUEST} events per request"
+            )));
+        }
+        if let Some(big) = req.events.iter().find(|e| e.message.len() > MAX_EVENT_BYTES) {
+            return Err(ApiError::new(
+                413,
+                "payload_too_large",
+                format!(
+                    "an event of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit of a log event; split it",
+                    big.message.len()
+                ),
+            ));
+        }
+        if let Some(head) = app.store.head(&id).await?
+            && head.status.is_terminal()
+        {
+            return Err(ApiError::new(
+                409,
+                "conflict",
+                format!(
+                    "execution {id} is already {}; write to a new execution",
+                    head.status.as_str()
+                ),
+            ));
+        }
+        use runvoy_core::ports::Clock;
+        let now = app.clock.now_ms();
+        let lines: Vec<(i64, String)> = req
+            .events
+            .into_iter()
+            .map(|e| (e.timestamp.unwrap_or(now), e.message))
+            .collect();
+        let events = app.write_source(&id, lines);
+        if events.is_empty() {
+            return Err(ApiError::new(503, "store_unavailable", "the log source could not be written; retry"));
+        }
+        // The stream exists now; make sure the execution has a head so readers see it.
+        if app.store.head(&id).await?.is_none() {
+            app.reconciler.reconcile(&id).await?;
+        }
+        Ok(json(
+            200,
+            &serde_json::json!({"execution_id": id, "accepted": events.len()}),
+        ))
+    }
+    .await;
+    result.map_or_else(error, respond)
+}
+
+async fn websocket(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let connection_id = crate::state::random_hex(12);
+    // Register the session before the connection is stored, so no push can miss it.
+    let rx = app.pusher.register(&connection_id);
+    if let Err(e) = app
+        .ws
+        .connect(&connection_id, query.as_deref().unwrap_or(""))
+        .await
+    {
+        app.pusher.unregister(&connection_id);
+        return error(e);
+    }
+    let app2 = app.clone();
+    ws.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| session(app2, connection_id, socket, rx))
+}
+
+async fn session(
+    app: Arc<App>,
+    connection_id: String,
+    socket: WebSocket,
+    mut outbox: tokio::sync::mpsc::Receiver<String>,
+) {
+    let (mut tx, mut rx) = socket.split();
+    let mut stop = std::pin::pin!(crate::stopped(app.shutdown.clone()));
+    loop {
+        tokio::select! {
+            out = outbox.recv() => match out {
+                Some(text) => {
+                    if tx.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            incoming = rx.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let _ = app.ws.message(&connection_id, text.as_str()).await;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = &mut stop => {
+                let _ = tx.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1001,
+                    reason: "server shutting down".into(),
+                }))).await;
+                break;
+            }
+        }
+    }
+    app.pusher.unregister(&connection_id);
+    let _ = app.ws.disconnect(&connection_id).await;
+}

@@ -1,0 +1,336 @@
+//! The whole runvoy stack in one process: the spec's HTTP API and WebSocket protocol on the same
+//! core services the Lambda functions run, over SQLite, with a local log source, a subscription
+//! emulator (optionally chaotic), a command runner and Prometheus metrics.
+
+pub mod chaos;
+mod clock;
+mod emulator;
+mod http;
+mod pusher;
+mod runner;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runvoy_core::api::{Api, ApiConfig, ApiError};
+use runvoy_core::auth::{ApiKeys, TokenSigner};
+use runvoy_core::memory::MemoryMetrics;
+use runvoy_core::ports::{ConnectionStore, LogStore};
+use runvoy_core::services::{
+    Appender, Completer, EngineConfig, FanOut, Forwarder, Reader, Reconciler,
+};
+use runvoy_core::ws::WsService;
+use runvoy_core::{SourceEvent, Status, StoreError};
+use runvoy_sqlite::{Db, SqliteSource, SqliteStore};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+pub use chaos::Chaos;
+pub use clock::SystemClock;
+
+#[derive(Debug, Error)]
+pub enum LocalError {
+    #[error(
+        "cannot listen on {0}: {1}; is another stack running? choose another address with --listen"
+    )]
+    Listen(SocketAddr, String),
+    #[error("state directory {0}: {1}")]
+    State(PathBuf, String),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How to run the local stack.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub api_key: Option<String>,
+    pub chaos: Chaos,
+    /// How often running executions that someone watches are reconciled from the source.
+    pub reconcile_every: Duration,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            state_dir: PathBuf::from(".runvoy/local"),
+            api_key: None,
+            chaos: Chaos::default(),
+            reconcile_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub(crate) db: Db,
+    pub(crate) store: Arc<SqliteStore>,
+    pub(crate) source: SqliteSource,
+    pub(crate) api: Api,
+    pub(crate) ws: WsService,
+    pub(crate) reconciler: Reconciler,
+    pub(crate) completer: Completer,
+    pub(crate) fanout: FanOut,
+    pub(crate) pusher: Arc<pusher::LocalPusher>,
+    pub(crate) metrics: Arc<MemoryMetrics>,
+    pub(crate) clock: Arc<SystemClock>,
+    pub(crate) emulator: mpsc::UnboundedSender<emulator::Batch>,
+    pub(crate) keys: ApiKeys,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    /// Appends lines to the local source and hands them to the subscription emulator.
+    pub(crate) fn write_source(
+        &self,
+        execution_id: &str,
+        lines: Vec<(i64, String)>,
+    ) -> Vec<SourceEvent> {
+        use runvoy_core::ports::Clock;
+        match self
+            .source
+            .append(execution_id, &lines, self.clock.now_ms())
+        {
+            Ok(events) => {
+                let _ = self
+                    .emulator
+                    .send((execution_id.to_string(), events.clone()));
+                events
+            }
+            Err(e) => {
+                eprintln!("runvoy-local: writing to the log source failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    pub(crate) fn record_run(
+        &self,
+        id: &str,
+        command: &[String],
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let cmd = serde_json::to_string(command).expect("strings serialize");
+        self.db
+            .lock_conn()
+            .execute(
+                "INSERT INTO local_runs (execution_id, command, started_at) VALUES (?1, ?2, ?3)",
+                (id, cmd, now),
+            )
+            .map_err(|e| ApiError::from(StoreError::Backend(e.to_string())))?;
+        Ok(())
+    }
+
+    pub(crate) fn finish_run(&self, id: &str) -> Result<(), StoreError> {
+        self.db
+            .lock_conn()
+            .execute(
+                "UPDATE local_runs SET finished = 1 WHERE execution_id = ?1",
+                [id],
+            )
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(())
+    }
+
+    fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.db.lock_conn();
+        let mut stmt = conn
+            .prepare("SELECT execution_id FROM local_runs WHERE finished = 0")
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+}
+
+/// A running local stack.
+pub struct LocalStack {
+    pub addr: SocketAddr,
+    pub api_key: String,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    app: Arc<App>,
+}
+
+impl LocalStack {
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn websocket_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Prometheus text of the stack's counters.
+    pub fn metrics(&self) -> String {
+        self.app.metrics.prometheus()
+    }
+
+    /// Opens the state, binds the address and serves until [`LocalStack::stop`].
+    pub async fn start(config: LocalConfig) -> Result<LocalStack, LocalError> {
+        let creds = state::credentials(&config.state_dir, config.api_key.as_deref())?;
+        let db = Db::open(&state::database_path(&config.state_dir))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| LocalError::Listen(config.listen, e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| LocalError::Listen(config.listen, e.to_string()))?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let app = Arc::new(wire(db, &creds, addr, &config, shutdown_rx));
+
+        // Sessions of a previous process are gone; runs it was executing were killed with it.
+        app.clear_connections().await;
+        for id in app.unfinished_runs()? {
+            if app
+                .completer
+                .complete(&id, Status::Stopped, None)
+                .await
+                .is_ok()
+            {
+                let _ = app.finish_run(&id);
+            }
+        }
+        tokio::spawn(reconcile_loop(app.clone(), config.reconcile_every));
+
+        let router = http::router(app.clone());
+        let rx = shutdown_tx.subscribe();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped(rx))
+                .await;
+        });
+        Ok(LocalStack {
+            addr,
+            api_key: creds.api_key,
+            shutdown: shutdown_tx,
+            server,
+            app,
+        })
+    }
+
+    /// Stops accepting, sends close frames to every session and waits for them to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+}
+
+fn wire(
+    db: Db,
+    creds: &state::Credentials,
+    addr: SocketAddr,
+    config: &LocalConfig,
+    shutdown: watch::Receiver<bool>,
+) -> App {
+    let clock = Arc::new(SystemClock);
+    let metrics = Arc::new(MemoryMetrics::new());
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let source = SqliteSource::new(db.clone());
+    let pusher = Arc::new(pusher::LocalPusher::default());
+    let dyn_store: Arc<dyn LogStore> = store.clone();
+    let connections: Arc<dyn ConnectionStore> = store.clone();
+    let appender = Appender::new(
+        dyn_store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let reader = Reader::new(dyn_store.clone(), clock.clone());
+    let fanout = FanOut::new(dyn_store, connections, pusher.clone(), metrics.clone());
+    let reconciler = Reconciler::new(Arc::new(source.clone()), appender.clone(), metrics.clone());
+    let completer = Completer::new(reconciler.clone(), fanout.clone());
+    let signer = TokenSigner::new(creds.token_secret.as_bytes().to_vec(), 3600);
+    let keys = ApiKeys::new(vec![creds.api_key.clone()]);
+    let api = Api::new(
+        reader.clone(),
+        reconciler.clone(),
+        completer.clone(),
+        fanout.clone(),
+        keys.clone(),
+        signer.clone(),
+        clock.clone(),
+        ApiConfig {
+            websocket_url: Some(format!("ws://{addr}/ws")),
+            ..ApiConfig::default()
+        },
+    );
+    let ws = WsService::new(
+        reader.clone(),
+        fanout.clone(),
+        pusher.clone(),
+        signer,
+        clock.clone(),
+    );
+    let emulator = emulator::start(
+        Forwarder::new(appender, fanout.clone(), metrics.clone()),
+        metrics.clone(),
+        config.chaos.clone(),
+    );
+    App {
+        db,
+        store,
+        source,
+        api,
+        ws,
+        reconciler,
+        completer,
+        fanout,
+        pusher,
+        metrics,
+        clock,
+        emulator,
+        keys,
+        shutdown,
+    }
+}
+
+impl App {
+    async fn clear_connections(&self) {
+        let _ = self.db.lock_conn().execute("DELETE FROM connections", []);
+    }
+}
+
+/// Resolves once shutdown is signalled.
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Reconciles running executions that someone is watching (spec §3: dropped batches).
+async fn reconcile_loop(app: Arc<App>, every: Duration) {
+    let mut stop = std::pin::pin!(stopped(app.shutdown.clone()));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut stop => return,
+        }
+        let Ok(running) = app.store.running_executions() else {
+            continue;
+        };
+        for id in running {
+            let watched = app
+                .fanout
+                .connections()
+                .list(&id)
+                .await
+                .is_ok_and(|c| !c.is_empty());
+            if !watched {
+                continue;
+            }
+            if let Ok(out) = app.reconciler.reconcile(&id).await
+                && let Some(head) = out.head
+            {
+                let _ = app.fanout.notify(&head, &out.recovered).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Runs a command as an execution: its stdout and stderr lines go to the local log source (and
+//! on to the subscription emulator), its exit becomes the completion with its exit code.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runvoy_core::Status;
+use runvoy_core::api::ApiError;
+use runvoy_core::ports::Clock;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::App;
+
+/// Longest line kept whole; longer output is split into events of this size.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+/// Lines per source batch, and how long a partial batch may wait.
+const BATCH_LINES: usize = 500;
+const BATCH_WAIT: Duration = Duration::from_millis(10);
+
+/// Starts `command`; returns the new execution's id once its stream and head exist.
+pub async fn start(app: Arc<App>, command: Vec<String>) -> Result<String, ApiError> {
+    let Some(program) = command.first().filter(|p| !p.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "command must be a non-empty array of strings, e.g. [\"sh\",\"-c\",\"echo hi\"]",
+        ));
+    };
+    let child = Command::new(program)
+        .args(&command[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))?;
+    let execution_id = crate::state::random_hex(16);
+    let now = app.clock.now_ms();
+    app.source.create_stream(&execution_id, now)?;
+    app.record_run(&execution_id, &command, now)?;
+    // Creates the head, so the execution is readable at once.
+    app.reconciler.reconcile(&execution_id).await?;
+    tokio::spawn(pump(app, execution_id.clone(), child));
+    Ok(execution_id)
+}
+
+async fn pump(app: Arc<App>, execution_id: String, mut child: Child) {
+    let (tx, mut rx) = mpsc::channel::<String>(4096);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(read_lines(out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(read_lines(err, tx.clone()));
+    }
+    drop(tx);
+    let mut buf: Vec<(i64, String)> = Vec::new();
+    loop {
+        tokio::select! {
+            line = rx.recv() => match line {
+                Some(l) => {
+                    buf.push((app.clock.now_ms(), l));
+                    if buf.len() >= BATCH_LINES {
+                        app.write_source(&execution_id, std::mem::take(&mut buf));
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep(BATCH_WAIT), if !buf.is_empty() => {
+                app.write_source(&execution_id, std::mem::take(&mut buf));
+            }
+        }
+    }
+    if !buf.is_empty() {
+        app.write_source(&execution_id, buf);
+    }
+    let (status, code) = match child.wait().await {
+        Ok(s) => exit_status(s),
+        Err(_) => (Status::Failed, None),
+    };
+    // Completion reconciles the tail itself, so lines still in the emulator are not missed.
+    for attempt in 0..10u32 {
+        match app.completer.complete(&execution_id, status, code).await {
+            Ok(_) => break,
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            }
+            Err(e) => {
+                eprintln!("runvoy-local: completing execution {execution_id} failed: {e}");
+                break;
+            }
+        }
+    }
+    let _ = app.finish_run(&execution_id);
+}
+
+fn exit_status(s: std::process::ExitStatus) -> (Status, Option<i32>) {
+    if let Some(code) = s.code() {
+        let status = if code == 0 {
+            Status::Succeeded
+        } else {
+            Status::Failed
+        };
+        return (status, Some(code));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = s.signal() {
+            return (Status::Stopped, Some(128 + sig));
+        }
+    }
+    (Status::Failed, None)
+}
+
+/// Reads lines (lossy UTF-8, without the line ending), splitting any longer than
+/// [`MAX_LINE_BYTES`].
+async fn read_lines<R: AsyncRead + Unpin>(r: R, tx: mpsc::Sender<String>) {
+    let mut reader = BufReader::with_capacity(64 * 1024, r);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let (consumed, done) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => {
+                if !line.is_empty() {
+                    let _ = tx.send(to_text(&line)).await;
+                }
+                return;
+            }
+            Ok(chunk) => {
+                let room = MAX_LINE_BYTES - line.len();
+                match chunk.iter().take(room).position(|b| *b == b'\n') {
+                    Some(nl) => {
+                        line.extend_from_slice(&chunk[..nl]);
+                        (nl + 1, true)
+                    }
+                    None => {
+                        let n = chunk.len().min(room);
+                        line.extend_from_slice(&chunk[..n]);
+                        (n, line.len() >= MAX_LINE_BYTES)
+                    }
+                }
+            }
+        };
+        reader.consume(consumed);
+        if done {
+            if tx.send(to_text(&line)).await.is_err() {
+                return;
+            }
+            line.clear();
+        }
+    }
+}
+
+fn to_text(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line).into_owned()
+}
