@@ -1,0 +1,49 @@
+//! The CLI's own failures. Each prints as one sentence on stderr and exits 125 (spec §4).
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(
+        "cannot reach the runvoy API at {0}: {1}; check --api-url and that the stack is running"
+    )]
+    Unreachable(String, String),
+    #[error("the API key was rejected (401); pass a valid key with --api-key or RUNVOY_API_KEY")]
+    Unauthorized,
+    #[error("access denied (403): {0}")]
+    Forbidden(String),
+    #[error("execution {0} was not found; check the id")]
+    NotFound(String),
+    #[error("the API answered {0}: {1}")]
+    Server(u16, String),
+    #[error("{0}")]
+    Config(String),
+    #[error("the API sent something unexpected: {0}")]
+    Protocol(String),
+    /// stdout was closed (`| head`): stop quietly.
+    #[error("stdout was closed")]
+    BrokenPipe,
+    #[error("writing the output failed: {0}")]
+    Output(std::io::Error),
+}
+
+impl CliError {
+    /// Transient failures worth retrying while following.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CliError::Unreachable(..) | CliError::Protocol(_) => true,
+            CliError::Server(status, _) => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> CliError {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::BrokenPipe
+        } else {
+            CliError::Output(e)
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! `runvoy logs`: the client algorithm of spec §6. Subscribe first (WebSocket from the last
+//! printed index), then catch up over HTTP; print only `last + 1`; fill gaps over HTTP; poll
+//! when silent; reconnect with exponential backoff and jitter; exit once `final_index` is
+//! printed.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use runvoy_core::client::Follower;
+use runvoy_core::wire::{ClientMessage, LogsResponse, ServerMessage};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::error::CliError;
+use crate::http::ApiClient;
+use crate::notice::Notices;
+use crate::output::Printer;
+
+/// Events per HTTP page.
+const PAGE: usize = 1_000;
+/// Silence after which the client polls once (and pings the socket).
+const IDLE_POLL: Duration = Duration::from_secs(2);
+/// Give up after failing to reach the API for this long.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct Follow<'a> {
+    pub client: &'a ApiClient,
+    pub id: &'a str,
+    pub printer: &'a mut Printer,
+    pub notices: Notices,
+    follower: Follower,
+    websocket_url: Option<String>,
+}
+
+/// Why the streaming loop stopped.
+enum Next {
+    Done,
+    Reconnect,
+}
+
+impl<'a> Follow<'a> {
+    pub fn new(
+        client: &'a ApiClient,
+        id: &'a str,
+        printer: &'a mut Printer,
+        notices: Notices,
+        since: u64,
+    ) -> Follow<'a> {
+        Follow {
+            client,
+            id,
+            printer,
+            notices,
+            follower: Follower::new(since),
+            websocket_url: None,
+        }
+    }
+
+    /// `--no-follow`: prints what is committed now, then exits 0.
+    pub async fn once(mut self) -> Result<i32, CliError> {
+        self.catch_up().await?;
+        Ok(0)
+    }
+
+    /// Follows until the execution is terminal and everything up to `final_index` is printed;
+    /// returns the execution's exit code.
+    pub async fn run(mut self) -> Result<i32, CliError> {
+        // The first contact decides: unknown execution, bad key or no server end it here.
+        self.catch_up().await?;
+        let mut failures = 0u32;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            if let Some(code) = self.follower.exit_code() {
+                return Ok(code);
+            }
+            let attempt = async {
+                let socket = self.subscribe().await;
+                self.catch_up().await?;
+                self.stream(socket).await
+            }
+            .await;
+            match attempt {
+                Ok(Next::Done) => continue,
+                Ok(Next::Reconnect) => {
+                    failures = 0;
+                    failing_since = None;
+                }
+                Err(e) if e.is_transient() => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > GIVE_UP_AFTER {
+                        return Err(e);
+                    }
+                    failures += 1;
+                    let wait = backoff(failures);
+                    self.notices.info(&format!(
+                        "{e}; retrying in {:.1}s (resuming after line {})",
+                        wait.as_secs_f64(),
+                        self.follower.last()
+                    ));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens the WebSocket from the last printed index; `None` when it cannot (the loop then
+    /// polls and tries again later).
+    async fn subscribe(&mut self) -> Option<Socket> {
+        let url = self.websocket_url.clone()?;
+        let url = format!("{url}&since_index={}", self.follower.last());
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        {
+            Ok(Ok((socket, _))) => Some(socket),
+            Ok(Err(e)) => {
+                self.notices
+                    .info(&format!("WebSocket unavailable ({e}); polling"));
+                None
+            }
+            Err(_) => {
+                self.notices.info("WebSocket connect timed out; polling");
+                None
+            }
+        }
+    }
+
+    /// Pages over HTTP from the last printed index until nothing more is committed.
+    async fn catch_up(&mut self) -> Result<(), CliError> {
+        loop {
+            let page = self
+                .client
+                .logs(self.id, self.follower.last(), PAGE)
+                .await?;
+            let more = page.has_more;
+            self.absorb(page)?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn absorb(&mut self, page: LogsResponse) -> Result<(), CliError> {
+        let accepted = self.follower.accept(page.events);
+        if accepted.gap {
+            return Err(CliError::Protocol(format!(
+                "a page after line {} skipped lines",
+                self.follower.last()
+            )));
+        }
+        self.printer.print(&accepted.print)?;
+        if let Some(final_index) = page.final_index {
+            self.follower
+                .terminal(page.status, page.exit_code, final_index);
+        }
+        if page.websocket_url.is_some() {
+            self.websocket_url = page.websocket_url;
+        }
+        Ok(())
+    }
+
+    async fn stream(&mut self, mut socket: Option<Socket>) -> Result<Next, CliError> {
+        if let Some(s) = socket.as_mut() {
+            let resume = ClientMessage::Resume {
+                since_index: self.follower.last(),
+            };
+            let text = serde_json::to_string(&resume).expect("client messages serialize");
+            if s.send(Message::Text(text.into())).await.is_err() {
+                return Ok(Next::Reconnect);
+            }
+        }
+        loop {
+            if self.follower.is_done() {
+                if let Some(mut s) = socket {
+                    let _ = s.close(None).await;
+                }
+                return Ok(Next::Done);
+            }
+            let Some(s) = socket.as_mut() else {
+                // No socket: poll once, then try to subscribe again.
+                tokio::time::sleep(IDLE_POLL).await;
+                self.catch_up().await?;
+                return Ok(Next::Reconnect);
+            };
+            let next = tokio::time::timeout(IDLE_POLL, s.next()).await;
+            match next {
+                Err(_) => {
+                    // Silent for a while: poll once, and keep the connection from idling out.
+                    self.catch_up().await?;
+                    let ping = serde_json::to_string(&ClientMessage::Ping).expect("serializes");
+                    if s.send(Message::Text(ping.into())).await.is_err() {
+                        return Ok(Next::Reconnect);
+                    }
+                }
+                Ok(Some(Ok(Message::Text(text)))) => self.on_message(text.as_str()).await?,
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                    self.notices.info(&format!(
+                        "connection closed; reconnecting after line {}",
+                        self.follower.last()
+                    ));
+                    return Ok(Next::Reconnect);
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    async fn on_message(&mut self, text: &str) -> Result<(), CliError> {
+        let msg: ServerMessage = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(_) => return self.catch_up().await,
+        };
+        match msg {
+            ServerMessage::Logs { events, .. } => {
+                let accepted = self.follower.accept(events);
+                self.printer.print(&accepted.print)?;
+                if accepted.gap {
+                    self.catch_up().await?;
+                }
+            }
+            ServerMessage::Status {
+                status,
+                exit_code,
+                final_index,
+                ..
+            } => {
+                self.follower.terminal(status, exit_code, final_index);
+                if !self.follower.is_done() {
+                    self.catch_up().await?;
+                }
+            }
+            ServerMessage::Error { error, .. } => {
+                self.notices.info(&format!("server: {error}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff with full jitter: up to 200 ms × 2^n, capped at 5 s.
+fn backoff(failures: u32) -> Duration {
+    let cap = (200u64 << failures.min(5)).min(5_000);
+    Duration::from_millis(rand::random_range(cap / 4..=cap))
+}

@@ -1,0 +1,94 @@
+//! stdout carries log lines only: raw messages by default, or NDJSON, optionally with index and
+//! timestamp. Output is flushed after every batch of lines the client releases, so a line is
+//! never held back waiting for the next one.
+
+use std::io::{BufWriter, Stdout, Write};
+
+use runvoy_core::LogEvent;
+
+use crate::error::CliError;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Format {
+    pub json: bool,
+    pub timestamps: bool,
+    pub index: bool,
+}
+
+pub struct Printer {
+    out: BufWriter<Stdout>,
+    format: Format,
+}
+
+impl Printer {
+    pub fn new(format: Format) -> Printer {
+        Printer {
+            out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+            format,
+        }
+    }
+
+    pub fn print(&mut self, events: &[LogEvent]) -> Result<(), CliError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        for e in events {
+            if self.format.json {
+                serde_json::to_writer(&mut self.out, e).map_err(std::io::Error::from)?;
+            } else {
+                if self.format.index {
+                    write!(self.out, "{} ", e.index)?;
+                }
+                if self.format.timestamps {
+                    write!(self.out, "{} ", rfc3339_ms(e.timestamp))?;
+                }
+                self.out.write_all(e.message.as_bytes())?;
+            }
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// `2024-01-02T03:04:05.678Z` from milliseconds since the epoch (UTC, proleptic Gregorian).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+}
