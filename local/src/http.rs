@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -61,17 +61,31 @@ fn api_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Reads a body of at most `limit` bytes. A larger one is read on and discarded (up to a bound)
+/// so the client gets to read the 413 instead of a reset connection.
 async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    to_bytes(body, limit)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|_| {
-            ApiError::new(
-                413,
-                "payload_too_large",
-                format!("the request body is larger than {limit} bytes; send smaller batches"),
-            )
-        })
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
+        })?;
+        seen += chunk.len();
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if seen > limit.saturating_mul(4).max(64 * 1024 * 1024) {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            413,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes; send smaller batches"),
+        ));
+    }
+    Ok(buf)
 }
 
 async fn api(

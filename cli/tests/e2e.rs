@@ -1,0 +1,299 @@
+//! End-to-end: the real `runvoy` binary against the local stack (spec §7, issue "runvoy CLI").
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Stack, numbered, output, stdout_lines};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_connection_prints_from_the_first_line() {
+    let s = Stack::start("late", None).await;
+    let lines = numbered("early", 1, 3_000);
+    for chunk in lines.chunks(500) {
+        s.put_lines("late-1", chunk).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cmd = s.runvoy(&["logs", "late-1"]);
+    cmd.stdout(Stdio::piped());
+    let child = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.put_lines("late-1", &numbered("later", 1, 10)).await;
+    s.complete("late-1", "SUCCEEDED", Some(0)).await;
+    let out = child.await.unwrap();
+    let mut want = lines.clone();
+    want.extend(numbered("later", 1, 10));
+    assert_eq!(stdout_lines(&out), want);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnection_and_server_restart_lose_and_repeat_nothing() {
+    let mut s = Stack::start("restart", None).await;
+    s.put_lines("rs-1", &numbered("a", 1, 100)).await;
+    let cmd = s.runvoy(&["logs", "rs-1", "--index", "-v"]);
+    let child = tokio::task::spawn_blocking({
+        let mut cmd = cmd;
+        move || cmd.output().unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.put_lines("rs-1", &numbered("b", 1, 100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server goes away for several seconds: the socket is cut, HTTP is refused.
+    s.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.restart().await;
+    s.put_lines("rs-1", &numbered("c", 1, 100)).await;
+    s.complete("rs-1", "FAILED", Some(3)).await;
+    let out = output_of(child).await;
+    let want: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|p| numbered(p, 1, 100))
+        .enumerate()
+        .map(|(i, m)| format!("{} {m}", i + 1))
+        .collect();
+    assert_eq!(stdout_lines(&out), want);
+    assert_eq!(out.status.code(), Some(3));
+    let notices = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        notices.contains("retrying"),
+        "the client never had to reconnect: {notices}"
+    );
+}
+
+async fn output_of(h: tokio::task::JoinHandle<std::process::Output>) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(120), h)
+        .await
+        .expect("the client did not finish")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_delivery_prints_each_line_once_in_order() {
+    let s = Stack::start(
+        "chaos",
+        Some("dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-300"),
+    )
+    .await;
+    s.put_lines("chaos-1", &numbered("x", 1, 10)).await;
+    let mut followers = Vec::new();
+    for _ in 0..2 {
+        let mut cmd = s.runvoy(&["logs", "chaos-1", "--json"]);
+        followers.push(tokio::task::spawn_blocking(move || cmd.output().unwrap()));
+    }
+    let total = 50_000;
+    for chunk in numbered("x", 11, total).chunks(250) {
+        s.put_lines("chaos-1", chunk).await;
+    }
+    s.complete("chaos-1", "SUCCEEDED", None).await;
+    let metrics = s.stack.as_ref().unwrap().metrics();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("runvoy_{name}_total ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    assert!(
+        counter("duplicates_dropped") > 0,
+        "chaos delivered no duplicate:\n{metrics}"
+    );
+    assert!(
+        counter("events_reconciled") > 0,
+        "nothing dropped was recovered:\n{metrics}"
+    );
+    for f in followers {
+        let out = output_of(f).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = stdout_lines(&out);
+        assert_eq!(lines.len(), total);
+        // Contiguous indexes, each event once, and every source line exactly once.
+        let mut seen_ids = std::collections::HashSet::new();
+        let mut messages = Vec::with_capacity(total);
+        for (i, l) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["index"].as_u64(), Some(i as u64 + 1));
+            assert!(seen_ids.insert(v["event_id"].as_str().unwrap().to_string()));
+            messages.push(v["message"].as_str().unwrap().to_string());
+        }
+        messages.sort_by_key(|m| m[2..].parse::<usize>().unwrap());
+        assert_eq!(messages, numbered("x", 1, total));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_volume_run_is_complete_and_in_order() {
+    let s = Stack::start("volume", None).await;
+    let out = output(s.runvoy(&["run", "--", "seq", "1", "100000"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let lines = stdout_lines(&out);
+    assert_eq!(lines.len(), 100_000);
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == (i + 1).to_string())
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("execution ") && err.lines().count() == 1,
+        "stderr: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes_grep_head_and_json() {
+    let s = Stack::start("pipes", None).await;
+    let lines: Vec<String> = (1..=5_000)
+        .map(|i| {
+            if i % 100 == 0 {
+                format!("error {i}")
+            } else {
+                format!("ok {i}")
+            }
+        })
+        .collect();
+    for chunk in lines.chunks(1_000) {
+        s.put_lines("pipe-1", chunk).await;
+    }
+    s.complete("pipe-1", "SUCCEEDED", Some(0)).await;
+    let bin = env!("CARGO_BIN_EXE_runvoy");
+    let sh = |script: &str| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(script.replace("RUNVOY", bin))
+            .env("RUNVOY_API_URL", s.url())
+            .env("RUNVOY_API_KEY", &s.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let grep = output(sh("RUNVOY logs pipe-1 | grep error")).await;
+    let want: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("error"))
+        .cloned()
+        .collect();
+    assert_eq!(stdout_lines(&grep), want);
+
+    let started = Instant::now();
+    let head = output(sh("RUNVOY logs pipe-1 | head -5")).await;
+    assert_eq!(stdout_lines(&head), lines[..5].to_vec());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        head.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&head.stderr)
+    );
+
+    let json = output(s.runvoy(&["logs", "pipe-1", "--json", "--since-index", "4990"])).await;
+    let objs: Vec<serde_json::Value> = stdout_lines(&json)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let idx: Vec<u64> = objs.iter().map(|v| v["index"].as_u64().unwrap()).collect();
+    assert_eq!(idx, (4991..=5000).collect::<Vec<_>>());
+    for v in &objs {
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["event_id", "index", "message", "timestamp"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_follow_the_spec() {
+    let s = Stack::start("codes", None).await;
+    let seven = output(s.runvoy(&["run", "--", "sh", "-c", "echo bye; exit 7"])).await;
+    assert_eq!(seven.status.code(), Some(7));
+    assert_eq!(stdout_lines(&seven), vec!["bye"]);
+
+    let unknown = output(s.runvoy(&["logs", "no-such-execution"])).await;
+    assert_eq!(unknown.status.code(), Some(125));
+    assert_one_sentence(&unknown.stderr, "not found");
+
+    let mut bad_key = s.runvoy(&["logs", "x"]);
+    bad_key.env("RUNVOY_API_KEY", "wrong-key");
+    let bad_key = output(bad_key).await;
+    assert_eq!(bad_key.status.code(), Some(125));
+    assert_one_sentence(&bad_key.stderr, "API key");
+
+    let mut unreachable = s.runvoy(&["logs", "x"]);
+    unreachable.env(
+        "RUNVOY_API_URL",
+        format!("http://127.0.0.1:{}", common::free_port()),
+    );
+    let unreachable = output(unreachable).await;
+    assert_eq!(unreachable.status.code(), Some(125));
+    assert_one_sentence(&unreachable.stderr, "cannot reach");
+
+    for usage in [
+        vec!["logs"],
+        vec!["logs", "x", "--since-index", "-3"],
+        vec!["frobnicate"],
+        vec!["run"],
+    ] {
+        let o = output(s.runvoy(&usage)).await;
+        assert_eq!(o.status.code(), Some(2), "{usage:?}");
+    }
+    // --no-follow exits 0 after printing, whatever the execution's state.
+    s.put_lines("nf-1", &numbered("n", 1, 3)).await;
+    let nf = output(s.runvoy(&["logs", "nf-1", "--no-follow"])).await;
+    assert_eq!(
+        (nf.status.code(), stdout_lines(&nf)),
+        (Some(0), numbered("n", 1, 3))
+    );
+    // Status of a finished run.
+    let st = output(s.runvoy(&["status", "nf-1", "--output", "json"])).await;
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["last_index"].as_u64()),
+        (Some("RUNNING"), Some(3))
+    );
+}
+
+fn assert_one_sentence(stderr: &[u8], needle: &str) {
+    let err = String::from_utf8_lossy(stderr);
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(err.contains(needle), "stderr: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_carries_only_log_lines_and_stderr_stays_quiet_off_a_terminal() {
+    let mut s = Stack::start("quiet", None).await;
+    s.put_lines("q-1", &numbered("q", 1, 5)).await;
+    let mut cmd = s.runvoy(&["logs", "q-1"]);
+    let child = tokio::task::spawn_blocking(move || {
+        let mut c = cmd.spawn().unwrap();
+        let mut out = String::new();
+        c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let mut err = String::new();
+        c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (c.wait().unwrap().code(), out, err)
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A reconnect happens (server restart): still nothing on stderr, since it is not a terminal.
+    s.stop().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.restart().await;
+    s.put_lines("q-1", &numbered("q", 6, 8)).await;
+    s.complete("q-1", "STOPPED", None).await;
+    let (code, out, err) = tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.lines().collect::<Vec<_>>(), numbered("q", 1, 8));
+    assert_eq!(err, "");
+    assert_eq!(code, Some(1), "STOPPED without an exit code exits 1");
+}

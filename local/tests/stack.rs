@@ -1,0 +1,476 @@
+//! The local stack over real sockets: every endpoint's bad input, WebSocket access and close
+//! frames, restarts, and the command runner.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use runvoy_local::{LocalConfig, LocalStack};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+fn state_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "runvoy-local-{tag}-{}-{}",
+        std::process::id(),
+        runvoy_local::state::random_hex(4)
+    ))
+}
+
+async fn start(dir: &std::path::Path, port: u16) -> LocalStack {
+    for _ in 0..50 {
+        if let Ok(s) = LocalStack::start(LocalConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            state_dir: dir.to_path_buf(),
+            reconcile_every: Duration::from_millis(300),
+            ..LocalConfig::default()
+        })
+        .await
+        {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stack did not start");
+}
+
+struct Client {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(s: &LocalStack) -> Client {
+        Client {
+            base: s.http_url(),
+            key: s.api_key.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, v) = self
+            .call(
+                method,
+                path,
+                Some(&self.key.clone()),
+                Some(body.to_string()),
+            )
+            .await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_rejects_bad_input_with_the_error_json() {
+    let dir = state_dir("bad");
+    let s = start(&dir, 0).await;
+    let c = Client::new(&s);
+    let key = c.key.clone();
+    c.ok(
+        "POST",
+        "/local/v1/streams/known/events",
+        json!({"events":[{"message":"hi"}]}),
+    )
+    .await;
+    let huge = "x".repeat(17 * 1024 * 1024);
+    let big_event = json!({"events":[{"message": "y".repeat(1024 * 1024 + 1)}]}).to_string();
+    let cases: Vec<(&str, &str, Option<&str>, Option<String>, u16, &str)> = vec![
+        (
+            "GET",
+            "/api/v1/executions/known/logs",
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            "GET",
+            "/api/v1/executions/known/logs",
+            Some("wrong"),
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            "GET",
+            "/api/v1/executions/known/logs?since_index=-1",
+            Some(&key),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/executions/known/logs?since_index=abc",
+            Some(&key),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/executions/unknown/logs",
+            Some(&key),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/executions/unknown",
+            Some(&key),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/executions/known/complete",
+            Some(&key),
+            Some("{oops".into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/executions/known/complete",
+            Some(&key),
+            Some(huge.clone()),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/api/v1/executions/unknown/complete",
+            Some(&key),
+            Some(r#"{"status":"FAILED"}"#.into()),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/local/v1/streams/known/events",
+            None,
+            Some("{}".into()),
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/local/v1/streams/known/events",
+            Some(&key),
+            Some("{oops".into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/local/v1/streams/known/events",
+            Some(&key),
+            Some(r#"{"events":[]}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/local/v1/streams/known/events",
+            Some(&key),
+            Some(r#"{"events":[{"msg":"x"}]}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/local/v1/streams/known/events",
+            Some(&key),
+            Some(huge.clone()),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/local/v1/streams/known/events",
+            Some(&key),
+            Some(big_event),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/local/v1/streams/bad%20id/events",
+            Some(&key),
+            Some(r#"{"events":[{"message":"x"}]}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/local/v1/executions",
+            None,
+            Some(r#"{"command":["true"]}"#.into()),
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/local/v1/executions",
+            Some(&key),
+            Some(r#"{"command":[]}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/local/v1/executions",
+            Some(&key),
+            Some(r#"{"command":"true"}"#.into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/local/v1/executions",
+            Some(&key),
+            Some(r#"{"command":["/no/such/program"]}"#.into()),
+            400,
+            "bad_request",
+        ),
+        ("GET", "/nowhere", Some(&key), None, 404, "not_found"),
+    ];
+    for (method, path, k, body, status, code) in cases {
+        let (got, v) = c.call(method, path, k, body).await;
+        assert_eq!(got, status, "{method} {path}: {v}");
+        assert_eq!(v["code"], code, "{method} {path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.len() > 10),
+            "{method} {path}: {v}"
+        );
+    }
+    // Nothing was lost by the bad requests.
+    let logs = c
+        .ok("GET", "/api/v1/executions/known/logs", Value::Null)
+        .await;
+    assert_eq!(logs["events"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_requires_a_scoped_token_and_gets_a_close_frame_on_shutdown() {
+    let dir = state_dir("ws");
+    let s = start(&dir, 0).await;
+    let c = Client::new(&s);
+    c.ok(
+        "POST",
+        "/local/v1/streams/w1/events",
+        json!({"events":[{"message":"one"}]}),
+    )
+    .await;
+    c.ok(
+        "POST",
+        "/local/v1/streams/w2/events",
+        json!({"events":[{"message":"other"}]}),
+    )
+    .await;
+    let logs = c.ok("GET", "/api/v1/executions/w1/logs", Value::Null).await;
+    let url = logs["websocket_url"].as_str().unwrap().to_string();
+    let token = url.split("token=").nth(1).unwrap();
+
+    let ws_base = s.websocket_url();
+    for (query, status) in [
+        (format!("execution_id=w2&token={token}"), 403),
+        ("execution_id=w1&token=forged.token".to_string(), 401),
+        ("execution_id=w1".to_string(), 401),
+        (format!("execution_id=w1&token={token}&since_index=-4"), 400),
+    ] {
+        match tokio_tungstenite::connect_async(format!("{ws_base}?{query}")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), status, "{query}")
+            }
+            other => panic!(
+                "{query}: expected HTTP {status}, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}&since_index=0"))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        r#"{"action":"resume","since_index":0}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["events"][0]["message"].as_str()),
+        (Some("logs"), Some("one"))
+    );
+    // A push of a new line.
+    c.ok(
+        "POST",
+        "/local/v1/streams/w1/events",
+        json!({"events":[{"message":"two"}]}),
+    )
+    .await;
+    let pushed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(pushed.to_text().unwrap()).unwrap();
+    assert_eq!(v["events"][0]["index"], 2);
+    ws.send(Message::Text("nonsense".into())).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(err.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("bad_message"))
+    );
+
+    s.stop().await;
+    let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match close {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_execution_loses_nothing() {
+    let dir = state_dir("restart");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = start(&dir, port).await;
+    let c = Client::new(&s);
+    for i in 0..20 {
+        let events: Vec<Value> = (0..50)
+            .map(|j| json!({"message": format!("{}", i * 50 + j)}))
+            .collect();
+        c.ok(
+            "POST",
+            "/local/v1/streams/r1/events",
+            json!({ "events": events }),
+        )
+        .await;
+    }
+    // A command still running when the process dies.
+    let run = c
+        .ok(
+            "POST",
+            "/local/v1/executions",
+            json!({"command":["sh","-c","echo started; sleep 30"]}),
+        )
+        .await;
+    let run_id = run["execution_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stop at once: lines still queued in the subscription emulator are lost with the process.
+    s.stop().await;
+    let s = start(&dir, port).await;
+    let c = Client::new(&s);
+    assert_eq!(c.key, s.api_key, "the API key survives restarts");
+    let mut got = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = c
+            .ok(
+                "GET",
+                &format!("/api/v1/executions/r1/logs?since_index={since}"),
+                Value::Null,
+            )
+            .await;
+        for e in page["events"].as_array().unwrap() {
+            assert_eq!(e["index"].as_u64(), Some(since + 1));
+            since += 1;
+            got.push(e["message"].as_str().unwrap().parse::<u32>().unwrap());
+        }
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    // The interrupted run was settled as STOPPED, with the line it wrote.
+    let status = c
+        .ok("GET", &format!("/api/v1/executions/{run_id}"), Value::Null)
+        .await;
+    assert_eq!(
+        (status["status"].as_str(), status["final_index"].as_u64()),
+        (Some("STOPPED"), Some(1))
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_as_prometheus_text() {
+    let dir = state_dir("metrics");
+    let s = start(&dir, 0).await;
+    let c = Client::new(&s);
+    c.ok(
+        "POST",
+        "/local/v1/streams/m1/events",
+        json!({"events":[{"message":"a"},{"message":"b"}]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = reqwest::get(format!("{}/metrics", s.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("# TYPE runvoy_events_appended_total counter"));
+    let appended: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("runvoy_events_appended_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(appended, 2);
+    s.stop().await;
+}
