@@ -207,7 +207,8 @@ async fn pipes_grep_head_and_json() {
     let idx: Vec<u64> = objs.iter().map(|v| v["index"].as_u64().unwrap()).collect();
     assert_eq!(idx, (4991..=5000).collect::<Vec<_>>());
     for v in &objs {
-        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        keys.sort();
         assert_eq!(keys, ["event_id", "index", "message", "timestamp"]);
     }
 }

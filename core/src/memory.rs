@@ -271,10 +271,10 @@ impl ConnectionStore for MemoryConnections {
         Ok(v)
     }
 
-    async fn advance(&self, connection_id: &str, cursor: u64) -> Result<Option<u64>, StoreError> {
+    async fn advance(&self, conn: &Connection, cursor: u64) -> Result<Option<u64>, StoreError> {
         YieldNow::default().await;
         let mut map = self.map.lock().expect("connections lock");
-        Ok(map.get_mut(connection_id).map(|c| {
+        Ok(map.get_mut(&conn.connection_id).map(|c| {
             let prev = c.cursor;
             c.cursor = c.cursor.max(cursor);
             prev

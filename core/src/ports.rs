@@ -32,6 +32,12 @@ pub trait LogWriter: HeadReader {
     /// Most events one [`Commit`] may carry (DynamoDB: 100 transaction actions).
     fn max_events_per_commit(&self) -> usize;
 
+    /// Most message bytes one [`Commit`] may carry (DynamoDB: 4 MB per transaction). A single
+    /// event larger than this still goes alone in its own commit.
+    fn max_commit_bytes(&self) -> usize {
+        usize::MAX
+    }
+
     /// Which of `event_ids` are already committed for this execution (a cheap pre-filter).
     async fn known_event_ids(
         &self,
@@ -69,8 +75,13 @@ pub trait ConnectionStore: Send + Sync {
     async fn remove(&self, connection_id: &str) -> Result<(), StoreError>;
     /// Every connection of the execution that finished connecting, strongly consistent.
     async fn list(&self, execution_id: &str) -> Result<Vec<Connection>, StoreError>;
-    /// Raises the connection's cursor to `cursor` if it is higher; returns the cursor it had.
-    async fn advance(&self, connection_id: &str, cursor: u64) -> Result<Option<u64>, StoreError>;
+    /// Raises the connection's cursor to `cursor` if it is higher; returns the cursor it had
+    /// (`None`: the connection is gone).
+    async fn advance(
+        &self,
+        connection: &Connection,
+        cursor: u64,
+    ) -> Result<Option<u64>, StoreError>;
 }
 
 /// One page of the log source, CloudWatch `GetLogEvents` style.

@@ -111,12 +111,11 @@ impl Appender {
             }
         }
 
-        let max = self.store.max_events_per_commit().max(1);
-        let chunks: Vec<Vec<SourceEvent>> = if events.is_empty() {
-            vec![Vec::new()]
-        } else {
-            events.chunks(max).map(|c| c.to_vec()).collect()
-        };
+        let chunks = chunk(
+            events,
+            self.store.max_events_per_commit().max(1),
+            self.store.max_commit_bytes(),
+        );
         let last_chunk = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
             let chunk_cursor = if i == last_chunk {
@@ -286,5 +285,55 @@ impl Appender {
     /// Seconds-since-epoch expiry for an item written now (I8).
     pub fn expires_at_now(&self) -> i64 {
         self.expiry_from_now()
+    }
+}
+
+/// Splits a sorted batch into commits of at most `max_events` events and `max_bytes` message
+/// bytes (an event larger than `max_bytes` goes alone). Always at least one, possibly empty, chunk.
+fn chunk(events: Vec<SourceEvent>, max_events: usize, max_bytes: usize) -> Vec<Vec<SourceEvent>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for e in events {
+        let current = chunks.last_mut().expect("never empty");
+        if !current.is_empty()
+            && (current.len() >= max_events || bytes + e.message.len() > max_bytes)
+        {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += e.message.len();
+        chunks.last_mut().expect("never empty").push(e);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: usize, size: usize) -> SourceEvent {
+        SourceEvent {
+            event_id: n.to_string(),
+            timestamp: 0,
+            message: "x".repeat(size),
+        }
+    }
+
+    #[test]
+    fn chunks_by_count_and_bytes() {
+        let sizes = |c: &Vec<Vec<SourceEvent>>| c.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(&chunk(vec![], 3, 100)), vec![0]);
+        assert_eq!(
+            sizes(&chunk((0..7).map(|i| ev(i, 1)).collect(), 3, 100)),
+            vec![3, 3, 1]
+        );
+        assert_eq!(
+            sizes(&chunk((0..5).map(|i| ev(i, 40)).collect(), 10, 100)),
+            vec![2, 2, 1]
+        );
+        assert_eq!(
+            sizes(&chunk(vec![ev(0, 10), ev(1, 500), ev(2, 10)], 10, 100)),
+            vec![1, 1, 1]
+        );
     }
 }

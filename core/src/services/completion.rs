@@ -38,7 +38,7 @@ impl Completer {
         {
             return Self::repeat(execution_id, head, status);
         }
-        let tail = self.reconciler.reconcile(execution_id).await?;
+        let tail = self.reconciler.reconcile_full(execution_id).await?;
         let expires_at = appender.expires_at_now();
         let head = appender
             .update_head(execution_id, |current| {

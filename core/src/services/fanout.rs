@@ -67,7 +67,7 @@ impl FanOut {
         let target = head.last_index;
         let previous = match self
             .connections
-            .advance(&conn.connection_id, target)
+            .advance(conn, target)
             .await?
         {
             Some(prev) => prev,

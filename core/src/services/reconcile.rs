@@ -58,7 +58,22 @@ impl Reconciler {
     /// is not committed yet. Each page's cursor is saved in the same commit as its last events.
     pub async fn reconcile(&self, execution_id: &str) -> Result<ReconcileOutcome, CoreError> {
         let head = self.appender.store().head(execution_id).await?;
-        let mut token = head.and_then(|h| h.source_cursor);
+        self.read_from(execution_id, head.and_then(|h| h.source_cursor))
+            .await
+    }
+
+    /// Reads the whole source from its start (completion: catches events that arrived behind
+    /// the cursor, e.g. ingested late with old timestamps). Known events cost only the batch
+    /// read of the pre-filter.
+    pub async fn reconcile_full(&self, execution_id: &str) -> Result<ReconcileOutcome, CoreError> {
+        self.read_from(execution_id, None).await
+    }
+
+    async fn read_from(
+        &self,
+        execution_id: &str,
+        mut token: Option<String>,
+    ) -> Result<ReconcileOutcome, CoreError> {
         let mut outcome = ReconcileOutcome::default();
         while outcome.pages < self.max_pages {
             let page = match self.source.page(execution_id, token.as_deref()).await {

@@ -482,13 +482,15 @@ pub mod connections {
         let exec = fresh_id("adv-exec");
         let a = fresh_id("adv");
         c.put(conn(&a, &exec, 3)).await.unwrap();
-        assert_eq!(c.advance(&a, 10).await.unwrap(), Some(3));
-        assert_eq!(c.advance(&a, 7).await.unwrap(), Some(10));
+        let me = conn(&a, &exec, 3);
+        assert_eq!(c.advance(&me, 10).await.unwrap(), Some(3));
+        assert_eq!(c.advance(&me, 7).await.unwrap(), Some(10));
         assert_eq!(c.get(&a).await.unwrap().unwrap().cursor, 10);
-        assert_eq!(c.advance(&fresh_id("nobody"), 1).await.unwrap(), None);
+        let nobody = conn(&fresh_id("nobody"), &exec, 0);
+        assert_eq!(c.advance(&nobody, 1).await.unwrap(), None);
         // Resume moves the cursor back by rewriting the connection.
         c.put(conn(&a, &exec, 2)).await.unwrap();
-        assert_eq!(c.advance(&a, 4).await.unwrap(), Some(2));
+        assert_eq!(c.advance(&me, 4).await.unwrap(), Some(2));
     }
 
     pub async fn list_sees_a_connection_right_after_put<C: ConnectionStore + 'static>(c: Arc<C>) {

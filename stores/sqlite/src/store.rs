@@ -255,7 +255,8 @@ impl ConnectionStore for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(sql)
     }
 
-    async fn advance(&self, connection_id: &str, cursor: u64) -> Result<Option<u64>, StoreError> {
+    async fn advance(&self, c: &Connection, cursor: u64) -> Result<Option<u64>, StoreError> {
+        let connection_id = c.connection_id.as_str();
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(sql)?;
         let prev: Option<u64> = tx
