@@ -65,11 +65,7 @@ impl FanOut {
         fresh: &[LogEvent],
     ) -> Result<(), CoreError> {
         let target = head.last_index;
-        let previous = match self
-            .connections
-            .advance(conn, target)
-            .await?
-        {
+        let previous = match self.connections.advance(conn, target).await? {
             Some(prev) => prev,
             None => return Ok(()),
         };

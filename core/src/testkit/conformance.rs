@@ -442,12 +442,14 @@ pub mod connections {
     use super::*;
 
     fn conn(id: &str, exec: &str, cursor: u64) -> Connection {
+        // One expiry for the whole run, so two calls build equal connections.
+        static EXPIRES: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
         Connection {
             connection_id: id.to_string(),
             execution_id: exec.to_string(),
             cursor,
             connected_at: 1_700_000_000_000,
-            expires_at: tomorrow(),
+            expires_at: *EXPIRES.get_or_init(tomorrow),
         }
     }
 

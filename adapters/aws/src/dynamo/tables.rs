@@ -1,0 +1,104 @@
+//! Creates the tables (tests, emulators and `deploy up --aws-endpoint`; CloudFormation creates
+//! them in AWS).
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use runvoy_core::StoreError;
+
+use crate::describe;
+
+/// Creates the logs and connections tables with TTL on `expires_at`; existing tables are kept.
+pub async fn create_tables(
+    client: &Client,
+    logs_table: &str,
+    connections_table: &str,
+) -> Result<(), StoreError> {
+    create(
+        client,
+        logs_table,
+        ("execution_id", ScalarAttributeType::S),
+        ("log_index", ScalarAttributeType::N),
+    )
+    .await?;
+    create(
+        client,
+        connections_table,
+        ("pk", ScalarAttributeType::S),
+        ("sk", ScalarAttributeType::S),
+    )
+    .await
+}
+
+async fn create(
+    client: &Client,
+    table: &str,
+    hash: (&str, ScalarAttributeType),
+    range: (&str, ScalarAttributeType),
+) -> Result<(), StoreError> {
+    let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Backend(e.to_string());
+    let result = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(hash.0)
+                .attribute_type(hash.1)
+                .build()
+                .map_err(build)?,
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(range.0)
+                .attribute_type(range.1)
+                .build()
+                .map_err(build)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(hash.0)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(build)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(range.0)
+                .key_type(KeyType::Range)
+                .build()
+                .map_err(build)?,
+        )
+        .send()
+        .await;
+    if let Err(e) = result {
+        let exists = e
+            .as_service_error()
+            .is_some_and(|s| s.is_resource_in_use_exception());
+        if !exists {
+            return Err(StoreError::Backend(format!(
+                "creating table {table} failed: {}",
+                describe(&e)
+            )));
+        }
+        return Ok(());
+    }
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()
+                .map_err(build)?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            StoreError::Backend(format!("enabling TTL on {table} failed: {}", describe(&e)))
+        })?;
+    Ok(())
+}

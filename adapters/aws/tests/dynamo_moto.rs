@@ -1,0 +1,160 @@
+//! The store conformance suite, unchanged, against DynamoDB on moto; plus the costs of
+//! redelivery measured in requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use runvoy_aws::testkit::{sdk_config, unique};
+use runvoy_aws::{DynamoConnections, DynamoStore, create_tables};
+use runvoy_core::memory::MemoryMetrics;
+use runvoy_core::ports::{Commit, HeadReader, LogWriter};
+use runvoy_core::services::{Appender, EngineConfig};
+use runvoy_core::{CommitError, Head, SourceEvent, StoreError};
+use tokio::sync::OnceCell;
+
+static TABLES: OnceCell<(aws_sdk_dynamodb::Client, String, String)> = OnceCell::const_new();
+
+async fn tables() -> &'static (aws_sdk_dynamodb::Client, String, String) {
+    TABLES
+        .get_or_init(|| async {
+            let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+            let logs = unique("logs");
+            let conns = unique("conns");
+            create_tables(&client, &logs, &conns).await.unwrap();
+            (client, logs, conns)
+        })
+        .await
+}
+
+async fn store() -> Arc<DynamoStore> {
+    let (c, logs, _) = tables().await;
+    Arc::new(DynamoStore::new(c.clone(), logs.clone()))
+}
+
+async fn connections() -> Arc<DynamoConnections> {
+    let (c, _, conns) = tables().await;
+    Arc::new(DynamoConnections::new(c.clone(), conns.clone()))
+}
+
+runvoy_core::store_conformance_suite!(store);
+runvoy_core::connection_conformance_suite!(connections);
+
+/// Counts commits and failed commits at the store boundary (each commit is one
+/// `TransactWriteItems` request).
+struct Counting {
+    inner: Arc<DynamoStore>,
+    commits: AtomicU64,
+    failed: AtomicU64,
+    batch_reads: AtomicU64,
+}
+
+#[async_trait]
+impl HeadReader for Counting {
+    async fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
+        self.inner.head(id).await
+    }
+}
+
+#[async_trait]
+impl LogWriter for Counting {
+    fn max_events_per_commit(&self) -> usize {
+        self.inner.max_events_per_commit()
+    }
+    fn max_commit_bytes(&self) -> usize {
+        self.inner.max_commit_bytes()
+    }
+    async fn known_event_ids(
+        &self,
+        id: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.batch_reads
+            .fetch_add(ids.len().div_ceil(100) as u64, Ordering::Relaxed);
+        self.inner.known_event_ids(id, ids).await
+    }
+    async fn commit(&self, c: Commit) -> Result<(), CommitError> {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let r = self.inner.commit(c).await;
+        if r.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+async fn item_count(exec: &str) -> usize {
+    let (c, logs, _) = tables().await;
+    let mut total = 0;
+    let mut start = None;
+    loop {
+        let r = c
+            .scan()
+            .table_name(logs)
+            .filter_expression("begins_with(execution_id, :e)")
+            .expression_attribute_values(
+                ":e",
+                aws_sdk_dynamodb::types::AttributeValue::S(exec.into()),
+            )
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        total += r.count as usize;
+        start = r.last_evaluated_key;
+        if start.is_none() {
+            return total;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_batch_of_1000_adds_nothing_and_fails_no_transaction() {
+    let counting = Arc::new(Counting {
+        inner: store().await,
+        commits: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        batch_reads: AtomicU64::new(0),
+    });
+    let clock = Arc::new(runvoy_core::memory::SimClock::new(1_700_000_000_000, 1));
+    let appender = Appender::new(
+        counting.clone(),
+        clock,
+        Arc::new(MemoryMetrics::new()),
+        EngineConfig::default(),
+    );
+    let exec = runvoy_core::testkit::fresh_id("redeliver");
+    let batch: Vec<SourceEvent> = (0..1000)
+        .map(|i| SourceEvent {
+            event_id: format!("ev{i:04}"),
+            timestamp: 1_000 + i,
+            message: format!("line {i}"),
+        })
+        .collect();
+    let first = appender.append(&exec, batch.clone(), None).await.unwrap();
+    assert_eq!(first.committed.len(), 1000);
+    let items_before = item_count(&exec).await;
+    assert_eq!(
+        items_before,
+        1 + 2 * 1000,
+        "head + log item + idempotency item per line"
+    );
+    let commits_before = counting.commits.load(Ordering::Relaxed);
+    let reads_before = counting.batch_reads.load(Ordering::Relaxed);
+
+    let again = appender.append(&exec, batch, None).await.unwrap();
+    assert_eq!((again.committed.len(), again.duplicates), (0, 1000));
+    assert_eq!(item_count(&exec).await, items_before, "no item added");
+    assert_eq!(
+        counting.commits.load(Ordering::Relaxed),
+        commits_before,
+        "no transaction sent"
+    );
+    assert_eq!(
+        counting.failed.load(Ordering::Relaxed),
+        0,
+        "no transaction failed"
+    );
+    let reads = counting.batch_reads.load(Ordering::Relaxed) - reads_before;
+    assert_eq!(reads, 10, "the redelivery cost ten 100-key batch reads");
+}
