@@ -3,7 +3,6 @@
 //! emulator (optionally chaotic), a command runner and Prometheus metrics.
 
 pub mod chaos;
-mod clock;
 mod emulator;
 mod http;
 mod pusher;
@@ -18,10 +17,7 @@ use std::time::Duration;
 use runvoy_core::api::{Api, ApiConfig, ApiError};
 use runvoy_core::auth::{ApiKeys, TokenSigner};
 use runvoy_core::memory::MemoryMetrics;
-use runvoy_core::ports::{ConnectionStore, LogStore};
-use runvoy_core::services::{
-    Appender, Completer, EngineConfig, FanOut, Forwarder, Reader, Reconciler,
-};
+use runvoy_core::services::{Completer, EngineConfig, FanOut, Ports, Reconciler, Services};
 use runvoy_core::ws::WsService;
 use runvoy_core::{SourceEvent, Status, StoreError};
 use runvoy_sqlite::{Db, SqliteSource, SqliteStore};
@@ -29,7 +25,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 pub use chaos::Chaos;
-pub use clock::SystemClock;
+pub use runvoy_runtime::SystemClock;
 
 #[derive(Debug, Error)]
 pub enum LocalError {
@@ -237,42 +233,30 @@ fn wire(
     let store = Arc::new(SqliteStore::new(db.clone()));
     let source = SqliteSource::new(db.clone());
     let pusher = Arc::new(pusher::LocalPusher::default());
-    let dyn_store: Arc<dyn LogStore> = store.clone();
-    let connections: Arc<dyn ConnectionStore> = store.clone();
-    let appender = Appender::new(
-        dyn_store.clone(),
-        clock.clone(),
-        metrics.clone(),
+    let services = Services::new(
+        Ports {
+            store: store.clone(),
+            connections: store.clone(),
+            source: Arc::new(source.clone()),
+            pusher: pusher.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+        },
         EngineConfig::default(),
     );
-    let reader = Reader::new(dyn_store.clone(), clock.clone());
-    let fanout = FanOut::new(dyn_store, connections, pusher.clone(), metrics.clone());
-    let reconciler = Reconciler::new(Arc::new(source.clone()), appender.clone(), metrics.clone());
-    let completer = Completer::new(reconciler.clone(), fanout.clone());
     let signer = TokenSigner::new(creds.token_secret.as_bytes().to_vec(), 3600);
     let keys = ApiKeys::new(vec![creds.api_key.clone()]);
-    let api = Api::new(
-        reader.clone(),
-        reconciler.clone(),
-        completer.clone(),
-        fanout.clone(),
+    let api = services.api(
         keys.clone(),
         signer.clone(),
-        clock.clone(),
         ApiConfig {
             websocket_url: Some(format!("ws://{addr}/ws")),
             ..ApiConfig::default()
         },
     );
-    let ws = WsService::new(
-        reader.clone(),
-        fanout.clone(),
-        pusher.clone(),
-        signer,
-        clock.clone(),
-    );
+    let ws = services.ws(signer);
     let emulator = emulator::start(
-        Forwarder::new(appender, fanout.clone(), metrics.clone()),
+        services.forwarder.clone(),
         metrics.clone(),
         config.chaos.clone(),
     );
@@ -282,9 +266,9 @@ fn wire(
         source,
         api,
         ws,
-        reconciler,
-        completer,
-        fanout,
+        reconciler: services.reconciler,
+        completer: services.completer,
+        fanout: services.fanout,
         pusher,
         metrics,
         clock,

@@ -6,6 +6,7 @@ mod fanout;
 mod forward;
 mod read;
 mod reconcile;
+mod wiring;
 
 pub use append::{AppendOutcome, Appender, EngineConfig};
 pub use completion::Completer;
@@ -13,3 +14,4 @@ pub use fanout::{FanOut, pack_messages};
 pub use forward::Forwarder;
 pub use read::{LogsPage, Reader};
 pub use reconcile::{ReconcileOutcome, Reconciler};
+pub use wiring::{Ports, Services};

@@ -1,4 +1,4 @@
-//! The real clock: wall time, tokio sleeps, random jitter.
+//! The real clock for deployed code: wall time, tokio sleeps, random jitter.
 
 use async_trait::async_trait;
 use runvoy_core::ports::Clock;
