@@ -1,0 +1,30 @@
+//! The API Lambda: the HTTP routes of spec §4 behind `X-API-Key`.
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use runvoy_lambda::api;
+use runvoy_lambda::wiring::Deployment;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let d = Deployment::from_env("api").await?;
+    let (keys, signer) = d.credentials().await?;
+    let config = runvoy_core_api_config(&d);
+    let service = d.services.api(keys, signer, config);
+    let (service, d) = (&service, &d);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            let response = api::handle(service, event.payload).await;
+            d.metrics.flush(runvoy_lambda::emf::now_ms());
+            Ok::<_, Error>(response)
+        },
+    ))
+    .await
+}
+
+fn runvoy_core_api_config(d: &Deployment) -> runvoy_lambda::ApiConfig {
+    runvoy_lambda::ApiConfig {
+        websocket_url: d.settings.websocket_url.clone(),
+        ..runvoy_lambda::ApiConfig::default()
+    }
+}

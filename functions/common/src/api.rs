@@ -1,0 +1,53 @@
+//! The API function: API Gateway HTTP API (payload 2.0) events → the core HTTP API.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue};
+use runvoy_core::api::{Api, ApiError, HttpRequest};
+
+/// Serves one request; every outcome is a JSON response (never a stack trace).
+pub async fn handle(api: &Api, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let body = match decode_body(&req) {
+        Ok(b) => b,
+        Err(e) => return respond(e.status, e.into_response().body),
+    };
+    let method = req.request_context.http.method.as_str().to_string();
+    let request = HttpRequest {
+        method,
+        path: req.raw_path.clone().unwrap_or_default(),
+        query: req.raw_query_string.clone().unwrap_or_default(),
+        api_key: req
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body,
+    };
+    let r = api.handle(request).await;
+    respond(r.status, r.body)
+}
+
+fn decode_body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
+    let Some(body) = &req.body else {
+        return Ok(Vec::new());
+    };
+    if req.is_base64_encoded {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| ApiError::bad_request("the request body is not valid base64"))
+    } else {
+        Ok(body.clone().into_bytes())
+    }
+}
+
+pub fn respond(status: u16, body: String) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = i64::from(status);
+    r.headers = headers;
+    r.body = Some(Body::Text(body));
+    r.is_base64_encoded = false;
+    r
+}

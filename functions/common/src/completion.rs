@@ -1,0 +1,115 @@
+//! The completion function: EventBridge "ECS Task State Change" with `lastStatus = STOPPED` →
+//! reconcile the tail, then publish the terminal status (I6).
+
+use runvoy_core::services::Services;
+use runvoy_core::{CoreError, Status};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::HandlerError;
+
+#[derive(Debug, Deserialize)]
+struct TaskChange {
+    #[serde(rename = "detail-type", default)]
+    detail_type: String,
+    detail: Detail,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Detail {
+    #[serde(default)]
+    last_status: String,
+    task_arn: String,
+    #[serde(default)]
+    containers: Vec<Container>,
+    #[serde(default)]
+    stop_code: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    name: String,
+    #[serde(default)]
+    exit_code: Option<i32>,
+}
+
+/// What the event meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed {
+        execution_id: String,
+        status: Status,
+        exit_code: Option<i32>,
+        final_index: u64,
+    },
+    Ignored(String),
+}
+
+/// The execution's terminal status from the runner container: exit 0 → SUCCEEDED, another
+/// code → FAILED, no code (stopped before or without exiting) → STOPPED.
+fn terminal(detail: &Detail, runner: &str) -> (Status, Option<i32>) {
+    let code = detail
+        .containers
+        .iter()
+        .find(|c| c.name == runner)
+        .or_else(|| detail.containers.first())
+        .and_then(|c| c.exit_code);
+    match code {
+        Some(0) => (Status::Succeeded, Some(0)),
+        Some(c) => (Status::Failed, Some(c)),
+        None => (Status::Stopped, None),
+    }
+}
+
+pub async fn handle(
+    services: &Services,
+    runner: &str,
+    event: &Value,
+) -> Result<Outcome, HandlerError> {
+    let change: TaskChange = match serde_json::from_value(event.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("completion: ignoring an event that is not an ECS task state change: {e}");
+            return Ok(Outcome::Ignored(format!(
+                "not an ECS task state change: {e}"
+            )));
+        }
+    };
+    if change.detail_type != "ECS Task State Change" || change.detail.last_status != "STOPPED" {
+        return Ok(Outcome::Ignored(format!(
+            "{} / {}",
+            change.detail_type, change.detail.last_status
+        )));
+    }
+    let execution_id = change
+        .detail
+        .task_arn
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let (status, exit_code) = terminal(&change.detail, runner);
+    match services
+        .completer
+        .complete(&execution_id, status, exit_code)
+        .await
+    {
+        Ok(head) => Ok(Outcome::Completed {
+            execution_id,
+            status: head.status,
+            exit_code: head.exit_code,
+            final_index: head.final_index.unwrap_or(head.last_index),
+        }),
+        Err(CoreError::NotFound(_)) => {
+            // A task that never logged a line (it failed to start): nothing to complete.
+            Ok(Outcome::Ignored(format!(
+                "task {execution_id} stopped ({:?}) without a log stream",
+                change.detail.stop_code
+            )))
+        }
+        Err(e @ CoreError::AlreadyTerminal(..)) => Ok(Outcome::Ignored(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}

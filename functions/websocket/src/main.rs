@@ -1,0 +1,22 @@
+//! The WebSocket Lambda: `$connect`, `$disconnect` and `$default` (resume, ping).
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use runvoy_lambda::websocket;
+use runvoy_lambda::wiring::Deployment;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let d = Deployment::from_env("websocket").await?;
+    let (_, signer) = d.credentials().await?;
+    let ws = d.services.ws(signer);
+    let (ws, d) = (&ws, &d);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+            let result = websocket::handle(ws, event.payload).await;
+            d.metrics.flush(runvoy_lambda::emf::now_ms());
+            result.map_err(Error::from)
+        },
+    ))
+    .await
+}
