@@ -1,6 +1,7 @@
 //! `deploy`: runs the whole stack locally (`up`, env `local`), or deploys it to AWS.
 
 mod local;
+mod template;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,13 @@ enum Command {
     /// Bring an environment up. `local` (the default) runs the whole stack on this machine in
     /// the foreground until Ctrl+C.
     Up(UpArgs),
+    /// Print the CloudFormation template (deterministic; checked in at
+    /// deployments/cloudformation-backend.yaml).
+    Render {
+        /// JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +71,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) if args.env == "local" => local::up(args).await,
+            Command::Render { json } => {
+                let t = template::backend();
+                if json {
+                    println!("{:#}", t.to_value());
+                } else {
+                    print!("{}", t.to_yaml());
+                }
+                Ok(())
+            }
             Command::Up(args) => Err(anyhow::anyhow!(
                 "environment '{}' is not deployable from this build: only `--env local` is available",
                 args.env

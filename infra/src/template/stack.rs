@@ -1,0 +1,645 @@
+//! The backend stack: tables, functions with one least-privilege role each, the WebSocket and
+//! HTTP APIs, the subscription filter, the ECS completion rule, the API secret, the forwarder's
+//! on-failure queue, alarms and outputs.
+
+use serde_json::{Value, json};
+
+use super::{Resource, Template, att, if_, no_value, r, sub, sub_with};
+
+/// The four functions: logical id prefix, binary name, timeout (s), extra environment.
+pub const FUNCTIONS: [(&str, &str, u32); 4] = [
+    ("Forwarder", "forwarder", 60),
+    ("Api", "api", 29),
+    ("Websocket", "websocket", 29),
+    ("Completion", "completion", 120),
+];
+
+fn logs_table_name() -> Value {
+    if_("RetainLogs", r("RetainedLogsTable"), r("LogsTable"))
+}
+
+fn logs_table_arn() -> Value {
+    if_(
+        "RetainLogs",
+        att("RetainedLogsTable", "Arn"),
+        att("LogsTable", "Arn"),
+    )
+}
+
+fn runner_group_name() -> Value {
+    if_(
+        "CreateRunnerLogGroup",
+        r("RunnerLogGroup"),
+        r("RunnerLogGroupName"),
+    )
+}
+
+fn runner_group_arn() -> Value {
+    sub_with(
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${Group}:*",
+        json!({"Group": runner_group_name()}),
+    )
+}
+
+fn statement(actions: &[&str], resources: Vec<Value>) -> Value {
+    json!({"Effect": "Allow", "Action": actions, "Resource": resources})
+}
+
+/// What each function may do, and nothing more.
+fn permissions(function: &str) -> Vec<Value> {
+    let logs_rw = [
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+    ];
+    let conns_fanout = [
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ];
+    let conns_all = [
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:PutItem",
+    ];
+    let push = statement(
+        &["execute-api:ManageConnections"],
+        vec![sub(
+            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/prod/POST/@connections/*",
+        )],
+    );
+    let read_source = statement(&["logs:GetLogEvents"], vec![runner_group_arn()]);
+    let secret = statement(&["secretsmanager:GetSecretValue"], vec![r("ApiSecret")]);
+    let own_logs = statement(
+        &["logs:CreateLogStream", "logs:PutLogEvents"],
+        vec![sub(&format!(
+            "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{ProjectName}}-{function}:*"
+        ))],
+    );
+    let conns = att("ConnectionsTable", "Arn");
+    let mut s = vec![own_logs];
+    match function {
+        "forwarder" => {
+            s.push(statement(&logs_rw, vec![logs_table_arn()]));
+            s.push(statement(&conns_fanout, vec![conns]));
+            s.push(push);
+            s.push(statement(
+                &["sqs:SendMessage"],
+                vec![att("ForwarderDeadLetterQueue", "Arn")],
+            ));
+        }
+        "api" => {
+            s.push(statement(&logs_rw, vec![logs_table_arn()]));
+            s.push(statement(&conns_fanout, vec![conns]));
+            s.push(read_source);
+            s.push(secret);
+            s.push(push);
+        }
+        "websocket" => {
+            s.push(statement(
+                &["dynamodb:GetItem", "dynamodb:Query"],
+                vec![logs_table_arn()],
+            ));
+            s.push(statement(&conns_all, vec![conns]));
+            s.push(secret);
+            s.push(push);
+        }
+        _ => {
+            s.push(statement(&logs_rw, vec![logs_table_arn()]));
+            s.push(statement(&conns_fanout, vec![conns]));
+            s.push(read_source);
+            s.push(push);
+        }
+    }
+    s
+}
+
+fn parameters(t: &mut Template) {
+    t.parameter(
+        "ProjectName",
+        json!({"Type": "String", "Default": "runvoy", "AllowedPattern": "^[a-z][a-z0-9-]{1,30}$",
+        "Description": "Prefix of every resource name."}),
+    );
+    t.parameter(
+        "ArtifactsBucket",
+        json!({"Type": "String", "Description": "S3 bucket holding the function zips."}),
+    );
+    for (id, bin, _) in FUNCTIONS {
+        t.parameter(format!("{id}CodeKey"), json!({"Type": "String", "Description": format!("S3 key of the {bin} zip (named by its content hash).")}));
+    }
+    t.parameter(
+        "Architecture",
+        json!({"Type": "String", "Default": "arm64", "AllowedValues": ["arm64", "x86_64"],
+        "Description": "Architecture the function zips were built for."}),
+    );
+    t.parameter("RunnerLogGroupName", json!({"Type": "String", "Default": "",
+        "Description": "Existing log group the executions write to; empty creates /aws/ecs/{ProjectName}/runner."}));
+    t.parameter(
+        "StreamTemplate",
+        json!({"Type": "String", "Default": "task/runner/{execution_id}",
+        "Description": "Log stream name of an execution."}),
+    );
+    t.parameter(
+        "RetentionDays",
+        json!({"Type": "Number", "Default": 7, "MinValue": 1, "MaxValue": 365,
+        "Description": "Days stored log lines live after the last write to their execution."}),
+    );
+    t.parameter(
+        "FunctionLogRetentionDays",
+        json!({"Type": "Number", "Default": 30,
+        "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365],
+        "Description": "Retention of the functions' own log groups."}),
+    );
+    t.parameter(
+        "PointInTimeRecovery",
+        json!({"Type": "String", "Default": "false", "AllowedValues": ["true", "false"],
+        "Description": "Point-in-time recovery on the logs table."}),
+    );
+    t.parameter(
+        "RetainLogsTable",
+        json!({"Type": "String", "Default": "false", "AllowedValues": ["true", "false"],
+        "Description": "Keep the logs table when the stack is deleted (choose at creation)."}),
+    );
+    t.parameter(
+        "ApiKey",
+        json!({"Type": "String", "NoEcho": true, "MinLength": 16,
+        "Description": "The API key clients send in X-API-Key (kept in the API secret)."}),
+    );
+    t.parameter(
+        "EcsClusterArn",
+        json!({"Type": "String", "Default": "",
+        "Description": "Only complete executions of this ECS cluster; empty for any cluster."}),
+    );
+    t.parameter(
+        "AlarmTopicArn",
+        json!({"Type": "String", "Default": "",
+        "Description": "SNS topic the alarms notify; empty for none."}),
+    );
+}
+
+fn conditions(t: &mut Template) {
+    t.condition(
+        "CreateRunnerLogGroup",
+        json!({"Fn::Equals": [r("RunnerLogGroupName"), ""]}),
+    );
+    t.condition(
+        "EnablePitr",
+        json!({"Fn::Equals": [r("PointInTimeRecovery"), "true"]}),
+    );
+    t.condition(
+        "RetainLogs",
+        json!({"Fn::Equals": [r("RetainLogsTable"), "true"]}),
+    );
+    t.condition(
+        "DeleteLogs",
+        json!({"Fn::Equals": [r("RetainLogsTable"), "false"]}),
+    );
+    t.condition(
+        "AnyCluster",
+        json!({"Fn::Equals": [r("EcsClusterArn"), ""]}),
+    );
+    t.condition(
+        "HasAlarmTopic",
+        json!({"Fn::Not": [{"Fn::Equals": [r("AlarmTopicArn"), ""]}]}),
+    );
+}
+
+fn tables(t: &mut Template) {
+    let logs = json!({
+        "TableName": sub("${ProjectName}-execution-logs"),
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": "execution_id", "AttributeType": "S"},
+            {"AttributeName": "log_index", "AttributeType": "N"}],
+        "KeySchema": [
+            {"AttributeName": "execution_id", "KeyType": "HASH"},
+            {"AttributeName": "log_index", "KeyType": "RANGE"}],
+        "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": true},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": if_("EnablePitr", json!(true), json!(false))},
+        "SSESpecification": {"SSEEnabled": true},
+    });
+    t.resource(
+        "LogsTable",
+        Resource::new("AWS::DynamoDB::Table", logs.clone())
+            .when("DeleteLogs")
+            .policy("Delete"),
+    );
+    t.resource(
+        "RetainedLogsTable",
+        Resource::new("AWS::DynamoDB::Table", logs)
+            .when("RetainLogs")
+            .policy("Retain"),
+    );
+    t.resource(
+        "ConnectionsTable",
+        Resource::new(
+            "AWS::DynamoDB::Table",
+            json!({
+                "TableName": sub("${ProjectName}-connections"),
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"}],
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"}],
+                "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": true},
+                "SSESpecification": {"SSEEnabled": true},
+            }),
+        )
+        .policy("Delete"),
+    );
+}
+
+fn websocket_url(scheme: &str) -> Value {
+    sub(&format!(
+        "{scheme}://${{WebSocketApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/prod"
+    ))
+}
+
+fn functions(t: &mut Template) {
+    t.resource(
+        "RunnerLogGroup",
+        Resource::new(
+            "AWS::Logs::LogGroup",
+            json!({
+                "LogGroupName": sub("/aws/ecs/${ProjectName}/runner"),
+                "RetentionInDays": r("FunctionLogRetentionDays"),
+            }),
+        )
+        .when("CreateRunnerLogGroup")
+        .policy("Delete"),
+    );
+    t.resource("ApiSecret", Resource::new("AWS::SecretsManager::Secret", json!({
+        "Name": sub("${ProjectName}/api"),
+        "Description": "API keys accepted in X-API-Key and the secret that signs WebSocket tokens.",
+        "GenerateSecretString": {
+            "SecretStringTemplate": sub("{\"api_keys\":[\"${ApiKey}\"]}"),
+            "GenerateStringKey": "token_secret",
+            "PasswordLength": 48,
+            "ExcludePunctuation": true,
+        },
+    })).policy("Delete"));
+    t.resource(
+        "ForwarderDeadLetterQueue",
+        Resource::new(
+            "AWS::SQS::Queue",
+            json!({
+                "QueueName": sub("${ProjectName}-forwarder-failures"),
+                "MessageRetentionPeriod": 1_209_600,
+                "SqsManagedSseEnabled": true,
+            }),
+        )
+        .policy("Delete"),
+    );
+    for (id, bin, timeout) in FUNCTIONS {
+        t.resource(
+            format!("{id}LogGroup"),
+            Resource::new(
+                "AWS::Logs::LogGroup",
+                json!({
+                    "LogGroupName": sub(&format!("/aws/lambda/${{ProjectName}}-{bin}")),
+                    "RetentionInDays": r("FunctionLogRetentionDays"),
+                }),
+            )
+            .policy("Delete"),
+        );
+        t.resource(format!("{id}Role"), Resource::new("AWS::IAM::Role", json!({
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+            "Policies": [{"PolicyName": bin, "PolicyDocument": {"Version": "2012-10-17", "Statement": permissions(bin)}}],
+        })));
+        t.resource(
+            format!("{id}Function"),
+            Resource::new(
+                "AWS::Lambda::Function",
+                json!({
+                    "FunctionName": sub(&format!("${{ProjectName}}-{bin}")),
+                    "Runtime": "provided.al2023",
+                    "Handler": "bootstrap",
+                    "Architectures": [r("Architecture")],
+                    "Code": {"S3Bucket": r("ArtifactsBucket"), "S3Key": r(&format!("{id}CodeKey"))},
+                    "Role": att(&format!("{id}Role"), "Arn"),
+                    "MemorySize": 256,
+                    "Timeout": timeout,
+                    "LoggingConfig": {"LogGroup": r(&format!("{id}LogGroup"))},
+                    "Environment": {"Variables": {
+                        "RUNVOY_LOGS_TABLE": logs_table_name(),
+                        "RUNVOY_CONNECTIONS_TABLE": r("ConnectionsTable"),
+                        "RUNVOY_LOG_GROUP": runner_group_name(),
+                        "RUNVOY_STREAM_TEMPLATE": r("StreamTemplate"),
+                        "RUNVOY_RETENTION_DAYS": r("RetentionDays"),
+                        "RUNVOY_SECRET_ARN": r("ApiSecret"),
+                        "RUNVOY_WEBSOCKET_URL": websocket_url("wss"),
+                        "RUNVOY_WEBSOCKET_ENDPOINT": websocket_url("https"),
+                    }},
+                }),
+            ),
+        );
+    }
+    t.resource("ForwarderEventInvokeConfig", Resource::new("AWS::Lambda::EventInvokeConfig", json!({
+        "FunctionName": r("ForwarderFunction"),
+        "Qualifier": "$LATEST",
+        "MaximumRetryAttempts": 2,
+        "DestinationConfig": {"OnFailure": {"Destination": att("ForwarderDeadLetterQueue", "Arn")}},
+    })));
+    t.resource(
+        "ForwarderLogsPermission",
+        Resource::new(
+            "AWS::Lambda::Permission",
+            json!({
+                "FunctionName": r("ForwarderFunction"),
+                "Action": "lambda:InvokeFunction",
+                "Principal": "logs.amazonaws.com",
+                "SourceAccount": r("AWS::AccountId"),
+                "SourceArn": runner_group_arn(),
+            }),
+        ),
+    );
+    t.resource(
+        "RunnerSubscriptionFilter",
+        Resource::new(
+            "AWS::Logs::SubscriptionFilter",
+            json!({
+                "LogGroupName": runner_group_name(),
+                "FilterPattern": "",
+                "DestinationArn": att("ForwarderFunction", "Arn"),
+            }),
+        )
+        .after("ForwarderLogsPermission"),
+    );
+}
+
+fn apis(t: &mut Template) {
+    t.resource(
+        "WebSocketApi",
+        Resource::new(
+            "AWS::ApiGatewayV2::Api",
+            json!({
+                "Name": sub("${ProjectName}-logs-websocket"),
+                "ProtocolType": "WEBSOCKET",
+                "RouteSelectionExpression": "$request.body.action",
+            }),
+        ),
+    );
+    t.resource("WebSocketIntegration", Resource::new("AWS::ApiGatewayV2::Integration", json!({
+        "ApiId": r("WebSocketApi"),
+        "IntegrationType": "AWS_PROXY",
+        "IntegrationUri": sub("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${WebsocketFunction.Arn}/invocations"),
+    })));
+    for (id, key) in [
+        ("ConnectRoute", "$connect"),
+        ("DisconnectRoute", "$disconnect"),
+        ("DefaultRoute", "$default"),
+    ] {
+        t.resource(
+            id,
+            Resource::new(
+                "AWS::ApiGatewayV2::Route",
+                json!({
+                    "ApiId": r("WebSocketApi"),
+                    "RouteKey": key,
+                    "AuthorizationType": "NONE",
+                    "Target": sub("integrations/${WebSocketIntegration}"),
+                }),
+            ),
+        );
+    }
+    t.resource(
+        "WebSocketStage",
+        Resource::new(
+            "AWS::ApiGatewayV2::Stage",
+            json!({
+                "ApiId": r("WebSocketApi"),
+                "StageName": "prod",
+                "AutoDeploy": true,
+                "DefaultRouteSettings": {"ThrottlingBurstLimit": 500, "ThrottlingRateLimit": 1000},
+            }),
+        )
+        .after("ConnectRoute")
+        .after("DisconnectRoute")
+        .after("DefaultRoute"),
+    );
+    t.resource("WebSocketPermission", Resource::new("AWS::Lambda::Permission", json!({
+        "FunctionName": r("WebsocketFunction"),
+        "Action": "lambda:InvokeFunction",
+        "Principal": "apigateway.amazonaws.com",
+        "SourceArn": sub("arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/*"),
+    })));
+
+    t.resource(
+        "HttpApi",
+        Resource::new(
+            "AWS::ApiGatewayV2::Api",
+            json!({
+                "Name": sub("${ProjectName}-logs-http"),
+                "ProtocolType": "HTTP",
+            }),
+        ),
+    );
+    t.resource(
+        "HttpIntegration",
+        Resource::new(
+            "AWS::ApiGatewayV2::Integration",
+            json!({
+                "ApiId": r("HttpApi"),
+                "IntegrationType": "AWS_PROXY",
+                "IntegrationUri": att("ApiFunction", "Arn"),
+                "PayloadFormatVersion": "2.0",
+            }),
+        ),
+    );
+    for (id, key) in [
+        ("LogsRoute", "GET /api/v1/executions/{id}/logs"),
+        ("StatusRoute", "GET /api/v1/executions/{id}"),
+        ("CompleteRoute", "POST /api/v1/executions/{id}/complete"),
+    ] {
+        t.resource(
+            id,
+            Resource::new(
+                "AWS::ApiGatewayV2::Route",
+                json!({
+                    "ApiId": r("HttpApi"),
+                    "RouteKey": key,
+                    "Target": sub("integrations/${HttpIntegration}"),
+                }),
+            ),
+        );
+    }
+    t.resource(
+        "HttpStage",
+        Resource::new(
+            "AWS::ApiGatewayV2::Stage",
+            json!({
+                "ApiId": r("HttpApi"),
+                "StageName": "$default",
+                "AutoDeploy": true,
+                "DefaultRouteSettings": {"ThrottlingBurstLimit": 200, "ThrottlingRateLimit": 100},
+            }),
+        ),
+    );
+    t.resource("HttpPermission", Resource::new("AWS::Lambda::Permission", json!({
+        "FunctionName": r("ApiFunction"),
+        "Action": "lambda:InvokeFunction",
+        "Principal": "apigateway.amazonaws.com",
+        "SourceArn": sub("arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*"),
+    })));
+}
+
+fn completion_rule(t: &mut Template) {
+    let detail = |cluster: Option<Value>| {
+        let mut d = json!({"lastStatus": ["STOPPED"]});
+        if let Some(c) = cluster {
+            d["clusterArn"] = json!([c]);
+        }
+        json!({"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"], "detail": d})
+    };
+    t.resource(
+        "TaskStoppedRule",
+        Resource::new(
+            "AWS::Events::Rule",
+            json!({
+                "Description": "Completes an execution when its ECS task stops.",
+                "EventPattern": if_("AnyCluster", detail(None), detail(Some(r("EcsClusterArn")))),
+                "State": "ENABLED",
+                "Targets": [{"Arn": att("CompletionFunction", "Arn"), "Id": "completion"}],
+            }),
+        ),
+    );
+    t.resource(
+        "CompletionPermission",
+        Resource::new(
+            "AWS::Lambda::Permission",
+            json!({
+                "FunctionName": r("CompletionFunction"),
+                "Action": "lambda:InvokeFunction",
+                "Principal": "events.amazonaws.com",
+                "SourceArn": att("TaskStoppedRule", "Arn"),
+            }),
+        ),
+    );
+}
+
+fn alarms(t: &mut Template) {
+    let actions = if_("HasAlarmTopic", json!([r("AlarmTopicArn")]), no_value());
+    let alarm = |description: &str,
+                 namespace: &str,
+                 metric: &str,
+                 dims: Value,
+                 threshold: u32,
+                 period: u32| {
+        json!({
+            "AlarmDescription": description,
+            "Namespace": namespace,
+            "MetricName": metric,
+            "Dimensions": dims,
+            "Statistic": "Sum",
+            "Period": period,
+            "EvaluationPeriods": 1,
+            "Threshold": threshold,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": actions,
+        })
+    };
+    let forwarder = json!([{"Name": "FunctionName", "Value": r("ForwarderFunction")}]);
+    t.resource(
+        "ForwarderErrorsAlarm",
+        Resource::new(
+            "AWS::CloudWatch::Alarm",
+            alarm(
+                "The forwarder failed invocations (they are retried, then queued for inspection).",
+                "AWS/Lambda",
+                "Errors",
+                forwarder.clone(),
+                1,
+                60,
+            ),
+        ),
+    );
+    t.resource(
+        "ForwarderThrottlesAlarm",
+        Resource::new(
+            "AWS::CloudWatch::Alarm",
+            alarm(
+                "The forwarder was throttled by Lambda.",
+                "AWS/Lambda",
+                "Throttles",
+                forwarder,
+                1,
+                60,
+            ),
+        ),
+    );
+    t.resource("DeadLetterAlarm", Resource::new("AWS::CloudWatch::Alarm", {
+        let mut a = alarm("Subscription batches the forwarder gave up on are waiting; reconciliation recovers their lines, inspect the cause.",
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+            json!([{"Name": "QueueName", "Value": att("ForwarderDeadLetterQueue", "QueueName")}]), 1, 300);
+        a["Statistic"] = json!("Maximum");
+        a
+    }));
+    t.resource("AppendRetriesAlarm", Resource::new("AWS::CloudWatch::Alarm", alarm(
+        "Appends are retrying a lot: one execution is written faster than its partition allows.",
+        "runvoy", "transaction_retries", json!([{"Name": "function", "Value": "forwarder"}]), 500, 300)));
+}
+
+fn outputs(t: &mut Template) {
+    t.output(
+        "ApiUrl",
+        sub("https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"),
+        "Base URL of the HTTP API (runvoy --api-url).",
+    );
+    t.output(
+        "WebSocketUrl",
+        websocket_url("wss"),
+        "WebSocket endpoint clients are sent to.",
+    );
+    t.output(
+        "LogsTableName",
+        logs_table_name(),
+        "The execution-logs table.",
+    );
+    t.output(
+        "ConnectionsTableName",
+        r("ConnectionsTable"),
+        "The WebSocket connections table.",
+    );
+    t.output(
+        "RunnerLogGroup",
+        runner_group_name(),
+        "Log group executions write to.",
+    );
+    t.output(
+        "ApiSecretArn",
+        r("ApiSecret"),
+        "Secret holding the API keys.",
+    );
+    t.output(
+        "ForwarderDeadLetterQueueUrl",
+        r("ForwarderDeadLetterQueue"),
+        "Where failed subscription batches wait.",
+    );
+}
+
+/// The backend template.
+pub fn backend() -> Template {
+    let mut t = Template {
+        description:
+            "runvoy log streaming: exactly-once indexed execution logs, streamed over WebSocket."
+                .into(),
+        ..Template::default()
+    };
+    parameters(&mut t);
+    conditions(&mut t);
+    tables(&mut t);
+    functions(&mut t);
+    apis(&mut t);
+    completion_rule(&mut t);
+    alarms(&mut t);
+    outputs(&mut t);
+    t
+}
