@@ -1,5 +1,6 @@
 //! `deploy`: runs the whole stack locally (`up`, env `local`), or deploys it to AWS.
 
+mod aws;
 mod local;
 mod template;
 
@@ -25,6 +26,14 @@ enum Command {
     /// Bring an environment up. `local` (the default) runs the whole stack on this machine in
     /// the foreground until Ctrl+C.
     Up(UpArgs),
+    /// Show what `up` would change on AWS (a change set, not executed).
+    Diff(aws::AwsArgs),
+    /// Delete an environment's stack.
+    Down(aws::AwsArgs),
+    /// Print an environment's stack status and outputs.
+    Status(aws::AwsArgs),
+    /// Build the function zips with cargo-lambda (release, named by content hash).
+    Build(aws::AwsArgs),
     /// Print the CloudFormation template (deterministic; checked in at
     /// deployments/cloudformation-backend.yaml).
     Render {
@@ -54,6 +63,43 @@ struct UpArgs {
     /// Do not write the CLI config file.
     #[arg(long)]
     no_config: bool,
+    /// AWS region (AWS environments).
+    #[arg(long)]
+    region: Option<String>,
+    /// AWS profile (AWS environments).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Emulator endpoint instead of AWS (AWS environments).
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Apply without asking (AWS environments).
+    #[arg(long)]
+    yes: bool,
+    /// Print the plan without calling AWS (AWS environments).
+    #[arg(long)]
+    dry_run: bool,
+    /// Function zips to deploy instead of building them (`<dir>/<bin>/bootstrap.zip`).
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    /// Directory of the environment files.
+    #[arg(long, default_value = "deployments")]
+    deployments_dir: PathBuf,
+}
+
+impl UpArgs {
+    fn into_aws(self) -> aws::AwsArgs {
+        aws::AwsArgs {
+            env: self.env,
+            region: self.region,
+            profile: self.profile,
+            endpoint_url: self.endpoint_url,
+            yes: self.yes,
+            dry_run: self.dry_run,
+            artifacts: self.artifacts,
+            deployments_dir: self.deployments_dir,
+            no_config: self.no_config,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -80,10 +126,11 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Up(args) => Err(anyhow::anyhow!(
-                "environment '{}' is not deployable from this build: only `--env local` is available",
-                args.env
-            )),
+            Command::Up(args) => aws::up(&args.into_aws()).await,
+            Command::Diff(a) => aws::diff(&a).await,
+            Command::Down(a) => aws::down(&a).await,
+            Command::Status(a) => aws::status(&a).await,
+            Command::Build(a) => aws::build(&a),
         }
     });
     match result {

@@ -1,0 +1,404 @@
+//! Applying the template: change sets, stack events as progress, failures by resource, outputs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Parameter, StackStatus};
+
+/// What a change set would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    NoChanges,
+    Changes {
+        name: String,
+        kind: ChangeSetType,
+        lines: Vec<String>,
+    },
+}
+
+pub struct Stacks {
+    pub client: Client,
+    pub name: String,
+}
+
+fn param(key: &str, value: Option<&str>) -> Parameter {
+    let p = Parameter::builder().parameter_key(key);
+    match value {
+        Some(v) => p.parameter_value(v).build(),
+        None => p.use_previous_value(true).build(),
+    }
+}
+
+impl Stacks {
+    /// The stack's status, `None` when it does not exist (or is gone).
+    pub async fn status(&self) -> anyhow::Result<Option<StackStatus>> {
+        match self
+            .client
+            .describe_stacks()
+            .stack_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .stacks()
+                .first()
+                .and_then(|s| s.stack_status().cloned())
+                .filter(|s| {
+                    !matches!(
+                        s,
+                        StackStatus::DeleteComplete | StackStatus::ReviewInProgress
+                    )
+                })),
+            Err(e)
+                if e.to_string().contains("does not exist")
+                    || format!("{e:?}").contains("does not exist") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "describing stack {}: {}",
+                self.name,
+                aws_sdk_cloudformation::error::DisplayErrorContext(e)
+            )),
+        }
+    }
+
+    pub async fn outputs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let out = self
+            .client
+            .describe_stacks()
+            .stack_name(&self.name)
+            .send()
+            .await?;
+        Ok(out
+            .stacks()
+            .first()
+            .map(|s| {
+                s.outputs()
+                    .iter()
+                    .map(|o| {
+                        (
+                            o.output_key().unwrap_or_default().to_string(),
+                            o.output_value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Creates a change set and waits for it; `previous` names parameters to keep as they are.
+    pub async fn plan(
+        &self,
+        template: &str,
+        params: &[(String, Option<String>)],
+    ) -> anyhow::Result<Plan> {
+        let kind = match self.status().await? {
+            None => ChangeSetType::Create,
+            Some(_) => ChangeSetType::Update,
+        };
+        let name = format!(
+            "deploy-{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+            runvoy_local::state::random_hex(4)
+        );
+        let created = self
+            .client
+            .create_change_set()
+            .stack_name(&self.name)
+            .change_set_name(&name)
+            .change_set_type(kind.clone())
+            .template_body(template)
+            .set_parameters(Some(
+                params.iter().map(|(k, v)| param(k, v.as_deref())).collect(),
+            ))
+            .capabilities(Capability::CapabilityIam)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "creating a change set: {}",
+                    aws_sdk_cloudformation::error::DisplayErrorContext(e)
+                )
+            })?;
+        // Address the change set by its ARN from here on: names are only unique per stack.
+        let name = created.id().map(str::to_string).unwrap_or(name);
+        for _ in 0..600 {
+            let cs = self
+                .client
+                .describe_change_set()
+                .stack_name(&self.name)
+                .change_set_name(&name)
+                .send()
+                .await?;
+            let status = cs
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            match status.as_str() {
+                "CREATE_COMPLETE" => {
+                    let lines = cs
+                        .changes()
+                        .iter()
+                        .filter_map(|c| c.resource_change())
+                        .map(|rc| {
+                            format!(
+                                "{:<8} {:<34} {}",
+                                rc.action().map(|a| a.as_str()).unwrap_or("?"),
+                                rc.logical_resource_id().unwrap_or("?"),
+                                rc.resource_type().unwrap_or("?")
+                            )
+                        })
+                        .collect();
+                    return Ok(Plan::Changes { name, kind, lines });
+                }
+                "FAILED" => {
+                    let reason = cs.status_reason().unwrap_or_default().to_string();
+                    let _ = self
+                        .client
+                        .delete_change_set()
+                        .stack_name(&self.name)
+                        .change_set_name(&name)
+                        .send()
+                        .await;
+                    if kind == ChangeSetType::Create {
+                        // A first change set that failed leaves an empty stack in REVIEW_IN_PROGRESS.
+                        let _ = self
+                            .client
+                            .delete_stack()
+                            .stack_name(&self.name)
+                            .send()
+                            .await;
+                    }
+                    if reason.contains("didn't contain changes") || reason.contains("No updates") {
+                        return Ok(Plan::NoChanges);
+                    }
+                    anyhow::bail!("the change set failed: {reason}");
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        anyhow::bail!("the change set did not become ready in 5 minutes")
+    }
+
+    pub async fn discard(&self, change_set: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_change_set()
+            .stack_name(&self.name)
+            .change_set_name(change_set)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Executes a change set and streams stack events until the stack settles.
+    pub async fn apply(&self, change_set: &str) -> anyhow::Result<()> {
+        let since = std::time::SystemTime::now();
+        let executed = self
+            .client
+            .execute_change_set()
+            .stack_name(&self.name)
+            .change_set_name(change_set)
+            .send()
+            .await;
+        if let Err(e) = executed {
+            let failures = self.failed_resources(since).await.unwrap_or_default();
+            anyhow::bail!(
+                "executing the change set failed: {}{}",
+                aws_sdk_cloudformation::error::DisplayErrorContext(e),
+                failure_list(&failures)
+            );
+        }
+        self.follow(since, false).await
+    }
+
+    pub async fn delete(&self) -> anyhow::Result<()> {
+        let since = std::time::SystemTime::now();
+        self.client
+            .delete_stack()
+            .stack_name(&self.name)
+            .send()
+            .await
+            .context("deleting the stack")?;
+        self.follow(since, true).await
+    }
+
+    /// `resource: reason` of every resource that failed since `since`.
+    async fn failed_resources(&self, since: std::time::SystemTime) -> anyhow::Result<Vec<String>> {
+        let since_secs = since.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64 - 1;
+        let events = self
+            .client
+            .describe_stack_events()
+            .stack_name(&self.name)
+            .send()
+            .await?;
+        Ok(events
+            .stack_events()
+            .iter()
+            .filter(|e| e.timestamp().is_some_and(|t| t.secs() >= since_secs))
+            .filter(|e| {
+                e.resource_status()
+                    .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+            })
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.logical_resource_id().unwrap_or("?"),
+                    e.resource_status_reason().unwrap_or("")
+                )
+            })
+            .collect())
+    }
+
+    /// Prints new stack events until a terminal status; fails naming each failed resource.
+    async fn follow(&self, since: std::time::SystemTime, deleting: bool) -> anyhow::Result<()> {
+        let since_secs = since.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64 - 1;
+        let mut seen = HashSet::new();
+        let mut failures = Vec::new();
+        for _ in 0..3_600 {
+            let status = self.status().await?;
+            if let Ok(events) = self
+                .client
+                .describe_stack_events()
+                .stack_name(&self.name)
+                .send()
+                .await
+            {
+                let mut fresh: Vec<_> = events
+                    .stack_events()
+                    .iter()
+                    .filter(|e| e.timestamp().is_some_and(|t| t.secs() >= since_secs))
+                    .filter(|e| seen.insert(e.event_id().unwrap_or_default().to_string()))
+                    .cloned()
+                    .collect();
+                fresh.reverse();
+                for e in fresh {
+                    let status = e.resource_status().map(|s| s.as_str()).unwrap_or("");
+                    let reason = e.resource_status_reason().unwrap_or("");
+                    eprintln!(
+                        "  {:<22} {:<34} {reason}",
+                        status,
+                        e.logical_resource_id().unwrap_or("")
+                    );
+                    if status.ends_with("_FAILED") {
+                        failures.push(format!(
+                            "{}: {reason}",
+                            e.logical_resource_id().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+            let Some(s) = status else {
+                return if deleting {
+                    Ok(())
+                } else {
+                    anyhow::bail!("the stack disappeared")
+                };
+            };
+            let s = s.as_str().to_string();
+            if s.ends_with("_COMPLETE") && !s.contains("ROLLBACK") && !s.contains("IN_PROGRESS") {
+                return Ok(());
+            }
+            if s.ends_with("_FAILED") || (s.contains("ROLLBACK") && s.ends_with("_COMPLETE")) {
+                anyhow::bail!("the stack ended in {s}{}", failure_list(&failures));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        anyhow::bail!("the stack did not settle within an hour")
+    }
+}
+
+fn failure_list(failures: &[String]) -> String {
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!("; failed resources:\n  {}", failures.join("\n  "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
+    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
+    use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
+    use aws_sdk_cloudformation::primitives::DateTime;
+    use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn event(id: &str, resource: &str, status: ResourceStatus, reason: &str) -> StackEvent {
+        StackEvent::builder()
+            .event_id(id)
+            .stack_id("s")
+            .stack_name("s")
+            .logical_resource_id(resource)
+            .resource_status(status)
+            .resource_status_reason(reason)
+            .timestamp(DateTime::from_secs(4_000_000_000))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_stack_names_each_failed_resource_and_its_reason() {
+        let execute = mock!(Client::execute_change_set)
+            .then_output(|| ExecuteChangeSetOutput::builder().build());
+        let stacks = mock!(Client::describe_stacks)
+            .sequence()
+            .output(|| {
+                DescribeStacksOutput::builder()
+                    .stacks(
+                        Stack::builder()
+                            .stack_name("s")
+                            .stack_status(StackStatus::RollbackComplete)
+                            .creation_time(DateTime::from_secs(0))
+                            .build(),
+                    )
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let events = mock!(Client::describe_stack_events)
+            .sequence()
+            .output(|| {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(event("3", "s", ResourceStatus::RollbackComplete, ""))
+                    .stack_events(event(
+                        "2",
+                        "LogsTable",
+                        ResourceStatus::CreateFailed,
+                        "runvoy-execution-logs already exists",
+                    ))
+                    .stack_events(event(
+                        "1",
+                        "LogsTable",
+                        ResourceStatus::CreateInProgress,
+                        "",
+                    ))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let client = mock_client!(
+            aws_sdk_cloudformation,
+            RuleMode::MatchAny,
+            [&execute, &stacks, &events]
+        );
+        let err = Stacks {
+            client,
+            name: "s".into(),
+        }
+        .apply("cs")
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
+        assert!(
+            err.contains("LogsTable: runvoy-execution-logs already exists"),
+            "{err}"
+        );
+    }
+}
