@@ -134,6 +134,16 @@ pub fn encode_event(execution_id: &str, e: &LogEvent, expires_at: i64) -> Encode
     Encoded { item, parts }
 }
 
+/// The idempotency record of one source event.
+pub fn idempotency_item(execution_id: &str, event_id: &str, index: u64, expires_at: i64) -> Item {
+    HashMap::from([
+        ("execution_id".to_string(), s(event_key(execution_id, event_id))),
+        ("log_index".to_string(), n(0)),
+        ("index".to_string(), n(index)),
+        ("expires_at".to_string(), n(expires_at)),
+    ])
+}
+
 /// How many extra part items the item says it has (0 for inline messages).
 pub fn extra_parts(item: &Item) -> usize {
     opt_n::<usize>(item, "parts")

@@ -249,9 +249,7 @@ impl LogWriter for DynamoStore {
                 None,
             )?);
             kinds.push(Action::Log);
-            let mut idem = Self::key(&item::event_key(exec, &e.event_id), 0);
-            idem.insert("index".into(), n(e.index));
-            idem.insert("expires_at".into(), n(head.expires_at));
+            let idem = item::idempotency_item(exec, &e.event_id, e.index, head.expires_at);
             actions.push(put(
                 &self.table,
                 idem,

@@ -1,0 +1,254 @@
+//! Benchmarks through real processes and sockets: the CLI into a pipe, ingest→stdout latency on
+//! the local stack, and the functions' artifacts and start-up.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use runvoy_local::{LocalConfig, LocalStack};
+use serde_json::{Value, json};
+
+fn bin(name: &str) -> String {
+    std::env::var(format!("RUNVOY_BENCH_{}", name.to_uppercase()))
+        .unwrap_or_else(|_| format!("target/release/{name}"))
+}
+
+async fn stack(tag: &str) -> LocalStack {
+    let dir = std::env::temp_dir().join(runvoy_aws::testkit::unique(tag));
+    LocalStack::start(LocalConfig { listen: ([127, 0, 0, 1], 0).into(), state_dir: dir, ..LocalConfig::default() })
+        .await
+        .unwrap()
+}
+
+async fn post(s: &LocalStack, path: &str, body: Value) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", s.http_url()))
+        .header("X-API-Key", &s.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn last_index(s: &LocalStack, id: &str) -> u64 {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/executions/{id}", s.http_url()))
+        .header("X-API-Key", &s.api_key)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    v["last_index"].as_u64().unwrap_or(0)
+}
+
+/// Writes `n` lines of ~60 bytes into an execution and waits until all are committed.
+async fn backlog(s: &LocalStack, id: &str, n: usize) {
+    for start in (0..n).step_by(10_000) {
+        let events: Vec<Value> = (start..(start + 10_000).min(n))
+            .map(|i| json!({"message": format!("{i:09} the quick brown fox jumps over the lazy dog")}))
+            .collect();
+        post(s, &format!("/local/v1/streams/{id}/events"), json!({ "events": events })).await;
+    }
+    while last_index(s, id).await < n as u64 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    post(s, &format!("/api/v1/executions/{id}/complete"), json!({"status": "SUCCEEDED"})).await;
+}
+
+/// Runs a command with stdout into a pipe we drain; returns (seconds, bytes, lines, peak RSS KB).
+fn drain(mut cmd: Command) -> (f64, usize, usize, Option<u64>) {
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut bytes, mut lines) = (0usize, 0usize);
+    loop {
+        let n = out.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        bytes += n;
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count();
+    }
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child.wait().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let rss = err.lines().last().and_then(|l| l.trim().parse().ok());
+    (secs, bytes, lines, rss)
+}
+
+fn timed(program: &str, args: &[&str], s: &LocalStack) -> Command {
+    let mut c = Command::new("/usr/bin/time");
+    c.args(["-f", "%M", program]).args(args).env("RUNVOY_API_URL", s.http_url()).env("RUNVOY_API_KEY", &s.api_key);
+    c
+}
+
+pub async fn client() {
+    println!("## Client: the CLI into a pipe, next to cat of the same bytes\n");
+    println!("| backlog lines | program | seconds | lines/s | MB/s | peak RSS (KB) |");
+    println!("|---|---|---|---|---|---|");
+    let s = stack("bench-client").await;
+    for n in [100_000usize, 1_000_000] {
+        let id = format!("backlog-{n}");
+        backlog(&s, &id, n).await;
+        let runvoy = bin("runvoy");
+        let (secs, bytes, lines, rss) =
+            tokio::task::block_in_place(|| drain(timed(&runvoy, &["logs", &id, "--no-follow"], &s)));
+        assert_eq!(lines, n, "the CLI printed every line");
+        println!("| {n} | runvoy logs | {secs:.2} | {:.0} | {:.1} | {} |", lines as f64 / secs, bytes as f64 / secs / 1e6, rss.unwrap_or(0));
+        // The same bytes through cat.
+        let file = std::env::temp_dir().join(format!("runvoy-bench-{n}.txt"));
+        let body: String = (0..n).map(|i| format!("{i:09} the quick brown fox jumps over the lazy dog\n")).collect();
+        std::fs::write(&file, body).unwrap();
+        let (secs, _, lines, rss) =
+            tokio::task::block_in_place(|| drain(timed("cat", &[file.to_str().unwrap()], &s)));
+        println!("| {n} | cat | {secs:.3} | {:.0} | {:.1} | {} |", lines as f64 / secs, bytes as f64 / secs / 1e6, rss.unwrap_or(0));
+    }
+    println!();
+    s.stop().await;
+}
+
+pub async fn latency() {
+    println!("## Ingest → stdout latency on the local stack\n");
+    println!("| followers | lines | samples | p50 (ms) | p99 (ms) | max (ms) |");
+    println!("|---|---|---|---|---|---|");
+    for followers in [1usize, 100] {
+        let s = stack("bench-latency").await;
+        let id = format!("latency-{followers}");
+        post(&s, &format!("/local/v1/streams/{id}/events"), json!({"events": [{"message": "start"}]})).await;
+        while last_index(&s, &id).await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut children = Vec::new();
+        for _ in 0..followers {
+            let mut child = Command::new(bin("runvoy"))
+                .args(["logs", &id, "--json"])
+                .env("RUNVOY_API_URL", s.http_url())
+                .env("RUNVOY_API_KEY", &s.api_key)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let (samples, ready) = (samples.clone(), ready.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { return };
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    if v["message"] == "start" {
+                        ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        samples.lock().unwrap().push(now - v["timestamp"].as_i64().unwrap());
+                    }
+                }
+            });
+            children.push(child);
+        }
+        while ready.load(std::sync::atomic::Ordering::SeqCst) < followers {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let every follower finish subscribing before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let total = 200;
+        for i in 0..total {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+            post(&s, &format!("/local/v1/streams/{id}/events"), json!({"events": [{"message": format!("L{i}"), "timestamp": now}]})).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        post(&s, &format!("/api/v1/executions/{id}/complete"), json!({"status": "SUCCEEDED"})).await;
+        for mut c in children {
+            let _ = tokio::task::block_in_place(|| c.wait());
+        }
+        let mut v = samples.lock().unwrap().clone();
+        v.sort_unstable();
+        let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+        println!("| {followers} | {total} | {} | {} | {} | {} |", v.len(), pct(0.5), pct(0.99), v.last().unwrap());
+        s.stop().await;
+    }
+    println!();
+}
+
+pub async fn functions() {
+    println!("## Functions: release arm64 zip size\n");
+    println!("| function | bootstrap.zip (bytes) |");
+    println!("|---|---|");
+    for f in ["forwarder", "api", "websocket", "completion"] {
+        let path = format!("target/lambda/{f}/bootstrap.zip");
+        match std::fs::metadata(&path) {
+            Ok(m) => println!("| {f} | {} |", m.len()),
+            Err(_) => println!("| {f} | not built (run `cargo run -p deploy -- build --env <env>`) |"),
+        }
+    }
+    println!();
+    println!("## Functions: process start to ready (x86_64 release binary, until it asks the Runtime API for work)\n");
+    println!("| function | runs | median (ms) | max (ms) |");
+    println!("|---|---|---|---|");
+    let moto = runvoy_aws::testkit::moto_endpoint();
+    for f in ["forwarder", "api", "websocket", "completion"] {
+        let program = bin(f);
+        if !std::path::Path::new(&program).exists() {
+            println!("| {f} | 0 | not built (cargo build --release -p {f}) | |");
+            continue;
+        }
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let start = Instant::now();
+            let mut child = Command::new(&program)
+                .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+                .env("AWS_LAMBDA_FUNCTION_NAME", f)
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_ENDPOINT_URL", &moto)
+                .env("RUNVOY_LOGS_TABLE", "t")
+                .env("RUNVOY_CONNECTIONS_TABLE", "c")
+                .env("RUNVOY_LOG_GROUP", "/g")
+                .env("RUNVOY_WEBSOCKET_ENDPOINT", &moto)
+                .env("RUNVOY_SECRET_ARN", secret_arn().await)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            listener.set_nonblocking(false).unwrap();
+            let accepted = tokio::task::block_in_place(|| listener.accept());
+            let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+            let _ = child.kill();
+            let _ = child.wait();
+            if accepted.is_ok() {
+                times.push(elapsed);
+            }
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("| {f} | {} | {:.1} | {:.1} |", times.len(), times[times.len() / 2], times.last().unwrap());
+    }
+    println!();
+}
+
+/// A secret in moto shaped like the stack's, for the functions that read it at start.
+async fn secret_arn() -> String {
+    static ARN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    ARN.get_or_init(|| async {
+        let sdk = runvoy_aws::testkit::sdk_config().await;
+        let out = aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(runvoy_aws::testkit::unique("bench-secret"))
+            .secret_string(r#"{"api_keys":["0123456789abcdef0123"],"token_secret":"0123456789abcdef0123"}"#)
+            .send()
+            .await
+            .unwrap();
+        out.arn().unwrap().to_string()
+    })
+    .await
+    .clone()
+}
