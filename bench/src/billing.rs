@@ -1,14 +1,15 @@
 //! Write request units as DynamoDB bills them, computed from the items each commit writes:
 //! every item of a `TransactWriteItems` costs 2 units per started KB.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use runvoy_aws::dynamo::item;
 use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter};
-use runvoy_core::{CommitError, Head, LogEvent, StoreError};
+use runvoy_core::{CommitError, Head, LogEvent, SourceEvent, StoreError};
 
 /// Units of one item written in a transaction.
 pub fn transactional_units(bytes: usize) -> u64 {
@@ -20,18 +21,47 @@ pub fn plain_units(bytes: usize) -> u64 {
     bytes.div_ceil(1024).max(1) as u64
 }
 
-/// Units a commit costs on DynamoDB with the store's item layout.
-pub fn commit_units(c: &Commit) -> u64 {
+/// The naive design's item for one line (no idempotency, one item per line).
+pub fn naive_item_bytes(execution_id: &str, message_len: usize) -> usize {
+    let mut i = item::Item::new();
+    i.insert("execution_id".into(), item::s(execution_id));
+    i.insert("log_index".into(), item::n(123_456));
+    i.insert("timestamp".into(), item::n(1_764_570_000_000i64));
+    i.insert("message".into(), item::s("x".repeat(message_len)));
+    i.insert("expires_at".into(), item::n(1_765_000_000i64));
+    item::item_size(&i)
+}
+
+/// Units a commit costs with the store's layout; `buckets` holds the billed size of every
+/// idempotency bucket so far (an update is billed on the larger of its before and after images).
+pub fn commit_units(c: &Commit, buckets: &mut HashMap<String, usize>) -> u64 {
     let exec = &c.head.execution_id;
     let mut units = transactional_units(item::item_size(&item::head_to_item(&c.head)));
-    for e in &c.events {
-        let enc = item::encode_event(exec, e, c.head.expires_at);
-        units += transactional_units(item::item_size(&enc.item));
-        for p in &enc.parts {
-            units += transactional_units(item::item_size(p));
-        }
-        let idem = item::idempotency_item(exec, &e.event_id, e.index, c.head.expires_at);
-        units += transactional_units(item::item_size(&idem));
+    if c.events.is_empty() {
+        return units;
+    }
+    let run = item::encode_run(exec, &c.events, c.head.expires_at);
+    units += transactional_units(item::item_size(&run.item));
+    for p in &run.parts {
+        units += transactional_units(item::item_size(p));
+    }
+    let pairs: Vec<(String, i64)> = c
+        .events
+        .iter()
+        .map(|e| (e.event_id.clone(), e.timestamp))
+        .collect();
+    for (key, ids) in runvoy_aws::dynamo::buckets_of(exec, &pairs) {
+        let size = buckets.entry(key.clone()).or_insert(
+            key.len()
+                + "execution_id".len()
+                + "log_index".len()
+                + 2
+                + "expires_at".len()
+                + 6
+                + "ids".len(),
+        );
+        *size += ids.iter().map(String::len).sum::<usize>();
+        units += transactional_units(*size);
     }
     units
 }
@@ -39,6 +69,7 @@ pub fn commit_units(c: &Commit) -> u64 {
 /// Wraps a store, adding up the units of successful commits and counting failed ones.
 pub struct Billed<S> {
     pub inner: Arc<S>,
+    buckets: Mutex<HashMap<String, usize>>,
     pub units: AtomicU64,
     pub commits: AtomicU64,
     pub failed: AtomicU64,
@@ -46,7 +77,13 @@ pub struct Billed<S> {
 
 impl<S> Billed<S> {
     pub fn new(inner: Arc<S>) -> Billed<S> {
-        Billed { inner, units: AtomicU64::new(0), commits: AtomicU64::new(0), failed: AtomicU64::new(0) }
+        Billed {
+            inner,
+            buckets: Mutex::default(),
+            units: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
     }
 }
 
@@ -65,14 +102,20 @@ impl<S: LogWriter + LogReader + 'static> LogWriter for Billed<S> {
     fn max_commit_bytes(&self) -> usize {
         self.inner.max_commit_bytes()
     }
-    async fn known_event_ids(&self, id: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
+    async fn known_event_ids(
+        &self,
+        id: &str,
+        ids: &[SourceEvent],
+    ) -> Result<HashSet<String>, StoreError> {
         self.inner.known_event_ids(id, ids).await
     }
     async fn commit(&self, c: Commit) -> Result<(), CommitError> {
-        let units = commit_units(&c);
-        let r = self.inner.commit(c).await;
+        let r = self.inner.commit(c.clone()).await;
         match &r {
             Ok(()) => {
+                // Billed after success: successful commits of one execution are serialized by
+                // the head's version, so bucket sizes grow in commit order.
+                let units = commit_units(&c, &mut self.buckets.lock().unwrap());
                 self.units.fetch_add(units, Ordering::Relaxed);
                 self.commits.fetch_add(1, Ordering::Relaxed);
             }
@@ -86,7 +129,13 @@ impl<S: LogWriter + LogReader + 'static> LogWriter for Billed<S> {
 
 #[async_trait]
 impl<S: LogWriter + LogReader + 'static> LogReader for Billed<S> {
-    async fn read_range(&self, id: &str, a: u64, t: u64, l: usize) -> Result<Vec<LogEvent>, StoreError> {
+    async fn read_range(
+        &self,
+        id: &str,
+        a: u64,
+        t: u64,
+        l: usize,
+    ) -> Result<Vec<LogEvent>, StoreError> {
         self.inner.read_range(id, a, t, l).await
     }
 }

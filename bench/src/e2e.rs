@@ -16,9 +16,13 @@ fn bin(name: &str) -> String {
 
 async fn stack(tag: &str) -> LocalStack {
     let dir = std::env::temp_dir().join(runvoy_aws::testkit::unique(tag));
-    LocalStack::start(LocalConfig { listen: ([127, 0, 0, 1], 0).into(), state_dir: dir, ..LocalConfig::default() })
-        .await
-        .unwrap()
+    LocalStack::start(LocalConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        state_dir: dir,
+        ..LocalConfig::default()
+    })
+    .await
+    .unwrap()
 }
 
 async fn post(s: &LocalStack, path: &str, body: Value) -> Value {
@@ -50,18 +54,32 @@ async fn backlog(s: &LocalStack, id: &str, n: usize) {
         let events: Vec<Value> = (start..(start + 10_000).min(n))
             .map(|i| json!({"message": format!("{i:09} the quick brown fox jumps over the lazy dog")}))
             .collect();
-        post(s, &format!("/local/v1/streams/{id}/events"), json!({ "events": events })).await;
+        post(
+            s,
+            &format!("/local/v1/streams/{id}/events"),
+            json!({ "events": events }),
+        )
+        .await;
     }
     while last_index(s, id).await < n as u64 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    post(s, &format!("/api/v1/executions/{id}/complete"), json!({"status": "SUCCEEDED"})).await;
+    post(
+        s,
+        &format!("/api/v1/executions/{id}/complete"),
+        json!({"status": "SUCCEEDED"}),
+    )
+    .await;
 }
 
 /// Runs a command with stdout into a pipe we drain; returns (seconds, bytes, lines, peak RSS KB).
 fn drain(mut cmd: Command) -> (f64, usize, usize, Option<u64>) {
     let start = Instant::now();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut buf = vec![0u8; 1 << 16];
     let (mut bytes, mut lines) = (0usize, 0usize);
@@ -74,7 +92,12 @@ fn drain(mut cmd: Command) -> (f64, usize, usize, Option<u64>) {
         lines += buf[..n].iter().filter(|b| **b == b'\n').count();
     }
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     child.wait().unwrap();
     let secs = start.elapsed().as_secs_f64();
     let rss = err.lines().last().and_then(|l| l.trim().parse().ok());
@@ -83,7 +106,10 @@ fn drain(mut cmd: Command) -> (f64, usize, usize, Option<u64>) {
 
 fn timed(program: &str, args: &[&str], s: &LocalStack) -> Command {
     let mut c = Command::new("/usr/bin/time");
-    c.args(["-f", "%M", program]).args(args).env("RUNVOY_API_URL", s.http_url()).env("RUNVOY_API_KEY", &s.api_key);
+    c.args(["-f", "%M", program])
+        .args(args)
+        .env("RUNVOY_API_URL", s.http_url())
+        .env("RUNVOY_API_KEY", &s.api_key);
     c
 }
 
@@ -96,17 +122,30 @@ pub async fn client() {
         let id = format!("backlog-{n}");
         backlog(&s, &id, n).await;
         let runvoy = bin("runvoy");
-        let (secs, bytes, lines, rss) =
-            tokio::task::block_in_place(|| drain(timed(&runvoy, &["logs", &id, "--no-follow"], &s)));
+        let (secs, bytes, lines, rss) = tokio::task::block_in_place(|| {
+            drain(timed(&runvoy, &["logs", &id, "--no-follow"], &s))
+        });
         assert_eq!(lines, n, "the CLI printed every line");
-        println!("| {n} | runvoy logs | {secs:.2} | {:.0} | {:.1} | {} |", lines as f64 / secs, bytes as f64 / secs / 1e6, rss.unwrap_or(0));
+        println!(
+            "| {n} | runvoy logs | {secs:.2} | {:.0} | {:.1} | {} |",
+            lines as f64 / secs,
+            bytes as f64 / secs / 1e6,
+            rss.unwrap_or(0)
+        );
         // The same bytes through cat.
         let file = std::env::temp_dir().join(format!("runvoy-bench-{n}.txt"));
-        let body: String = (0..n).map(|i| format!("{i:09} the quick brown fox jumps over the lazy dog\n")).collect();
+        let body: String = (0..n)
+            .map(|i| format!("{i:09} the quick brown fox jumps over the lazy dog\n"))
+            .collect();
         std::fs::write(&file, body).unwrap();
         let (secs, _, lines, rss) =
             tokio::task::block_in_place(|| drain(timed("cat", &[file.to_str().unwrap()], &s)));
-        println!("| {n} | cat | {secs:.3} | {:.0} | {:.1} | {} |", lines as f64 / secs, bytes as f64 / secs / 1e6, rss.unwrap_or(0));
+        println!(
+            "| {n} | cat | {secs:.3} | {:.0} | {:.1} | {} |",
+            lines as f64 / secs,
+            bytes as f64 / secs / 1e6,
+            rss.unwrap_or(0)
+        );
     }
     println!();
     s.stop().await;
@@ -119,7 +158,12 @@ pub async fn latency() {
     for followers in [1usize, 100] {
         let s = stack("bench-latency").await;
         let id = format!("latency-{followers}");
-        post(&s, &format!("/local/v1/streams/{id}/events"), json!({"events": [{"message": "start"}]})).await;
+        post(
+            &s,
+            &format!("/local/v1/streams/{id}/events"),
+            json!({"events": [{"message": "start"}]}),
+        )
+        .await;
         while last_index(&s, &id).await < 1 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -140,12 +184,18 @@ pub async fn latency() {
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { return };
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as i64;
                     let v: Value = serde_json::from_str(&line).unwrap();
                     if v["message"] == "start" {
                         ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     } else {
-                        samples.lock().unwrap().push(now - v["timestamp"].as_i64().unwrap());
+                        samples
+                            .lock()
+                            .unwrap()
+                            .push(now - v["timestamp"].as_i64().unwrap());
                     }
                 }
             });
@@ -158,18 +208,37 @@ pub async fn latency() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let total = 200;
         for i in 0..total {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-            post(&s, &format!("/local/v1/streams/{id}/events"), json!({"events": [{"message": format!("L{i}"), "timestamp": now}]})).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            post(
+                &s,
+                &format!("/local/v1/streams/{id}/events"),
+                json!({"events": [{"message": format!("L{i}"), "timestamp": now}]}),
+            )
+            .await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        post(&s, &format!("/api/v1/executions/{id}/complete"), json!({"status": "SUCCEEDED"})).await;
+        post(
+            &s,
+            &format!("/api/v1/executions/{id}/complete"),
+            json!({"status": "SUCCEEDED"}),
+        )
+        .await;
         for mut c in children {
             let _ = tokio::task::block_in_place(|| c.wait());
         }
         let mut v = samples.lock().unwrap().clone();
         v.sort_unstable();
         let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-        println!("| {followers} | {total} | {} | {} | {} | {} |", v.len(), pct(0.5), pct(0.99), v.last().unwrap());
+        println!(
+            "| {followers} | {total} | {} | {} | {} | {} |",
+            v.len(),
+            pct(0.5),
+            pct(0.99),
+            v.last().unwrap()
+        );
         s.stop().await;
     }
     println!();
@@ -183,11 +252,15 @@ pub async fn functions() {
         let path = format!("target/lambda/{f}/bootstrap.zip");
         match std::fs::metadata(&path) {
             Ok(m) => println!("| {f} | {} |", m.len()),
-            Err(_) => println!("| {f} | not built (run `cargo run -p deploy -- build --env <env>`) |"),
+            Err(_) => {
+                println!("| {f} | not built (run `cargo run -p deploy -- build --env <env>`) |")
+            }
         }
     }
     println!();
-    println!("## Functions: process start to ready (x86_64 release binary, until it asks the Runtime API for work)\n");
+    println!(
+        "## Functions: process start to ready (x86_64 release binary, until it asks the Runtime API for work)\n"
+    );
     println!("| function | runs | median (ms) | max (ms) |");
     println!("|---|---|---|---|");
     let moto = runvoy_aws::testkit::moto_endpoint();
@@ -230,7 +303,12 @@ pub async fn functions() {
             }
         }
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("| {f} | {} | {:.1} | {:.1} |", times.len(), times[times.len() / 2], times.last().unwrap());
+        println!(
+            "| {f} | {} | {:.1} | {:.1} |",
+            times.len(),
+            times[times.len() / 2],
+            times.last().unwrap()
+        );
     }
     println!();
 }
@@ -243,7 +321,9 @@ async fn secret_arn() -> String {
         let out = aws_sdk_secretsmanager::Client::new(&sdk)
             .create_secret()
             .name(runvoy_aws::testkit::unique("bench-secret"))
-            .secret_string(r#"{"api_keys":["0123456789abcdef0123"],"token_secret":"0123456789abcdef0123"}"#)
+            .secret_string(
+                r#"{"api_keys":["0123456789abcdef0123"],"token_secret":"0123456789abcdef0123"}"#,
+            )
             .send()
             .await
             .unwrap();

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use billing::{Billed, plain_units};
-use runvoy_core::memory::{MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher};
+use runvoy_core::memory::{
+    MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher,
+};
 use runvoy_core::ports::{LogStore, Metric};
 use runvoy_core::services::{Appender, EngineConfig, FanOut, Forwarder};
 use runvoy_core::{Connection, SourceEvent};
@@ -49,9 +51,20 @@ fn lines(n: usize, size: usize, tag: &str) -> Vec<SourceEvent> {
 }
 
 /// One cell: `total` lines in batches of `batch`, by `appenders` concurrent appenders.
-async fn run_append<S: LogStore + 'static>(store: Arc<S>, total: usize, size: usize, batch: usize, appenders: usize) -> (f64, f64, u64) {
+async fn run_append<S: LogStore + 'static>(
+    store: Arc<S>,
+    total: usize,
+    size: usize,
+    batch: usize,
+    appenders: usize,
+) -> (f64, f64, u64) {
     let billed = Arc::new(Billed::new(store));
-    let appender = Appender::new(billed.clone(), Arc::new(SystemClock), Arc::new(MemoryMetrics::new()), EngineConfig::default());
+    let appender = Appender::new(
+        billed.clone(),
+        Arc::new(SystemClock),
+        Arc::new(MemoryMetrics::new()),
+        EngineConfig::default(),
+    );
     let exec = runvoy_core::testkit::fresh_id("bench");
     let all = lines(total, size, &exec);
     let batches: Vec<Vec<SourceEvent>> = all.chunks(batch).map(|c| c.to_vec()).collect();
@@ -73,37 +86,53 @@ async fn run_append<S: LogStore + 'static>(store: Arc<S>, total: usize, size: us
     }
     let secs = start.elapsed().as_secs_f64();
     let units = billed.units.load(std::sync::atomic::Ordering::Relaxed) as f64;
-    (total as f64 / secs, units / total as f64, billed.failed.load(std::sync::atomic::Ordering::Relaxed))
+    (
+        total as f64 / secs,
+        units / total as f64,
+        billed.failed.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 async fn append() {
     println!("## Append: lines/s and DynamoDB write request units (WRU) per line\n");
-    let naive100 = plain_units(runvoy_aws::dynamo::item::item_size(&runvoy_aws::dynamo::item::encode_event(
-        "3f9c2b7a1d8e4c5b9a0f6e2d1c4b7a89", &runvoy_core::LogEvent { index: 1, event_id: "1764570000000-0-0123456789abcdef".into(), timestamp: 1, message: "x".repeat(100) }, 1).item));
-    let naive1k = plain_units(runvoy_aws::dynamo::item::item_size(&runvoy_aws::dynamo::item::encode_event(
-        "3f9c2b7a1d8e4c5b9a0f6e2d1c4b7a89", &runvoy_core::LogEvent { index: 1, event_id: "1764570000000-0-0123456789abcdef".into(), timestamp: 1, message: "x".repeat(1024) }, 1).item));
-    println!("Naive design (one item per line, BatchWriteItem, not exactly-once): {naive100} WRU per 100-byte line, {naive1k} per 1 KB line.\n");
+    let exec = "3f9c2b7a1d8e4c5b9a0f6e2d1c4b7a89";
+    let naive100 = plain_units(billing::naive_item_bytes(exec, 100));
+    let naive1k = plain_units(billing::naive_item_bytes(exec, 1024));
+    println!(
+        "Naive design (one item per line, BatchWriteItem, not exactly-once): {naive100} WRU per 100-byte line, {naive1k} per 1 KB line.\n"
+    );
     println!("| store | line | batch | appenders | lines | lines/s | WRU/line | failed commits |");
     println!("|---|---|---|---|---|---|---|---|");
     let sdk = runvoy_aws::testkit::sdk_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let table = runvoy_aws::testkit::unique("bench-logs");
-    runvoy_aws::create_tables(&dynamo, &table, &runvoy_aws::testkit::unique("bench-conns")).await.unwrap();
+    runvoy_aws::create_tables(&dynamo, &table, &runvoy_aws::testkit::unique("bench-conns"))
+        .await
+        .unwrap();
     let dir = std::env::temp_dir().join(runvoy_aws::testkit::unique("bench-sqlite"));
     std::fs::create_dir_all(&dir).unwrap();
-    let sqlite = Arc::new(runvoy_sqlite::SqliteStore::new(runvoy_sqlite::Db::open(&dir.join("b.db")).unwrap()));
+    let sqlite = Arc::new(runvoy_sqlite::SqliteStore::new(
+        runvoy_sqlite::Db::open(&dir.join("b.db")).unwrap(),
+    ));
     for size in [100, 1024] {
         for batch in [1, 10, 100, 1000] {
             for appenders in [1, 4, 16] {
                 let total = 2_000;
-                let (r, u, f) = run_append(Arc::new(MemoryStore::new()), total, size, batch, appenders).await;
-                println!("| memory | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |");
+                let (r, u, f) =
+                    run_append(Arc::new(MemoryStore::new()), total, size, batch, appenders).await;
+                println!(
+                    "| memory | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |"
+                );
                 let (r, u, f) = run_append(sqlite.clone(), total, size, batch, appenders).await;
-                println!("| sqlite | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |");
+                println!(
+                    "| sqlite | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |"
+                );
                 let total = 200;
                 let store = Arc::new(runvoy_aws::DynamoStore::new(dynamo.clone(), table.clone()));
                 let (r, u, f) = run_append(store, total, size, batch.min(total), appenders).await;
-                println!("| dynamodb (moto) | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |");
+                println!(
+                    "| dynamodb (moto) | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |"
+                );
             }
         }
     }
@@ -112,22 +141,40 @@ async fn append() {
 
 async fn fanout() {
     println!("## Fan-out: WebSocket messages per line and bytes per message\n");
-    println!("| connections | lines | batch | messages | messages per line per connection | bytes per message |");
+    println!(
+        "| connections | lines | batch | messages | messages per line per connection | bytes per message |"
+    );
     println!("|---|---|---|---|---|---|");
     for conns in [1usize, 100, 1_000] {
         let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
         let connections = Arc::new(MemoryConnections::new());
         let pusher = Arc::new(RecordingPusher::new());
         let metrics = Arc::new(MemoryMetrics::new());
-        let appender = Appender::new(store.clone(), Arc::new(SystemClock), metrics.clone(), EngineConfig::default());
-        let fanout = FanOut::new(store.clone(), connections.clone(), pusher.clone(), metrics.clone());
+        let appender = Appender::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+            EngineConfig::default(),
+        );
+        let fanout = FanOut::new(
+            store.clone(),
+            connections.clone(),
+            pusher.clone(),
+            metrics.clone(),
+        );
         let forwarder = Forwarder::new(appender, fanout, metrics.clone());
         let exec = "fanout";
         let _ = MemorySource::new(1);
         for c in 0..conns {
             use runvoy_core::ports::ConnectionStore;
             connections
-                .put(Connection { connection_id: format!("c{c}"), execution_id: exec.into(), cursor: 0, connected_at: 0, expires_at: i64::MAX })
+                .put(Connection {
+                    connection_id: format!("c{c}"),
+                    execution_id: exec.into(),
+                    cursor: 0,
+                    connected_at: 0,
+                    expires_at: i64::MAX,
+                })
                 .await
                 .unwrap();
         }

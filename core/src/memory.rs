@@ -131,16 +131,16 @@ impl LogWriter for MemoryStore {
     async fn known_event_ids(
         &self,
         execution_id: &str,
-        event_ids: &[String],
+        events: &[SourceEvent],
     ) -> Result<HashSet<String>, StoreError> {
         self.point().await;
         let known = {
             let state = self.state.lock().expect("memory store lock");
             match state.get(execution_id) {
-                Some(s) => event_ids
+                Some(s) => events
                     .iter()
-                    .filter(|id| s.ids.contains(*id))
-                    .cloned()
+                    .filter(|e| s.ids.contains(&e.event_id))
+                    .map(|e| e.event_id.clone())
                     .collect(),
                 None => HashSet::new(),
             }

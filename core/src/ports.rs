@@ -38,11 +38,12 @@ pub trait LogWriter: HeadReader {
         usize::MAX
     }
 
-    /// Which of `event_ids` are already committed for this execution (a cheap pre-filter).
+    /// Which of `events` (compared by id) are already committed for this execution: a cheap
+    /// pre-filter. Their timestamps may be used to locate the idempotency records.
     async fn known_event_ids(
         &self,
         execution_id: &str,
-        event_ids: &[String],
+        events: &[SourceEvent],
     ) -> Result<HashSet<String>, StoreError>;
 
     async fn commit(&self, commit: Commit) -> Result<(), CommitError>;

@@ -63,48 +63,55 @@ async fn commit_with(
     error: impl Fn() -> TransactWriteItemsError + Send + Sync + 'static,
 ) -> Result<(), CommitError> {
     let rule = mock!(Client::transact_write_items).then_error(error);
-    let client = mock_client!(aws_sdk_dynamodb, [&rule]);
+    // The refused idempotency bucket already holds e2.
+    let bucket = mock!(Client::batch_get_item)
+        .sequence()
+        .output(|| {
+            BatchGetItemOutput::builder()
+                .responses(
+                    "t",
+                    vec![std::collections::HashMap::from([(
+                        "ids".to_string(),
+                        AttributeValue::Ss(vec!["e2".into(), "other".into()]),
+                    )])],
+                )
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule, &bucket]);
     DynamoStore::new(client, "t").commit(commit()).await
 }
 
 #[tokio::test]
 async fn cancellation_reasons_map_to_what_the_engine_does_next() {
-    // Actions: head, log 1, idempotency e1, log 2, idempotency e2.
+    // Actions: head, run (events 1 and 2), the one idempotency bucket both fall into.
     let dup = commit_with(|| {
         cancelled(vec![
-            Some("None"),
-            Some("None"),
             Some("None"),
             Some("None"),
             Some("ConditionalCheckFailed"),
         ])
     })
     .await;
-    assert_eq!(dup, Err(CommitError::Duplicate(vec!["e2".into()])));
+    assert_eq!(
+        dup,
+        Err(CommitError::Duplicate(vec!["e2".into()])),
+        "only ids the bucket really holds"
+    );
     let head = commit_with(|| {
         cancelled(vec![
             Some("ConditionalCheckFailed"),
-            Some("None"),
-            Some("None"),
             Some("None"),
             Some("None"),
         ])
     })
     .await;
     assert_eq!(head, Err(CommitError::VersionConflict));
-    let conflict =
-        commit_with(|| cancelled(vec![Some("TransactionConflict"), None, None, None, None])).await;
+    let conflict = commit_with(|| cancelled(vec![Some("TransactionConflict"), None, None])).await;
     assert_eq!(conflict, Err(CommitError::VersionConflict));
-    let throttled = commit_with(|| {
-        cancelled(vec![
-            Some("None"),
-            Some("ThrottlingError"),
-            None,
-            None,
-            None,
-        ])
-    })
-    .await;
+    let throttled =
+        commit_with(|| cancelled(vec![Some("None"), Some("ThrottlingError"), None])).await;
     assert_eq!(throttled, Err(CommitError::Store(StoreError::Throttled)));
     let pte = commit_with(|| {
         TransactWriteItemsError::ProvisionedThroughputExceededException(throughput_exceeded())
@@ -113,11 +120,25 @@ async fn cancellation_reasons_map_to_what_the_engine_does_next() {
     assert_eq!(pte, Err(CommitError::Store(StoreError::Throttled)));
 }
 
+fn ev(id: &str) -> SourceEvent {
+    SourceEvent {
+        event_id: id.into(),
+        timestamp: 1_000,
+        message: String::new(),
+    }
+}
+
+/// A bucket item as BatchGetItem returns it (projected to its ids).
 fn key_for(id: &str) -> std::collections::HashMap<String, AttributeValue> {
+    std::collections::HashMap::from([("ids".to_string(), AttributeValue::Ss(vec![id.to_string()]))])
+}
+
+/// The key of the bucket the test events fall into.
+fn bucket() -> std::collections::HashMap<String, AttributeValue> {
     std::collections::HashMap::from([
         (
             "execution_id".to_string(),
-            AttributeValue::S(format!("ex#event#{id}")),
+            AttributeValue::S("ex#ids#10".into()),
         ),
         ("log_index".to_string(), AttributeValue::N("0".into())),
     ])
@@ -132,10 +153,7 @@ async fn unprocessed_keys_are_retried_until_answered() {
                 .responses("t", vec![key_for("a")])
                 .unprocessed_keys(
                     "t",
-                    KeysAndAttributes::builder()
-                        .keys(key_for("b"))
-                        .build()
-                        .unwrap(),
+                    KeysAndAttributes::builder().keys(bucket()).build().unwrap(),
                 )
                 .build()
         })
@@ -147,7 +165,7 @@ async fn unprocessed_keys_are_retried_until_answered() {
         .build();
     let client = mock_client!(aws_sdk_dynamodb, [&rule]);
     let known = DynamoStore::new(client, "t")
-        .known_event_ids("ex", &["a".into(), "b".into(), "c".into()])
+        .known_event_ids("ex", &[ev("a"), ev("b"), ev("c")])
         .await
         .unwrap();
     assert_eq!(
@@ -162,10 +180,7 @@ async fn unprocessed_keys_are_retried_until_answered() {
             BatchGetItemOutput::builder()
                 .unprocessed_keys(
                     "t",
-                    KeysAndAttributes::builder()
-                        .keys(key_for("a"))
-                        .build()
-                        .unwrap(),
+                    KeysAndAttributes::builder().keys(bucket()).build().unwrap(),
                 )
                 .build()
         })
@@ -173,7 +188,7 @@ async fn unprocessed_keys_are_retried_until_answered() {
         .build();
     let client = mock_client!(aws_sdk_dynamodb, [&forever]);
     let r = DynamoStore::new(client, "t")
-        .known_event_ids("ex", &["a".into()])
+        .known_event_ids("ex", &[ev("a")])
         .await;
     assert_eq!(
         r,

@@ -103,11 +103,11 @@ impl Appender {
         // Pre-filter known duplicates with a read, so a redelivered batch costs reads rather
         // than failed transactions.
         if !events.is_empty() {
-            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-            let known = self.store.known_event_ids(execution_id, &ids).await?;
+            let before = events.len();
+            let known = self.store.known_event_ids(execution_id, &events).await?;
             if !known.is_empty() {
                 events.retain(|e| !known.contains(&e.event_id));
-                outcome.duplicates += ids.len() - events.len();
+                outcome.duplicates += before - events.len();
             }
         }
 
@@ -198,10 +198,10 @@ impl Appender {
                     outcome.duplicates += dropped;
                     if dropped == 0 {
                         // The store named ids we did not send: re-check them all by reading.
-                        let all: Vec<String> = pending.iter().map(|e| e.event_id.clone()).collect();
-                        let known = self.store.known_event_ids(execution_id, &all).await?;
+                        let before = pending.len();
+                        let known = self.store.known_event_ids(execution_id, &pending).await?;
                         pending.retain(|e| !known.contains(&e.event_id));
-                        outcome.duplicates += all.len() - pending.len();
+                        outcome.duplicates += before - pending.len();
                         self.backoff(execution_id, &mut attempt).await?;
                     }
                 }

@@ -56,6 +56,10 @@ impl Reader {
         } else {
             Vec::new()
         };
+        if events.is_empty() && since_index < head.last_index && limit > 0 {
+            // The head promises lines the store no longer has.
+            return Err(StoreError::Expired(execution_id.to_string()).into());
+        }
         check_contiguous(execution_id, since_index, &events)?;
         let last_index = events.last().map_or(since_index, |e| e.index);
         Ok(Some(LogsPage {

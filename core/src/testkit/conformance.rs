@@ -9,8 +9,31 @@ use std::sync::Arc;
 
 use crate::error::{CommitError, StoreError};
 use crate::model::{Connection, Status};
+use crate::model::{LogEvent, SourceEvent};
 use crate::ports::{Commit, ConnectionStore, LogStore};
 use crate::testkit::{events, fresh_id, head_at, tomorrow};
+
+/// Looks events up as the engine does: by id, with the timestamp [`events`] gives them.
+fn keys(ids: &[&str]) -> Vec<SourceEvent> {
+    ids.iter()
+        .map(|id| {
+            let i: i64 = id.trim_start_matches('e').parse().unwrap_or(0);
+            SourceEvent {
+                event_id: id.to_string(),
+                timestamp: 1_700_000_000_000 + i,
+                message: String::new(),
+            }
+        })
+        .collect()
+}
+
+fn to_source(e: LogEvent) -> SourceEvent {
+    SourceEvent {
+        event_id: e.event_id,
+        timestamp: e.timestamp,
+        message: e.message,
+    }
+}
 
 /// Generates one `#[tokio::test]` per store case, each with a store from `$factory`.
 #[macro_export]
@@ -84,7 +107,7 @@ pub mod store {
         let read = s.read_range(&fresh_id("absent"), 0, 10, 10).await.unwrap();
         assert!(read.is_empty());
         let known = s
-            .known_event_ids(&fresh_id("absent"), &["a".into()])
+            .known_event_ids(&fresh_id("absent"), &keys(&["a"]))
             .await
             .unwrap();
         assert!(known.is_empty());
@@ -152,7 +175,7 @@ pub mod store {
         assert_eq!(s.head(&id).await.unwrap().unwrap().last_index, 4);
         assert_eq!(s.read_range(&id, 0, 4, 10).await.unwrap(), events(1, 4, 10));
         assert!(
-            s.known_event_ids(&id, &["late".into()])
+            s.known_event_ids(&id, &keys(&["late"]))
                 .await
                 .unwrap()
                 .is_empty()
@@ -186,7 +209,7 @@ pub mod store {
         let head = s.head(&id).await.unwrap().unwrap();
         assert_eq!((head.last_index, head.version), (2, 1));
         assert!(
-            s.known_event_ids(&id, &["e3".into()])
+            s.known_event_ids(&id, &keys(&["e3"]))
                 .await
                 .unwrap()
                 .is_empty()
@@ -218,7 +241,7 @@ pub mod store {
             last = to;
         }
         // More ids than one batch read takes (DynamoDB: 100), half of them unknown.
-        let ask: Vec<String> = (1..=500).map(|i| format!("e{i}")).collect();
+        let ask: Vec<SourceEvent> = events(1, 500, 10).into_iter().map(to_source).collect();
         let known = s.known_event_ids(&id, &ask).await.unwrap();
         assert_eq!(known.len(), 250);
         assert!(known.contains("e1") && known.contains("e250") && !known.contains("e251"));

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use runvoy_core::ports::{Commit, ConnectionStore, HeadReader, LogReader, LogWriter};
-use runvoy_core::{CommitError, Connection, Head, LogEvent, StoreError};
+use runvoy_core::{CommitError, Connection, Head, LogEvent, SourceEvent, StoreError};
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use crate::{Db, sql, unix_now_secs};
@@ -89,10 +89,11 @@ impl LogWriter for SqliteStore {
     async fn known_event_ids(
         &self,
         execution_id: &str,
-        event_ids: &[String],
+        events: &[SourceEvent],
     ) -> Result<HashSet<String>, StoreError> {
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         let conn = self.db.lock();
-        known_in(&conn, execution_id, event_ids).map_err(sql)
+        known_in(&conn, execution_id, &ids).map_err(sql)
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), CommitError> {

@@ -98,80 +98,102 @@ pub fn head_from_item(item: &Item) -> Result<Head, StoreError> {
     })
 }
 
-/// A log item and the part items that must be written with it.
+/// A run item and the part items that must be written with it.
 pub struct Encoded {
     pub item: Item,
     pub parts: Vec<Item>,
 }
 
-/// Encodes a committed event: inline, gzipped, or gzipped and split into parts.
-pub fn encode_event(execution_id: &str, e: &LogEvent, expires_at: i64) -> Encoded {
+/// Idempotency buckets span this many milliseconds of event timestamps, so a bucket stays small
+/// (its whole size is billed on every update) however long the execution runs.
+pub const BUCKET_MS: i64 = 100;
+
+pub fn bucket_key(execution_id: &str, timestamp: i64) -> String {
+    format!("{execution_id}#ids#{}", timestamp.div_euclid(BUCKET_MS))
+}
+
+/// A run: the consecutive lines of one commit in one item keyed by the first index, as a
+/// JSON array of `[event_id, timestamp, message]`, gzipped when that is smaller; compressed
+/// bytes that do not fit continue in part items.
+pub fn encode_run(execution_id: &str, events: &[LogEvent], expires_at: i64) -> Encoded {
+    let first = events.first().map_or(1, |e| e.index);
+    let last = events.last().map_or(first, |e| e.index);
+    let rows: Vec<(&str, i64, &str)> = events
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.timestamp, e.message.as_str()))
+        .collect();
+    let json = serde_json::to_string(&rows).expect("rows serialize");
     let mut item = Item::new();
     item.insert("execution_id".into(), s(execution_id));
-    item.insert("log_index".into(), n(e.index));
-    item.insert("event_id".into(), s(&e.event_id));
-    item.insert("timestamp".into(), n(e.timestamp));
+    item.insert("log_index".into(), n(first));
+    item.insert("last".into(), n(last));
     item.insert("expires_at".into(), n(expires_at));
     let mut parts = Vec::new();
-    if e.message.len() <= INLINE_MAX {
-        item.insert("message".into(), s(&e.message));
+    let gz = if json.len() > 1024 {
+        Some(gzip(json.as_bytes()))
     } else {
-        let gz = gzip(e.message.as_bytes());
-        let mut chunks = gz.chunks(PART_BYTES);
-        let first = chunks.next().unwrap_or_default();
-        item.insert("message_gz".into(), AttributeValue::B(Blob::new(first)));
-        let rest: Vec<&[u8]> = chunks.collect();
-        item.insert("parts".into(), n(rest.len() + 1));
-        for (i, chunk) in rest.iter().enumerate() {
-            let mut p = Item::new();
-            p.insert("execution_id".into(), s(part_key(execution_id, e.index)));
-            p.insert("log_index".into(), n(i + 1));
-            p.insert("data".into(), AttributeValue::B(Blob::new(*chunk)));
-            p.insert("expires_at".into(), n(expires_at));
-            parts.push(p);
+        None
+    };
+    match gz {
+        Some(gz) if gz.len() < json.len() || json.len() > INLINE_MAX => {
+            let mut chunks = gz.chunks(PART_BYTES);
+            let head = chunks.next().unwrap_or_default();
+            item.insert("events_gz".into(), AttributeValue::B(Blob::new(head)));
+            let rest: Vec<&[u8]> = chunks.collect();
+            if !rest.is_empty() {
+                item.insert("parts".into(), n(rest.len() + 1));
+            }
+            for (i, chunk) in rest.iter().enumerate() {
+                let mut p = Item::new();
+                p.insert("execution_id".into(), s(part_key(execution_id, first)));
+                p.insert("log_index".into(), n(i + 1));
+                p.insert("data".into(), AttributeValue::B(Blob::new(*chunk)));
+                p.insert("expires_at".into(), n(expires_at));
+                parts.push(p);
+            }
+        }
+        _ => {
+            item.insert("events".into(), s(json));
         }
     }
     Encoded { item, parts }
 }
 
-/// The idempotency record of one source event.
-pub fn idempotency_item(execution_id: &str, event_id: &str, index: u64, expires_at: i64) -> Item {
-    HashMap::from([
-        ("execution_id".to_string(), s(event_key(execution_id, event_id))),
-        ("log_index".to_string(), n(0)),
-        ("index".to_string(), n(index)),
-        ("expires_at".to_string(), n(expires_at)),
-    ])
+/// Decodes a run item (with its part items' data, in order).
+pub fn decode_run(item: &Item, parts: &[Vec<u8>]) -> Result<Vec<LogEvent>, StoreError> {
+    let first: u64 = get_n(item, "log_index")?;
+    let json = match (item.get("events"), item.get("events_gz")) {
+        (Some(AttributeValue::S(j)), _) => j.clone(),
+        (_, Some(AttributeValue::B(b))) => {
+            let mut gz = b.as_ref().to_vec();
+            for p in parts {
+                gz.extend_from_slice(p);
+            }
+            gunzip(&gz)?
+        }
+        _ => return Err(bad("events")),
+    };
+    let rows: Vec<(String, i64, String)> =
+        serde_json::from_str(&json).map_err(|e| bad(&format!("events ({e})")))?;
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (event_id, timestamp, message))| LogEvent {
+            index: first + i as u64,
+            event_id,
+            timestamp,
+            message,
+        })
+        .collect())
 }
 
-/// How many extra part items the item says it has (0 for inline messages).
+/// How many extra part items the item says it has (0 when it holds everything).
 pub fn extra_parts(item: &Item) -> usize {
     opt_n::<usize>(item, "parts")
         .ok()
         .flatten()
         .unwrap_or(1)
         .saturating_sub(1)
-}
-
-/// Decodes a log item; `parts` are the compressed continuations in order.
-pub fn decode_event(item: &Item, parts: &[Vec<u8>]) -> Result<LogEvent, StoreError> {
-    let message = match (item.get("message"), item.get("message_gz")) {
-        (Some(AttributeValue::S(m)), _) => m.clone(),
-        (_, Some(AttributeValue::B(first))) => {
-            let mut gz = first.as_ref().to_vec();
-            for p in parts {
-                gz.extend_from_slice(p);
-            }
-            gunzip(&gz)?
-        }
-        _ => return Err(bad("message")),
-    };
-    Ok(LogEvent {
-        index: get_n(item, "log_index")?,
-        event_id: get_s(item, "event_id")?,
-        timestamp: get_n(item, "timestamp")?,
-        message,
-    })
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -210,26 +232,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_of_every_size_round_trip() {
-        for size in [0, 10, INLINE_MAX, INLINE_MAX + 1, 1 << 20] {
+    fn runs_of_every_size_round_trip() {
+        for (count, size) in [
+            (1, 0),
+            (3, 10),
+            (90, 2_800),
+            (1, INLINE_MAX),
+            (1, INLINE_MAX + 1),
+            (1, 1 << 20),
+        ] {
             // Pseudo-random text so compression cannot shrink it below one part.
             let mut x = size as u64 + 1;
-            let message: String = (0..size)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(b'!' + (x % 90) as u8)
+            let events: Vec<LogEvent> = (0..count)
+                .map(|i| LogEvent {
+                    index: 7 + i as u64,
+                    event_id: format!("id{i}"),
+                    timestamp: 5,
+                    message: (0..size)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            char::from(b'!' + (x % 90) as u8)
+                        })
+                        .collect(),
                 })
                 .collect();
-            let e = LogEvent {
-                index: 7,
-                event_id: "id".into(),
-                timestamp: 5,
-                message,
-            };
-            let enc = encode_event("ex", &e, 99);
-            assert!(item_size(&enc.item) < 400 * 1024);
+            let enc = encode_run("ex", &events, 99);
+            assert!(item_size(&enc.item) < 400 * 1024, "{count} x {size}");
             for p in &enc.parts {
                 assert!(item_size(p) < 400 * 1024);
             }
@@ -242,7 +272,7 @@ mod tests {
                     _ => unreachable!(),
                 })
                 .collect();
-            assert_eq!(decode_event(&enc.item, &parts).unwrap(), e);
+            assert_eq!(decode_run(&enc.item, &parts).unwrap(), events);
         }
     }
 

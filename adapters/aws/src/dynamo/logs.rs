@@ -2,24 +2,25 @@
 //! conditioned on its version, each log item conditioned on its index being free, and each
 //! event's idempotency item conditioned on not existing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter};
-use runvoy_core::{CommitError, Head, LogEvent, StoreError};
+use runvoy_core::{CommitError, Head, LogEvent, SourceEvent, StoreError};
 
 use super::item::{self, Item, n, s};
 use super::{backoff, unix_now_secs};
 use crate::describe;
 
-/// Events per transaction: 1 head + 2 per event + part items must stay within 100 actions.
-const EVENTS_PER_COMMIT: usize = 40;
-/// Message bytes per transaction (4 MB limit, with room for keys and attributes). Together with
-/// [`item::PART_BYTES`] this bounds the part items to 9, so a commit never exceeds 90 actions.
-const BYTES_PER_COMMIT: usize = 3_000_000;
+/// Events per transaction: 1 head + 1 run + at most 3 part items + one bucket update per event
+/// stays within 100 actions.
+const EVENTS_PER_COMMIT: usize = 90;
+/// Message bytes per run item: a run of many lines fits one 400 KB item even uncompressed; a
+/// single larger event goes alone and continues in part items (1 MB → at most 3 parts).
+const BYTES_PER_COMMIT: usize = 256_000;
 /// Keys per `BatchGetItem`.
 const BATCH_GET: usize = 100;
 /// Attempts at unprocessed keys before reporting throttling.
@@ -185,9 +186,60 @@ fn put(
 /// What each transaction action was, to read the cancellation reasons.
 enum Action {
     Head,
-    Log,
-    Idempotency(String),
-    Part,
+    Run,
+    Bucket(String),
+}
+
+/// The bucket updates of a commit: bucket key → event ids that go into it.
+pub fn buckets_of(execution_id: &str, events: &[(String, i64)]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, ts) in events {
+        out.entry(item::bucket_key(execution_id, *ts))
+            .or_default()
+            .push(id.clone());
+    }
+    out
+}
+
+impl DynamoStore {
+    /// Event ids held by the given buckets (strongly consistent).
+    async fn bucket_ids(&self, keys: Vec<String>) -> Result<HashSet<String>, StoreError> {
+        let keys: Vec<Item> = keys.iter().map(|k| Self::key(k, 0)).collect();
+        let found = self.batch_get(keys, Some("ids")).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|mut i| match i.remove("ids") {
+                Some(AttributeValue::Ss(ids)) => Some(ids),
+                _ => None,
+            })
+            .flatten()
+            .collect())
+    }
+}
+
+fn bucket_update(
+    table: &str,
+    key: &str,
+    ids: &[String],
+    expires_at: i64,
+) -> Result<TransactWriteItem, StoreError> {
+    let mut u = Update::builder()
+        .table_name(table)
+        .set_key(Some(DynamoStore::key(key, 0)))
+        .update_expression("ADD ids :new SET expires_at = :exp")
+        .expression_attribute_values(":new", AttributeValue::Ss(ids.to_vec()))
+        .expression_attribute_values(":exp", n(expires_at));
+    let mut conditions = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let name = format!(":c{i}");
+        conditions.push(format!("NOT contains(ids, {name})"));
+        u = u.expression_attribute_values(name, s(id));
+    }
+    let u = u
+        .condition_expression(conditions.join(" AND "))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("building a transaction Update: {e}")))?;
+    Ok(TransactWriteItem::builder().update(u).build())
 }
 
 #[async_trait]
@@ -203,19 +255,18 @@ impl LogWriter for DynamoStore {
     async fn known_event_ids(
         &self,
         execution_id: &str,
-        event_ids: &[String],
+        events: &[SourceEvent],
     ) -> Result<HashSet<String>, StoreError> {
-        let unique: HashSet<&String> = event_ids.iter().collect();
-        let keys: Vec<Item> = unique
+        let pairs: Vec<(String, i64)> = events
             .iter()
-            .map(|id| Self::key(&item::event_key(execution_id, id), 0))
+            .map(|e| (e.event_id.clone(), e.timestamp))
             .collect();
-        let prefix = format!("{execution_id}#event#");
-        let found = self.batch_get(keys, Some("execution_id")).await?;
-        Ok(found
+        let buckets = buckets_of(execution_id, &pairs);
+        let held = self.bucket_ids(buckets.keys().cloned().collect()).await?;
+        Ok(events
             .iter()
-            .filter_map(|i| item::get_s(i, "execution_id").ok())
-            .filter_map(|pk| pk.strip_prefix(&prefix).map(str::to_string))
+            .filter(|e| held.contains(&e.event_id))
+            .map(|e| e.event_id.clone())
             .collect())
     }
 
@@ -240,31 +291,32 @@ impl LogWriter for DynamoStore {
         };
         actions.push(head_put);
         kinds.push(Action::Head);
-        for e in &commit.events {
-            let enc = item::encode_event(exec, e, head.expires_at);
+        let pairs: Vec<(String, i64)> = commit
+            .events
+            .iter()
+            .map(|e| (e.event_id.clone(), e.timestamp))
+            .collect();
+        if !commit.events.is_empty() {
+            let run = item::encode_run(exec, &commit.events, head.expires_at);
             actions.push(put(
                 &self.table,
-                enc.item,
+                run.item,
                 "attribute_not_exists(log_index)",
                 None,
             )?);
-            kinds.push(Action::Log);
-            let idem = item::idempotency_item(exec, &e.event_id, e.index, head.expires_at);
-            actions.push(put(
-                &self.table,
-                idem,
-                "attribute_not_exists(execution_id)",
-                None,
-            )?);
-            kinds.push(Action::Idempotency(e.event_id.clone()));
-            for p in enc.parts {
+            kinds.push(Action::Run);
+            for p in run.parts {
                 actions.push(put(
                     &self.table,
                     p,
                     "attribute_not_exists(log_index)",
                     None,
                 )?);
-                kinds.push(Action::Part);
+                kinds.push(Action::Run);
+            }
+            for (key, ids) in buckets_of(exec, &pairs) {
+                actions.push(bucket_update(&self.table, &key, &ids, head.expires_at)?);
+                kinds.push(Action::Bucket(key));
             }
         }
         let result = self
@@ -273,31 +325,53 @@ impl LogWriter for DynamoStore {
             .set_transact_items(Some(actions))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
-                    cancelled(&kinds, c.cancellation_reasons())
-                }
-                _ => CommitError::Store(map_sdk(&e, "TransactWriteItems")),
-            }),
+        let err = match result {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let reasons = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                c.cancellation_reasons().to_vec()
+            }
+            _ => return Err(CommitError::Store(map_sdk(&err, "TransactWriteItems"))),
+        };
+        match cancelled(&kinds, &reasons) {
+            Cancelled::Buckets(keys) => {
+                // Which of our ids are already there: read the buckets that refused.
+                let held = self.bucket_ids(keys).await?;
+                let dups: Vec<String> = pairs
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .filter(|id| held.contains(id))
+                    .collect();
+                Err(if dups.is_empty() {
+                    CommitError::VersionConflict
+                } else {
+                    CommitError::Duplicate(dups)
+                })
+            }
+            Cancelled::Error(e) => Err(e),
         }
     }
+}
+
+enum Cancelled {
+    /// Idempotency buckets refused: some events are committed already.
+    Buckets(Vec<String>),
+    Error(CommitError),
 }
 
 /// Turns a cancelled transaction's reasons into what the engine should do next.
 fn cancelled(
     kinds: &[Action],
     reasons: &[aws_sdk_dynamodb::types::CancellationReason],
-) -> CommitError {
-    let mut duplicates = Vec::new();
+) -> Cancelled {
+    let mut buckets = Vec::new();
     let mut conflict = false;
     let mut throttled = false;
     for (kind, reason) in kinds.iter().zip(reasons) {
         match (reason.code(), kind) {
-            (Some("ConditionalCheckFailed"), Action::Idempotency(id)) => {
-                duplicates.push(id.clone())
-            }
+            (Some("ConditionalCheckFailed"), Action::Bucket(key)) => buckets.push(key.clone()),
             (Some("ConditionalCheckFailed"), _) | (Some("TransactionConflict"), _) => {
                 conflict = true
             }
@@ -308,17 +382,17 @@ fn cancelled(
             _ => {}
         }
     }
-    if !duplicates.is_empty() {
-        CommitError::Duplicate(duplicates)
+    if !buckets.is_empty() {
+        Cancelled::Buckets(buckets)
     } else if throttled {
-        CommitError::Store(StoreError::Throttled)
+        Cancelled::Error(CommitError::Store(StoreError::Throttled))
     } else if conflict || reasons.is_empty() {
-        CommitError::VersionConflict
+        Cancelled::Error(CommitError::VersionConflict)
     } else {
         let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).collect();
-        CommitError::Store(StoreError::Backend(format!(
+        Cancelled::Error(CommitError::Store(StoreError::Backend(format!(
             "DynamoDB cancelled the transaction: {codes:?}"
-        )))
+        ))))
     }
 }
 
@@ -334,11 +408,37 @@ impl LogReader for DynamoStore {
         if after >= through || limit == 0 {
             return Ok(Vec::new());
         }
+        // The run holding `after + 1` starts at or before it: the last run key ≤ after + 1.
+        let found = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("execution_id = :e AND log_index BETWEEN :one AND :a")
+            .expression_attribute_values(":e", s(execution_id))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":a", n(after + 1))
+            .scan_index_forward(false)
+            .limit(1)
+            .projection_expression("log_index")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk(&e, "Query"))?;
+        let first = found.items.unwrap_or_default();
+        let Some(start_key) = first
+            .first()
+            .map(|i| item::get_n::<u64>(i, "log_index"))
+            .transpose()?
+        else {
+            // Nothing at or before `after + 1`: no lines here (the reader judges whether the
+            // head promised some).
+            return Ok(Vec::new());
+        };
         let now = unix_now_secs();
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            // Strongly consistent: an eventually consistent read could miss a committed item
+            // Strongly consistent: an eventually consistent read could miss a committed run
             // and make the range look expired.
             let resp = self
                 .client
@@ -346,10 +446,10 @@ impl LogReader for DynamoStore {
                 .table_name(&self.table)
                 .key_condition_expression("execution_id = :e AND log_index BETWEEN :a AND :b")
                 .expression_attribute_values(":e", s(execution_id))
-                .expression_attribute_values(":a", n(after + 1))
+                .expression_attribute_values(":a", n(start_key))
                 .expression_attribute_values(":b", n(through))
                 .consistent_read(true)
-                .limit((limit - out.len()).min(1_000) as i32)
+                .limit(100)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -358,19 +458,26 @@ impl LogReader for DynamoStore {
                 let expires_at: i64 = item::get_n(&it, "expires_at")?;
                 let extra = item::extra_parts(&it);
                 let parts = if extra > 0 {
-                    let index: u64 = item::get_n(&it, "log_index")?;
-                    self.read_parts(execution_id, index, extra).await?
+                    let first: u64 = item::get_n(&it, "log_index")?;
+                    self.read_parts(execution_id, first, extra).await?
                 } else {
                     Vec::new()
                 };
-                let e = item::decode_event(&it, &parts)?;
-                if expires_at <= now || e.index != after + 1 + out.len() as u64 {
-                    return Err(StoreError::Expired(execution_id.to_string()));
+                for e in item::decode_run(&it, &parts)? {
+                    if e.index <= after || e.index > through {
+                        continue;
+                    }
+                    if expires_at <= now || e.index != after + 1 + out.len() as u64 {
+                        return Err(StoreError::Expired(execution_id.to_string()));
+                    }
+                    out.push(e);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
                 }
-                out.push(e);
             }
             start = resp.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() || out.len() >= limit {
+            if start.is_none() {
                 return Ok(out);
             }
         }

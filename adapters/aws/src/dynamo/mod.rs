@@ -13,7 +13,7 @@ mod logs;
 mod tables;
 
 pub use connections::DynamoConnections;
-pub use logs::DynamoStore;
+pub use logs::{DynamoStore, buckets_of};
 pub use tables::create_tables;
 
 use std::time::Duration;
