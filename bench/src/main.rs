@@ -37,14 +37,53 @@ async fn main() {
     }
 }
 
+/// Log-like lines of about `size` bytes: words, numbers and ids, so compression sees realistic
+/// text (about 3x), not padding.
 fn lines(n: usize, size: usize, tag: &str) -> Vec<SourceEvent> {
+    const WORDS: [&str; 24] = [
+        "INFO",
+        "WARN",
+        "request",
+        "completed",
+        "user",
+        "id",
+        "took",
+        "ms",
+        "GET",
+        "POST",
+        "/api/v1/items",
+        "status",
+        "cache",
+        "miss",
+        "retry",
+        "worker",
+        "queue",
+        "depth",
+        "bytes",
+        "sent",
+        "to",
+        "from",
+        "db",
+        "ok",
+    ];
+    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ size as u64;
     (0..n)
         .map(|i| {
-            let head = format!("{tag} line {i} ");
+            let mut message = format!("{tag} {i} ");
+            while message.len() < size {
+                let r = runvoy_core::memory::splitmix64(&mut state);
+                if r % 4 == 0 {
+                    message.push_str(&format!("{:x} ", r >> 20));
+                } else {
+                    message.push_str(WORDS[(r % WORDS.len() as u64) as usize]);
+                    message.push(' ');
+                }
+            }
+            message.truncate(size);
             SourceEvent {
                 event_id: format!("{tag}-{i:08}"),
                 timestamp: 1_700_000_000_000 + i as i64,
-                message: format!("{head}{}", "x".repeat(size.saturating_sub(head.len()))),
+                message,
             }
         })
         .collect()
@@ -105,10 +144,6 @@ async fn append() {
     println!("|---|---|---|---|---|---|---|---|");
     let sdk = runvoy_aws::testkit::sdk_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = runvoy_aws::testkit::unique("bench-logs");
-    runvoy_aws::create_tables(&dynamo, &table, &runvoy_aws::testkit::unique("bench-conns"))
-        .await
-        .unwrap();
     let dir = std::env::temp_dir().join(runvoy_aws::testkit::unique("bench-sqlite"));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = Arc::new(runvoy_sqlite::SqliteStore::new(
@@ -127,8 +162,14 @@ async fn append() {
                 println!(
                     "| sqlite | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |"
                 );
-                let total = 200;
-                let store = Arc::new(runvoy_aws::DynamoStore::new(dynamo.clone(), table.clone()));
+                // moto copies the whole table on every transaction: a fresh table per cell.
+                let total = 100;
+                let table = runvoy_aws::testkit::unique("bench-logs");
+                let conns = runvoy_aws::testkit::unique("bench-conns");
+                runvoy_aws::create_tables(&dynamo, &table, &conns)
+                    .await
+                    .unwrap();
+                let store = Arc::new(runvoy_aws::DynamoStore::new(dynamo.clone(), table));
                 let (r, u, f) = run_append(store, total, size, batch.min(total), appenders).await;
                 println!(
                     "| dynamodb (moto) | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |"

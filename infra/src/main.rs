@@ -2,6 +2,7 @@
 
 mod aws;
 mod local;
+mod smoke;
 mod template;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ enum Command {
     Down(aws::AwsArgs),
     /// Print an environment's stack status and outputs.
     Status(aws::AwsArgs),
+    /// Write test lines into a live stack and check I1–I6 end to end through its API.
+    Smoke(SmokeArgs),
     /// Build the function zips with cargo-lambda (release, named by content hash).
     Build(aws::AwsArgs),
     /// Print the CloudFormation template (deterministic; checked in at
@@ -102,6 +105,27 @@ impl UpArgs {
     }
 }
 
+#[derive(Debug, clap::Args)]
+struct SmokeArgs {
+    /// `local` (a running `deploy up`), or an AWS environment.
+    #[arg(long, default_value = "local")]
+    env: String,
+    /// API URL (default: the environment's CLI profile or stack output).
+    #[arg(long)]
+    api_url: Option<String>,
+    /// API key (default: the environment's CLI profile).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Lines to write.
+    #[arg(long, default_value_t = 200)]
+    lines: usize,
+    /// Seconds to wait for the lines to arrive.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    #[command(flatten)]
+    aws: aws::AwsOnly,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -131,6 +155,7 @@ fn main() -> ExitCode {
             Command::Down(a) => aws::down(&a).await,
             Command::Status(a) => aws::status(&a).await,
             Command::Build(a) => aws::build(&a),
+            Command::Smoke(a) => smoke(a).await,
         }
     });
     match result {
@@ -140,4 +165,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn smoke(a: SmokeArgs) -> anyhow::Result<()> {
+    let profile = runvoy_config::Config::load(&runvoy_config::default_path()?)?
+        .profile(Some(&a.env))
+        .cloned();
+    let api_url = a
+        .api_url
+        .or_else(|| profile.as_ref().map(|p| p.api_url.clone()));
+    let api_key = a
+        .api_key
+        .or_else(|| profile.as_ref().map(|p| p.api_key.clone()));
+    let (Some(api_url), Some(api_key)) = (api_url, api_key) else {
+        anyhow::bail!(
+            "no API for environment '{}': deploy it first, or pass --api-url and --api-key",
+            a.env
+        );
+    };
+    let sink = if a.env == "local" {
+        smoke::Sink::Local
+    } else {
+        a.aws.sink(&a.env).await?
+    };
+    let check = smoke::Smoke {
+        api_url: api_url.trim_end_matches('/').to_string(),
+        api_key,
+        sink,
+        lines: a.lines.max(4),
+        timeout: std::time::Duration::from_secs(a.timeout),
+    };
+    for line in check.run().await? {
+        println!("ok  {line}");
+    }
+    Ok(())
 }

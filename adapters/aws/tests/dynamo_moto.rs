@@ -133,8 +133,8 @@ async fn a_redelivered_batch_of_1000_adds_nothing_and_fails_no_transaction() {
     let first = appender.append(&exec, batch.clone(), None).await.unwrap();
     assert_eq!(first.committed.len(), 1000);
     let items_before = item_count(&exec).await;
-    // Head, 12 runs of at most 90 lines, and one idempotency bucket per 100 ms of timestamps.
-    assert_eq!(items_before, 1 + 12 + 10);
+    // Head, 12 runs of at most 90 lines, and one idempotency bucket per 10 ms of timestamps.
+    assert_eq!(items_before, 1 + 12 + 100);
     let commits_before = counting.commits.load(Ordering::Relaxed);
     let reads_before = counting.batch_reads.load(Ordering::Relaxed);
 

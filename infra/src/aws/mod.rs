@@ -402,3 +402,61 @@ pub async fn down(args: &AwsArgs) -> anyhow::Result<()> {
     println!("{}: deleted", t.stack);
     Ok(())
 }
+
+/// AWS options of commands that take an environment positionally elsewhere (smoke).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsOnly {
+    /// AWS region (default: the env file's `region`).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile for credentials.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Talk to an emulator instead of AWS.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Directory of the environment files.
+    #[arg(long, default_value = "deployments")]
+    pub deployments_dir: PathBuf,
+}
+
+impl AwsOnly {
+    /// The runner log group of the environment's stack, to write smoke lines into.
+    pub async fn sink(&self, env: &str) -> anyhow::Result<crate::smoke::Sink> {
+        let args = AwsArgs {
+            env: env.to_string(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            yes: false,
+            dry_run: false,
+            artifacts: None,
+            deployments_dir: self.deployments_dir.clone(),
+            no_config: true,
+        };
+        let t = target(&args)?;
+        let sdk = sdk(&args, &t.region).await?;
+        let stacks = Stacks {
+            client: aws_sdk_cloudformation::Client::new(&sdk),
+            name: t.stack.clone(),
+        };
+        let group = stacks
+            .outputs()
+            .await?
+            .into_iter()
+            .find(|(k, _)| k == "RunnerLogGroup")
+            .map(|(_, v)| v)
+            .context("the stack has no RunnerLogGroup output; is it deployed?")?;
+        let stream_template = t
+            .env
+            .parameters
+            .get("StreamTemplate")
+            .cloned()
+            .unwrap_or_else(|| "task/runner/{execution_id}".into());
+        Ok(crate::smoke::Sink::CloudWatch {
+            client: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            group,
+            stream_template,
+        })
+    }
+}

@@ -106,7 +106,7 @@ pub struct Encoded {
 
 /// Idempotency buckets span this many milliseconds of event timestamps, so a bucket stays small
 /// (its whole size is billed on every update) however long the execution runs.
-pub const BUCKET_MS: i64 = 100;
+pub const BUCKET_MS: i64 = 10;
 
 pub fn bucket_key(execution_id: &str, timestamp: i64) -> String {
     format!("{execution_id}#ids#{}", timestamp.div_euclid(BUCKET_MS))

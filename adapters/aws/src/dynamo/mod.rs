@@ -2,10 +2,10 @@
 //!
 //! Table `{project}-execution-logs` (`execution_id` S, `log_index` N, TTL `expires_at`):
 //! - the head at `log_index = 0`;
-//! - one log item per line at its index; a message over [`item::INLINE_MAX`] bytes is gzipped, and
-//!   if still too big its compressed bytes continue in part items under `"{id}#part#{index}"`;
-//! - one idempotency item per source event under `"{id}#event#{event_id}"`, `log_index = 0`,
-//!   written with `attribute_not_exists` in the same transaction that assigns the index.
+//! - one run item per commit at its first index, holding the commit's lines (gzipped when
+//!   smaller); compressed bytes that do not fit continue in part items under `"{id}#part#{index}"`;
+//! - idempotency buckets under `"{id}#ids#{timestamp / 10 ms}"`: string sets of event ids, updated
+//!   with `NOT contains` conditions in the same transaction that assigns the indexes.
 
 mod connections;
 pub mod item;
