@@ -72,7 +72,7 @@ fn lines(n: usize, size: usize, tag: &str) -> Vec<SourceEvent> {
             let mut message = format!("{tag} {i} ");
             while message.len() < size {
                 let r = runvoy_core::memory::splitmix64(&mut state);
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     message.push_str(&format!("{:x} ", r >> 20));
                 } else {
                     message.push_str(WORDS[(r % WORDS.len() as u64) as usize]);

@@ -292,7 +292,7 @@ async fn client(
             let mut msgs = w.pusher.take(&conn_id);
             // Lossy, duplicated and reordered pushes.
             msgs.retain(|_| splitmix64(&mut rng) % 100 >= loss as u64);
-            if msgs.len() > 1 && splitmix64(&mut rng) % 3 == 0 {
+            if msgs.len() > 1 && splitmix64(&mut rng).is_multiple_of(3) {
                 let dup = msgs[0].clone();
                 msgs.push(dup);
                 msgs.reverse();
@@ -322,7 +322,7 @@ async fn client(
                 catch_up(w, &mut follower, &mut printed).await?;
                 idle = 0;
             }
-            if splitmix64(&mut rng) % 40 == 0 {
+            if splitmix64(&mut rng).is_multiple_of(40) {
                 // The connection drops; reconnect from the last printed index.
                 let _ = w.ws.disconnect(&conn_id).await;
                 break;

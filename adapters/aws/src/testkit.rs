@@ -33,6 +33,8 @@ fn start_or_find() -> String {
          while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m",
         parent = std::process::id()
     );
+    // Not waited on: the shell outlives this call and stops moto when the test process exits.
+    #[allow(clippy::zombie_processes)]
     std::process::Command::new("sh")
         .arg("-c")
         .arg(script)

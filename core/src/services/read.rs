@@ -74,12 +74,10 @@ impl Reader {
 /// A store must return `since+1, since+2, …`; anything else means items are gone (I8) and the
 /// page must not be presented as complete.
 fn check_contiguous(execution_id: &str, since: u64, events: &[LogEvent]) -> Result<(), CoreError> {
-    let mut expected = since + 1;
-    for e in events {
+    for (expected, e) in (since + 1..).zip(events) {
         if e.index != expected {
             return Err(StoreError::Expired(execution_id.to_string()).into());
         }
-        expected += 1;
     }
     Ok(())
 }

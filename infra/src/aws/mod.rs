@@ -89,6 +89,17 @@ async fn sdk(args: &AwsArgs, region: &str) -> anyhow::Result<aws_config::SdkConf
     Ok(sdk)
 }
 
+/// The environment, an SDK configuration with credentials, and its stack.
+async fn open(args: &AwsArgs) -> anyhow::Result<(Target, aws_config::SdkConfig, Stacks)> {
+    let t = target(args)?;
+    let sdk = sdk(args, &t.region).await?;
+    let stacks = Stacks {
+        client: aws_sdk_cloudformation::Client::new(&sdk),
+        name: t.stack.clone(),
+    };
+    Ok((t, sdk, stacks))
+}
+
 fn no_credentials() -> anyhow::Error {
     anyhow::anyhow!(
         "no AWS credentials found; set AWS_PROFILE (or pass --profile) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -331,12 +342,7 @@ async fn write_profile(
 
 /// `deploy diff --env NAME`: the change set, not executed.
 pub async fn diff(args: &AwsArgs) -> anyhow::Result<()> {
-    let t = target(args)?;
-    let sdk = sdk(args, &t.region).await?;
-    let stacks = Stacks {
-        client: aws_sdk_cloudformation::Client::new(&sdk),
-        name: t.stack.clone(),
-    };
+    let (t, _, stacks) = open(args).await?;
     let mut params: Vec<(String, Option<String>)> = envfile::MANAGED
         .iter()
         .map(|k| (k.to_string(), None))
@@ -364,12 +370,7 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<()> {
 
 /// `deploy status --env NAME`
 pub async fn status(args: &AwsArgs) -> anyhow::Result<()> {
-    let t = target(args)?;
-    let sdk = sdk(args, &t.region).await?;
-    let stacks = Stacks {
-        client: aws_sdk_cloudformation::Client::new(&sdk),
-        name: t.stack.clone(),
-    };
+    let (t, _, stacks) = open(args).await?;
     match stacks.status().await? {
         None => println!("{}: not deployed", t.stack),
         Some(s) => {
@@ -384,12 +385,7 @@ pub async fn status(args: &AwsArgs) -> anyhow::Result<()> {
 
 /// `deploy down --env NAME`
 pub async fn down(args: &AwsArgs) -> anyhow::Result<()> {
-    let t = target(args)?;
-    let sdk = sdk(args, &t.region).await?;
-    let stacks = Stacks {
-        client: aws_sdk_cloudformation::Client::new(&sdk),
-        name: t.stack.clone(),
-    };
+    let (t, _, stacks) = open(args).await?;
     if stacks.status().await?.is_none() {
         println!("{}: not deployed", t.stack);
         return Ok(());
@@ -434,12 +430,7 @@ impl AwsOnly {
             deployments_dir: self.deployments_dir.clone(),
             no_config: true,
         };
-        let t = target(&args)?;
-        let sdk = sdk(&args, &t.region).await?;
-        let stacks = Stacks {
-            client: aws_sdk_cloudformation::Client::new(&sdk),
-            name: t.stack.clone(),
-        };
+        let (t, sdk, stacks) = open(&args).await?;
         let group = stacks
             .outputs()
             .await?
