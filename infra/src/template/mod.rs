@@ -2,6 +2,7 @@
 //! `cargo run -p deploy -- render` prints it; `deployments/cloudformation-backend.yaml` is the
 //! checked-in copy (a test fails when it is stale).
 
+mod iam;
 pub mod stack;
 mod yaml;
 

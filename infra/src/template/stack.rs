@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::iam::permissions;
 use super::{Resource, Template, att, if_, no_value, r, sub, sub_with};
 
 /// The four functions: logical id prefix, binary name, timeout (s), extra environment.
@@ -18,7 +19,7 @@ fn logs_table_name() -> Value {
     if_("RetainLogs", r("RetainedLogsTable"), r("LogsTable"))
 }
 
-fn logs_table_arn() -> Value {
+pub(super) fn logs_table_arn() -> Value {
     if_(
         "RetainLogs",
         att("RetainedLogsTable", "Arn"),
@@ -34,88 +35,11 @@ fn runner_group_name() -> Value {
     )
 }
 
-fn runner_group_arn() -> Value {
+pub(super) fn runner_group_arn() -> Value {
     sub_with(
         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${Group}:*",
         json!({"Group": runner_group_name()}),
     )
-}
-
-fn statement(actions: &[&str], resources: Vec<Value>) -> Value {
-    json!({"Effect": "Allow", "Action": actions, "Resource": resources})
-}
-
-/// What each function may do, and nothing more.
-fn permissions(function: &str) -> Vec<Value> {
-    let logs_rw = [
-        "dynamodb:GetItem",
-        "dynamodb:BatchGetItem",
-        "dynamodb:Query",
-        "dynamodb:PutItem",
-    ];
-    let conns_fanout = [
-        "dynamodb:GetItem",
-        "dynamodb:Query",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-    ];
-    let conns_all = [
-        "dynamodb:GetItem",
-        "dynamodb:Query",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:PutItem",
-    ];
-    let push = statement(
-        &["execute-api:ManageConnections"],
-        vec![sub(
-            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/prod/POST/@connections/*",
-        )],
-    );
-    let read_source = statement(&["logs:GetLogEvents"], vec![runner_group_arn()]);
-    let secret = statement(&["secretsmanager:GetSecretValue"], vec![r("ApiSecret")]);
-    let own_logs = statement(
-        &["logs:CreateLogStream", "logs:PutLogEvents"],
-        vec![sub(&format!(
-            "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{ProjectName}}-{function}:*"
-        ))],
-    );
-    let conns = att("ConnectionsTable", "Arn");
-    let mut s = vec![own_logs];
-    match function {
-        "forwarder" => {
-            s.push(statement(&logs_rw, vec![logs_table_arn()]));
-            s.push(statement(&conns_fanout, vec![conns]));
-            s.push(push);
-            s.push(statement(
-                &["sqs:SendMessage"],
-                vec![att("ForwarderDeadLetterQueue", "Arn")],
-            ));
-        }
-        "api" => {
-            s.push(statement(&logs_rw, vec![logs_table_arn()]));
-            s.push(statement(&conns_fanout, vec![conns]));
-            s.push(read_source);
-            s.push(secret);
-            s.push(push);
-        }
-        "websocket" => {
-            s.push(statement(
-                &["dynamodb:GetItem", "dynamodb:Query"],
-                vec![logs_table_arn()],
-            ));
-            s.push(statement(&conns_all, vec![conns]));
-            s.push(secret);
-            s.push(push);
-        }
-        _ => {
-            s.push(statement(&logs_rw, vec![logs_table_arn()]));
-            s.push(statement(&conns_fanout, vec![conns]));
-            s.push(read_source);
-            s.push(push);
-        }
-    }
-    s
 }
 
 fn parameters(t: &mut Template) {
