@@ -199,6 +199,25 @@ async fn pipes_grep_head_and_json() {
         String::from_utf8_lossy(&head.stderr)
     );
 
+    // --index and --timestamps prefix the raw message: "<index> <RFC 3339 UTC> <message>".
+    let decorated = output(s.runvoy(&[
+        "logs",
+        "pipe-1",
+        "--index",
+        "--timestamps",
+        "--since-index",
+        "99",
+        "--no-follow",
+    ]))
+    .await;
+    let first = stdout_lines(&decorated)[0].clone();
+    let parts: Vec<&str> = first.splitn(3, ' ').collect();
+    assert_eq!(parts[0], "100", "{first}");
+    assert!(
+        parts[1].len() == 24 && parts[1].ends_with('Z') && parts[1].contains('T'),
+        "{first}"
+    );
+    assert_eq!(parts[2], "error 100", "{first}");
     let json = output(s.runvoy(&["logs", "pipe-1", "--json", "--since-index", "4990"])).await;
     let objs: Vec<serde_json::Value> = stdout_lines(&json)
         .iter()
