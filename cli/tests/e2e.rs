@@ -317,3 +317,56 @@ async fn stdout_carries_only_log_lines_and_stderr_stays_quiet_off_a_terminal() {
     assert_eq!(err, "");
     assert_eq!(code, Some(1), "STOPPED without an exit code exits 1");
 }
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`) and returns what the terminal saw.
+fn on_terminal(args: &str, no_color: bool) -> String {
+    let mut c = std::process::Command::new("script");
+    c.args([
+        "-qec",
+        &format!("{} {args}", env!("CARGO_BIN_EXE_runvoy")),
+        "/dev/null",
+    ])
+    .env(
+        "RUNVOY_API_URL",
+        format!("http://127.0.0.1:{}", common::free_port()),
+    )
+    .env("RUNVOY_API_KEY", "k")
+    .env("XDG_CONFIG_HOME", common::temp_dir("tty"))
+    .stdin(Stdio::null());
+    if no_color {
+        c.env("NO_COLOR", "1");
+    } else {
+        c.env_remove("NO_COLOR");
+    }
+    let out = c.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn errors_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let coloured = on_terminal("logs x", false);
+    assert!(coloured.contains("\x1b[31merror:"), "{coloured:?}");
+    let plain = on_terminal("logs x", true);
+    assert!(
+        plain.contains("error: cannot reach") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    // Off a terminal: no escape codes either (stderr is a pipe here).
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_runvoy"))
+        .args([
+            "logs",
+            "x",
+            "--api-url",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+            "--api-key",
+            "k",
+        ])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        err.starts_with("error: ") && !err.contains('\x1b'),
+        "{err:?}"
+    );
+}
