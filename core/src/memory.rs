@@ -15,7 +15,7 @@ use crate::error::{CommitError, StoreError};
 use crate::model::{Connection, Head, LogEvent, SourceEvent};
 use crate::ports::{
     Clock, Commit, ConnectionStore, HeadReader, LogReader, LogSource, LogWriter, Metric, Metrics,
-    PushError, Pusher, SourcePage,
+    PushError, Pusher, SourcePage, check_read_item,
 };
 
 /// A future that is pending once, then ready: an await point a scheduler can switch at.
@@ -204,9 +204,7 @@ impl LogReader for MemoryStore {
             let mut out = Vec::new();
             if let Some(s) = state.get(execution_id).filter(|_| after < through) {
                 for (idx, (e, exp)) in s.events.range(after + 1..=through).take(limit) {
-                    if *exp <= now || *idx != after + 1 + out.len() as u64 {
-                        return Err(StoreError::Expired(execution_id.to_string()));
-                    }
+                    check_read_item(execution_id, after, out.len(), *idx, *exp, now)?;
                     out.push(e.clone());
                 }
             }

@@ -64,6 +64,23 @@ pub trait LogReader: HeadReader {
     ) -> Result<Vec<LogEvent>, StoreError>;
 }
 
+/// The rule every [`LogReader`] applies to each item it reads for `(after, …]`: an item past its
+/// expiry, or one that is not the next index, means the range is no longer complete (I8), and
+/// is reported as [`StoreError::Expired`] rather than skipped.
+pub fn check_read_item(
+    execution_id: &str,
+    after: u64,
+    read_so_far: usize,
+    index: u64,
+    expires_at: i64,
+    now_secs: i64,
+) -> Result<(), StoreError> {
+    if expires_at <= now_secs || index != after + 1 + read_so_far as u64 {
+        return Err(StoreError::Expired(execution_id.to_string()));
+    }
+    Ok(())
+}
+
 /// Every store capability at once, for wiring.
 pub trait LogStore: LogWriter + LogReader {}
 impl<T: LogWriter + LogReader> LogStore for T {}

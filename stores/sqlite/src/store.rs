@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use runvoy_core::ports::{Commit, ConnectionStore, HeadReader, LogReader, LogWriter};
+use runvoy_core::ports::{
+    Commit, ConnectionStore, HeadReader, LogReader, LogWriter, check_read_item,
+};
 use runvoy_core::{CommitError, Connection, Head, LogEvent, SourceEvent, StoreError};
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
@@ -185,9 +187,7 @@ impl LogReader for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (e, expires_at) = row.map_err(sql)?;
-            if expires_at <= now || e.index != after + 1 + out.len() as u64 {
-                return Err(StoreError::Expired(execution_id.to_string()));
-            }
+            check_read_item(execution_id, after, out.len(), e.index, expires_at, now)?;
             out.push(e);
         }
         Ok(out)

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
-use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter};
+use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter, check_read_item};
 use runvoy_core::{CommitError, Head, LogEvent, SourceEvent, StoreError};
 
 use super::item::{self, Item, n, s};
@@ -467,9 +467,7 @@ impl LogReader for DynamoStore {
                     if e.index <= after || e.index > through {
                         continue;
                     }
-                    if expires_at <= now || e.index != after + 1 + out.len() as u64 {
-                        return Err(StoreError::Expired(execution_id.to_string()));
-                    }
+                    check_read_item(execution_id, after, out.len(), e.index, expires_at, now)?;
                     out.push(e);
                     if out.len() >= limit {
                         return Ok(out);
