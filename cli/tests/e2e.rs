@@ -370,3 +370,72 @@ fn errors_are_coloured_only_on_a_terminal_and_never_with_no_color() {
         "{err:?}"
     );
 }
+
+#[test]
+fn configuration_comes_from_flags_then_environment_then_the_config_file() {
+    let dir = common::temp_dir("config");
+    let (a, b, c, d) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    std::fs::create_dir_all(dir.join("runvoy")).unwrap();
+    std::fs::write(
+        dir.join("runvoy/config.toml"),
+        format!(
+            "default_profile = \"local\"\n[profiles.local]\napi_url = \"http://127.0.0.1:{a}\"\napi_key = \"k\"\n\
+             [profiles.prod]\napi_url = \"http://127.0.0.1:{b}\"\napi_key = \"k\"\n"
+        ),
+    )
+    .unwrap();
+    let url_tried = |args: &[&str], env: &[(&str, String)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runvoy"));
+        cmd.args(["status", "x"])
+            .args(args)
+            .env("XDG_CONFIG_HOME", &dir);
+        for k in ["RUNVOY_API_URL", "RUNVOY_API_KEY", "RUNVOY_PROFILE"] {
+            cmd.env_remove(k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.split("API at ")
+            .nth(1)
+            .and_then(|s| s.split(':').nth(2))
+            .map(|p| p.to_string())
+            .unwrap_or(err)
+    };
+    assert_eq!(
+        url_tried(&[], &[]),
+        a.to_string(),
+        "the file's default profile"
+    );
+    assert_eq!(
+        url_tried(&[], &[("RUNVOY_PROFILE", "prod".into())]),
+        b.to_string(),
+        "RUNVOY_PROFILE"
+    );
+    assert_eq!(
+        url_tried(&["--profile", "prod"], &[]),
+        b.to_string(),
+        "--profile"
+    );
+    let env_url = [("RUNVOY_API_URL", format!("http://127.0.0.1:{c}"))];
+    assert_eq!(
+        url_tried(&[], &env_url),
+        c.to_string(),
+        "environment over the file"
+    );
+    let flag = format!("http://127.0.0.1:{d}");
+    assert_eq!(
+        url_tried(&["--api-url", &flag], &env_url),
+        d.to_string(),
+        "flag over the environment"
+    );
+    let unknown = url_tried(&["--profile", "staging"], &[]);
+    assert!(unknown.contains("profile 'staging' is not in"), "{unknown}");
+}
