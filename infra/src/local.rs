@@ -1,5 +1,7 @@
 //! `deploy up --env local`: the whole stack in the foreground, until Ctrl+C.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use runvoy_config::{Config, Profile};
 use runvoy_local::{LocalConfig, LocalStack};
@@ -7,9 +9,13 @@ use runvoy_local::{LocalConfig, LocalStack};
 use crate::UpArgs;
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".runvoy/local"));
     let config = LocalConfig {
         listen: args.listen,
-        state_dir: args.state_dir.clone(),
+        state_dir: state_dir.clone(),
         api_key: args.api_key,
         chaos: args.chaos.unwrap_or_default(),
         ..LocalConfig::default()
@@ -20,7 +26,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  HTTP API:   {}", stack.http_url());
     println!("  WebSocket:  {}", stack.websocket_url());
     println!("  API key:    {}", stack.api_key);
-    println!("  state:      {}", args.state_dir.display());
+    println!("  state:      {}", state_dir.display());
     if let Some(c) = chaos {
         println!("  chaos:      {c}");
     }
@@ -34,9 +40,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 api_key: stack.api_key.clone(),
             },
         );
+        // The stack just started is the one the CLI talks to.
+        cfg.default_profile = Some("local".into());
         cfg.save(&path)
             .with_context(|| "writing the CLI config".to_string())?;
-        println!("  CLI config: {} (profile \"local\")", path.display());
+        println!(
+            "  CLI config: {} (profile \"local\", the default)",
+            path.display()
+        );
     }
     println!("Press Ctrl+C to stop.");
     wait_for_signal().await;
@@ -46,7 +57,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -2,6 +2,7 @@
 
 mod aws;
 mod local;
+mod sim;
 mod smoke;
 mod template;
 
@@ -25,8 +26,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Bring an environment up. `local` (the default) runs the whole stack on this machine in
-    /// the foreground until Ctrl+C.
-    Up(UpArgs),
+    /// the foreground until Ctrl+C; `sim` runs the AWS path (the template, the function
+    /// binaries, AWS's rules) on moto, also in the foreground.
+    Up(Box<UpArgs>),
     /// Show what `up` would change on AWS (a change set, not executed).
     Diff(aws::AwsArgs),
     /// Delete an environment's stack.
@@ -48,21 +50,37 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct UpArgs {
-    /// Environment name: `local`, or one with a `deployments/<env>.toml`.
+    /// Environment name: `local`, `sim`, or one with a `deployments/<env>.toml`.
     #[arg(long, default_value = "local")]
     env: String,
-    /// Address of the local HTTP API and WebSocket.
+    /// Address of the HTTP API (local: and WebSocket).
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    /// Where the local stack keeps its database and credentials.
-    #[arg(long, default_value = ".runvoy/local")]
-    state_dir: PathBuf,
+    /// Where the stack keeps its state (default .runvoy/<env>).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// API key to accept (default: generated once and kept in the state directory).
     #[arg(long, env = "RUNVOY_LOCAL_API_KEY")]
     api_key: Option<String>,
-    /// Make the subscription emulator misbehave, e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500.
+    /// Make the subscription emulator misbehave, e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500;
+    /// ws-cut-ms=2000 cuts every WebSocket connection 2 s after it opened.
     #[arg(long)]
     chaos: Option<runvoy_local::Chaos>,
+    /// sim: the template to deploy (default: the rendered one).
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// sim: prebuilt function binaries (`<dir>/forwarder`, …) instead of building them.
+    #[arg(long)]
+    functions: Option<PathBuf>,
+    /// sim: address of the WebSocket API (default: the port after --listen).
+    #[arg(long)]
+    websocket_listen: Option<SocketAddr>,
+    /// sim: the ProjectName of the stack (resource names), so several sims can share a moto.
+    #[arg(long, default_value = "runvoy")]
+    project: String,
+    /// sim: the account's GetLogEvents quota shared by every function, calls per second.
+    #[arg(long, default_value_t = 25.0)]
+    get_log_events_per_sec: f64,
     /// Do not write the CLI config file.
     #[arg(long)]
     no_config: bool,
@@ -72,7 +90,8 @@ struct UpArgs {
     /// AWS profile (AWS environments).
     #[arg(long)]
     profile: Option<String>,
-    /// Emulator endpoint instead of AWS (AWS environments).
+    /// Emulator endpoint instead of AWS (AWS environments); sim: an existing moto started
+    /// with scripts/moto-server (default: start one).
     #[arg(long)]
     endpoint_url: Option<String>,
     /// Apply without asking (AWS environments).
@@ -107,7 +126,7 @@ impl UpArgs {
 
 #[derive(Debug, clap::Args)]
 struct SmokeArgs {
-    /// `local` (a running `deploy up`), or an AWS environment.
+    /// `local` or `sim` (a running `deploy up`), or an AWS environment.
     #[arg(long, default_value = "local")]
     env: String,
     /// API URL (default: the environment's CLI profile or stack output).
@@ -140,7 +159,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) if args.env == "local" => local::up(args).await,
+            Command::Up(args) if args.env == "local" => local::up(*args).await,
+            Command::Up(args) if args.env == "sim" => sim::up(*args).await,
             Command::Render { json } => {
                 let t = template::backend();
                 if json {
@@ -183,7 +203,7 @@ async fn smoke(a: SmokeArgs) -> anyhow::Result<()> {
             a.env
         );
     };
-    let sink = if a.env == "local" {
+    let sink = if a.env == "local" || a.env == "sim" {
         smoke::Sink::Local
     } else {
         a.aws.sink(&a.env).await?

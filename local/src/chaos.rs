@@ -1,10 +1,12 @@
-//! `--chaos dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500`: how badly the local subscription
-//! emulator behaves (spec §3).
+//! `--chaos dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500,ws-cut-ms=2000`: how badly the
+//! subscription emulator behaves (spec §3), and how often WebSocket connections are cut.
 
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Error)]
-#[error("invalid --chaos value: {0} (expected e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500)")]
+#[error(
+    "invalid --chaos value: {0} (expected e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500,ws-cut-ms=2000)"
+)]
 pub struct ChaosError(String);
 
 /// Probabilities (0.0–1.0) and a delay range for every delivered batch.
@@ -18,11 +20,14 @@ pub struct Chaos {
     pub drop: f64,
     /// Each delivery waits a random time in this range (ms), concurrently with the others.
     pub delay_ms: (u64, u64),
+    /// Every WebSocket connection is cut (no close frame) this long after it opened.
+    pub ws_cut_ms: Option<u64>,
 }
 
 impl Chaos {
+    /// Whether subscription delivery is calm (in order, once, at once).
     pub fn is_calm(&self) -> bool {
-        self == &Chaos::default()
+        self.dup == 0.0 && self.reorder == 0.0 && self.drop == 0.0 && self.delay_ms == (0, 0)
     }
 }
 
@@ -64,6 +69,15 @@ impl std::str::FromStr for Chaos {
                     }
                     c.delay_ms = (lo, hi);
                 }
+                "ws-cut-ms" => {
+                    let ms: u64 = v.parse().map_err(|_| {
+                        ChaosError(format!("ws-cut-ms={v} is not a number of milliseconds"))
+                    })?;
+                    if ms < 100 {
+                        return Err(ChaosError(format!("ws-cut-ms={v} must be at least 100")));
+                    }
+                    c.ws_cut_ms = Some(ms);
+                }
                 other => return Err(ChaosError(format!("unknown key '{other}'"))),
             }
         }
@@ -86,11 +100,23 @@ mod tests {
                 dup: 0.3,
                 reorder: 0.3,
                 drop: 0.05,
-                delay_ms: (0, 500)
+                delay_ms: (0, 500),
+                ws_cut_ms: None,
             }
         );
+        let cut: Chaos = "ws-cut-ms=2000".parse().unwrap();
+        assert_eq!(cut.ws_cut_ms, Some(2000));
+        assert!(cut.is_calm(), "cutting connections leaves delivery calm");
         assert!("".parse::<Chaos>().unwrap().is_calm());
-        for bad in ["dup=2", "dup", "lag=1", "delay-ms=5-1", "drop=x"] {
+        for bad in [
+            "dup=2",
+            "dup",
+            "lag=1",
+            "delay-ms=5-1",
+            "drop=x",
+            "ws-cut-ms=5",
+            "ws-cut-ms=x",
+        ] {
             assert!(bad.parse::<Chaos>().is_err(), "{bad}");
         }
     }

@@ -6,7 +6,7 @@ pub mod chaos;
 mod emulator;
 mod http;
 mod pusher;
-mod runner;
+pub mod runner;
 pub mod state;
 
 use std::net::SocketAddr;

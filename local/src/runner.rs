@@ -46,20 +46,22 @@ pub async fn start(app: Arc<App>, command: Vec<String>) -> Result<String, ApiErr
 }
 
 async fn pump(app: Arc<App>, execution_id: String, mut child: Child) {
-    let (tx, mut rx) = mpsc::channel::<String>(4096);
+    let (tx, mut rx) = mpsc::channel::<Vec<String>>(64);
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(read_lines(out, tx.clone()));
+        tokio::spawn(read_chunks(out, tx.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(read_lines(err, tx.clone()));
+        tokio::spawn(read_chunks(err, tx.clone()));
     }
     drop(tx);
     let mut buf: Vec<(i64, String)> = Vec::new();
     loop {
         tokio::select! {
-            line = rx.recv() => match line {
-                Some(l) => {
-                    buf.push((app.clock.now_ms(), l));
+            chunk = rx.recv() => match chunk {
+                Some(lines) => {
+                    // Lines of one read share a timestamp, as ECS's awslogs driver stamps them.
+                    let now = app.clock.now_ms();
+                    buf.extend(lines.into_iter().map(|l| (now, l)));
                     if buf.len() >= BATCH_LINES {
                         app.write_source(&execution_id, std::mem::take(&mut buf));
                     }
@@ -94,7 +96,7 @@ async fn pump(app: Arc<App>, execution_id: String, mut child: Child) {
     let _ = app.finish_run(&execution_id);
 }
 
-fn exit_status(s: std::process::ExitStatus) -> (Status, Option<i32>) {
+pub fn exit_status(s: std::process::ExitStatus) -> (Status, Option<i32>) {
     if let Some(code) = s.code() {
         let status = if code == 0 {
             Status::Succeeded
@@ -114,39 +116,47 @@ fn exit_status(s: std::process::ExitStatus) -> (Status, Option<i32>) {
 }
 
 /// Reads lines (lossy UTF-8, without the line ending), splitting any longer than
-/// [`MAX_LINE_BYTES`].
-async fn read_lines<R: AsyncRead + Unpin>(r: R, tx: mpsc::Sender<String>) {
+/// [`MAX_LINE_BYTES`], and sends the complete lines of each read together, as a log driver
+/// sees them.
+pub async fn read_chunks<R: AsyncRead + Unpin>(r: R, tx: mpsc::Sender<Vec<String>>) {
     let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut line: Vec<u8> = Vec::new();
     loop {
-        let (consumed, done) = match reader.fill_buf().await {
+        let chunk = match reader.fill_buf().await {
             Ok([]) | Err(_) => {
                 if !line.is_empty() {
-                    let _ = tx.send(to_text(&line)).await;
+                    let _ = tx.send(vec![to_text(&line)]).await;
                 }
                 return;
             }
-            Ok(chunk) => {
-                let room = MAX_LINE_BYTES - line.len();
-                match chunk.iter().take(room).position(|b| *b == b'\n') {
-                    Some(nl) => {
-                        line.extend_from_slice(&chunk[..nl]);
-                        (nl + 1, true)
-                    }
-                    None => {
-                        let n = chunk.len().min(room);
-                        line.extend_from_slice(&chunk[..n]);
-                        (n, line.len() >= MAX_LINE_BYTES)
-                    }
-                }
-            }
+            Ok(chunk) => chunk,
         };
-        reader.consume(consumed);
-        if done {
-            if tx.send(to_text(&line)).await.is_err() {
-                return;
+        let mut lines = Vec::new();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let room = MAX_LINE_BYTES - line.len();
+            match rest.iter().take(room).position(|b| *b == b'\n') {
+                Some(nl) => {
+                    line.extend_from_slice(&rest[..nl]);
+                    lines.push(to_text(&line));
+                    line.clear();
+                    rest = &rest[nl + 1..];
+                }
+                None => {
+                    let n = rest.len().min(room);
+                    line.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    if line.len() >= MAX_LINE_BYTES {
+                        lines.push(to_text(&line));
+                        line.clear();
+                    }
+                }
             }
-            line.clear();
+        }
+        let consumed = chunk.len();
+        reader.consume(consumed);
+        if !lines.is_empty() && tx.send(lines).await.is_err() {
+            return;
         }
     }
 }

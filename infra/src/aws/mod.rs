@@ -48,10 +48,10 @@ pub struct AwsArgs {
     pub no_config: bool,
 }
 
-struct Target {
-    env: EnvFile,
-    region: String,
-    stack: String,
+pub(crate) struct Target {
+    pub env: EnvFile,
+    pub region: String,
+    pub stack: String,
 }
 
 fn target(args: &AwsArgs) -> anyhow::Result<Target> {
@@ -163,11 +163,33 @@ pub async fn up(args: &AwsArgs) -> anyhow::Result<()> {
     }
     let arts = arts?;
     let sdk = sdk(args, &t.region).await?;
-    let s3 = s3_client(&sdk, args.endpoint_url.is_some());
+    let (outputs, new_key) =
+        apply(args, &t, &sdk, &arts, &template::backend().to_yaml(), None).await?;
+    for (k, v) in &outputs {
+        println!("{k} = {v}");
+    }
+    if !args.no_config {
+        write_profile(args, &sdk, &outputs, new_key).await?;
+    }
+    Ok(())
+}
+
+/// Uploads the artifacts, then creates and executes the change set of `body`; returns the
+/// stack's outputs and the API key it was created with (when it was created). `api_key` sets
+/// the key instead of generating one on creation.
+pub(crate) async fn apply(
+    args: &AwsArgs,
+    t: &Target,
+    sdk: &aws_config::SdkConfig,
+    arts: &[artifacts::Artifact],
+    body: &str,
+    api_key: Option<String>,
+) -> anyhow::Result<(Vec<(String, String)>, Option<String>)> {
+    let s3 = s3_client(sdk, args.endpoint_url.is_some());
     let bucket = match &t.env.artifacts_bucket {
         Some(b) => b.clone(),
         None => {
-            let id = aws_sdk_sts::Client::new(&sdk)
+            let id = aws_sdk_sts::Client::new(sdk)
                 .get_caller_identity()
                 .send()
                 .await
@@ -181,7 +203,7 @@ pub async fn up(args: &AwsArgs) -> anyhow::Result<()> {
         }
     };
     ensure_bucket(&s3, &bucket, &t.region).await?;
-    for a in &arts {
+    for a in arts {
         let key = a.key();
         if s3
             .head_object()
@@ -205,25 +227,27 @@ pub async fn up(args: &AwsArgs) -> anyhow::Result<()> {
         eprintln!("  uploaded     s3://{bucket}/{key}");
     }
     let stacks = Stacks {
-        client: aws_sdk_cloudformation::Client::new(&sdk),
+        client: aws_sdk_cloudformation::Client::new(sdk),
         name: t.stack.clone(),
     };
     let exists = stacks.status().await?.is_some();
-    let new_key = (!exists).then(|| runvoy_local::state::random_hex(24));
+    let new_key = match api_key {
+        Some(k) => Some(k),
+        None => (!exists).then(|| runvoy_local::state::random_hex(24)),
+    };
     let mut params: Vec<(String, Option<String>)> = vec![
         ("ProjectName".into(), Some(t.env.project.clone())),
         ("ArtifactsBucket".into(), Some(bucket.clone())),
         ("Architecture".into(), Some(t.env.architecture.clone())),
         ("ApiKey".into(), new_key.clone()),
     ];
-    for a in &arts {
+    for a in arts {
         params.push((format!("{}CodeKey", a.id), Some(a.key())));
     }
     for (k, v) in &t.env.parameters {
         params.push((k.clone(), Some(v.clone())));
     }
-    let body = template::backend().to_yaml();
-    match stacks.plan(&body, &params).await? {
+    match stacks.plan(body, &params).await? {
         Plan::NoChanges => eprintln!("no changes: stack {} is up to date", t.stack),
         Plan::Changes { name, kind, lines } => {
             eprintln!("change set for {} ({}):", t.stack, kind.as_str());
@@ -237,14 +261,7 @@ pub async fn up(args: &AwsArgs) -> anyhow::Result<()> {
             stacks.apply(&name).await?;
         }
     }
-    let outputs = stacks.outputs().await?;
-    for (k, v) in &outputs {
-        println!("{k} = {v}");
-    }
-    if !args.no_config {
-        write_profile(args, &sdk, &outputs, new_key).await?;
-    }
-    Ok(())
+    Ok((stacks.outputs().await?, new_key))
 }
 
 fn confirm(args: &AwsArgs) -> anyhow::Result<bool> {

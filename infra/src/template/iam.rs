@@ -12,11 +12,13 @@ fn statement(actions: &[&str], resources: Vec<Value>) -> Value {
 
 /// What each function may do, and nothing more.
 pub(super) fn permissions(function: &str) -> Vec<Value> {
+    // A commit is one transaction: its Put and Update actions are checked one by one.
     let logs_rw = [
         "dynamodb:GetItem",
         "dynamodb:BatchGetItem",
         "dynamodb:Query",
         "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
     ];
     let conns_fanout = [
         "dynamodb:GetItem",

@@ -1,0 +1,295 @@
+//! The gate between the functions and moto. Every AWS call a function makes comes here (its
+//! `AWS_ENDPOINT_URL`); the gate finds the function by the access key it signed with, makes the
+//! checks AWS would (IAM per action and resource, the account's `GetLogEvents` quota), answers
+//! `AccessDeniedException` / `ThrottlingException` the way the service does, and forwards
+//! everything else to moto untouched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::iam::{self, Check, Policy};
+use crate::template::Place;
+
+/// Largest request body forwarded (DynamoDB's limit is 16 MB per batch).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Who signs with an access key: a function and its role's policy.
+pub struct Caller {
+    pub function: String,
+    pub policy: Arc<Policy>,
+}
+
+/// A token bucket: `rate` calls per second, bursting to one second's worth.
+pub struct Quota {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Quota {
+    pub fn new(rate: f64) -> Quota {
+        Quota {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    pub fn try_take(&self) -> bool {
+        let mut s = self.state.lock().expect("quota lock");
+        let now = Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate.max(1.0));
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the gate saw, per function.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct GateStats {
+    /// `function → action → calls forwarded`.
+    pub calls: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Refused checks: `(function, action, resource)`.
+    pub denied: Vec<(String, String, String)>,
+    /// `GetLogEvents` calls refused by the shared quota.
+    pub throttled: u64,
+}
+
+pub struct Gate {
+    moto: String,
+    http: reqwest::Client,
+    callers: Arc<HashMap<String, Caller>>,
+    place: Place,
+    quota: Quota,
+    stats: Mutex<GateStats>,
+}
+
+impl Gate {
+    pub fn new(
+        moto: String,
+        callers: Arc<HashMap<String, Caller>>,
+        place: Place,
+        get_log_events_per_sec: f64,
+    ) -> Gate {
+        Gate {
+            moto: moto.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            callers,
+            place,
+            quota: Quota::new(get_log_events_per_sec),
+            stats: Mutex::default(),
+        }
+    }
+
+    pub fn stats(&self) -> GateStats {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> tokio::task::JoinHandle<()> {
+        let router = Router::new().fallback(handle).with_state(self);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        })
+    }
+
+    /// The checks of one request, or the refusal to send.
+    fn admit(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
+        let target = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let json_1_0 = target.starts_with("DynamoDB_");
+        let key = access_key(headers);
+        let Some(caller) = key.as_deref().and_then(|k| self.callers.get(k)) else {
+            return Err(Box::new(aws_error(
+                json_1_0,
+                403,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )));
+        };
+        let denied =
+            |msg: String| Box::new(aws_error(json_1_0, 400, "AccessDeniedException", &msg));
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let checks = iam::checks(&target, &body, &self.place).map_err(|why| {
+            self.record_denied(&caller.function, &Check::new(target.clone(), "?"));
+            denied(format!(
+                "User: {} is not authorized: {why}",
+                caller.policy.principal
+            ))
+        })?;
+        for c in &checks {
+            if let Err(msg) = caller.policy.check(c) {
+                self.record_denied(&caller.function, c);
+                eprintln!("sim: IAM denied {}: {msg}", caller.function);
+                return Err(denied(msg));
+            }
+        }
+        let op = target.rsplit('.').next().unwrap_or_default();
+        if target.starts_with("Logs_") && op == "GetLogEvents" && !self.quota.try_take() {
+            self.stats.lock().expect("stats lock").throttled += 1;
+            return Err(Box::new(aws_error(
+                false,
+                400,
+                "ThrottlingException",
+                "Rate exceeded",
+            )));
+        }
+        let service = target.split('_').next().unwrap_or(&target).to_lowercase();
+        *self
+            .stats
+            .lock()
+            .expect("stats lock")
+            .calls
+            .entry(caller.function.clone())
+            .or_default()
+            .entry(format!("{service}:{op}"))
+            .or_default() += 1;
+        Ok(())
+    }
+
+    fn record_denied(&self, function: &str, c: &Check) {
+        self.stats.lock().expect("stats lock").denied.push((
+            function.to_string(),
+            c.action.clone(),
+            c.resource.clone(),
+        ));
+    }
+
+    async fn forward(&self, req: Request, body: axum::body::Bytes) -> Response {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let mut out = self
+            .http
+            .request(req.method().clone(), format!("{}{path}", self.moto))
+            .body(body);
+        for (k, v) in req.headers() {
+            if k != "host" && k != "content-length" {
+                out = out.header(k, v);
+            }
+        }
+        match out.send().await {
+            Ok(r) => {
+                let status = r.status();
+                let headers = r.headers().clone();
+                let bytes = r.bytes().await.unwrap_or_default();
+                let mut resp = Response::new(Body::from(bytes));
+                *resp.status_mut() = status;
+                for (k, v) in &headers {
+                    if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                        resp.headers_mut().insert(k, v.clone());
+                    }
+                }
+                resp
+            }
+            Err(e) => aws_error(
+                false,
+                503,
+                "ServiceUnavailableException",
+                &format!("the sim could not reach moto: {e}"),
+            ),
+        }
+    }
+}
+
+async fn handle(State(gate): State<Arc<Gate>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+        return aws_error(
+            false,
+            413,
+            "RequestEntityTooLarge",
+            "request body too large",
+        );
+    };
+    if let Err(refusal) = gate.admit(&parts.headers, &bytes) {
+        return *refusal;
+    }
+    gate.forward(Request::from_parts(parts, Body::empty()), bytes)
+        .await
+}
+
+/// The access key id of a SigV4 `Authorization` header.
+pub fn access_key(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?;
+    Some(cred.split('/').next()?.to_string())
+}
+
+/// An error as a JSON-protocol AWS service writes it.
+pub fn aws_error(json_1_0: bool, status: u16, code: &str, message: &str) -> Response {
+    let (ctype, body) = if json_1_0 {
+        (
+            "application/x-amz-json-1.0",
+            json!({"__type": format!("com.amazon.coral.service#{code}"), "Message": message}),
+        )
+    } else {
+        (
+            "application/x-amz-json-1.1",
+            json!({"__type": code, "message": message}),
+        )
+    };
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        "x-amzn-errortype",
+        HeaderValue::from_str(code).unwrap_or(HeaderValue::from_static("Error")),
+    );
+    r
+}
+
+/// Binds the gate on an ephemeral loopback port.
+pub async fn bind() -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_refuses_above_its_rate() {
+        let q = Quota::new(5.0);
+        let granted = (0..20).filter(|_| q.try_take()).count();
+        assert_eq!(granted, 5, "one second's burst, then refusals");
+    }
+
+    #[test]
+    fn the_access_key_is_read_from_the_signature() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=ASIAFORWARDER/20261201/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=x",
+            ),
+        );
+        assert_eq!(access_key(&h).as_deref(), Some("ASIAFORWARDER"));
+    }
+}

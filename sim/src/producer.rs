@@ -1,0 +1,401 @@
+//! The producers of the sim, in place of ECS tasks: `POST /local/v1/streams/{id}/events` writes
+//! lines with `PutLogEvents` into the runner group on moto; `POST /local/v1/executions` runs a
+//! command, writes its output the way ECS's awslogs driver does (lines of one read share a
+//! millisecond) and emits the ECS "Task State Change" events at its start and stop. Plus the
+//! sim's own controls: `POST /local/v1/sim/ttl-sweep` and `GET /local/v1/sim/stats`.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use runvoy_core::api::{ApiError, validate_execution_id};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::Shared;
+
+/// CloudWatch's `PutLogEvents` limits: events and bytes (each event counts 26 bytes more).
+const PUT_EVENTS: usize = 10_000;
+const PUT_BYTES: usize = 1_048_576;
+/// CloudWatch's largest event.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// How long the runner holds lines before writing them (ECS's awslogs driver: up to 5 s).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/local/v1/executions", post(run_command))
+        .route("/local/v1/streams/{id}/events", post(put_events))
+        .route("/local/v1/sim/ttl-sweep", post(ttl_sweep))
+        .route("/local/v1/sim/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(shared)
+}
+
+fn respond(status: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error(e: ApiError) -> Response {
+    let r = e.into_response();
+    (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "application/json")],
+        r.body,
+    )
+        .into_response()
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    shared.keys.check(key).map_err(ApiError::from_denied)
+}
+
+async fn body_json<T: for<'a> Deserialize<'a>>(body: Body, example: &str) -> Result<T, ApiError> {
+    let bytes = to_bytes(body, 16 * 1024 * 1024).await.map_err(|_| {
+        ApiError::new(
+            413,
+            "payload_too_large",
+            "the request body is larger than 16 MB; send smaller batches",
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body must be JSON like {example}: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEvents {
+    events: Vec<PutEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEvent {
+    timestamp: Option<i64>,
+    message: String,
+}
+
+async fn put_events(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        authorize(&shared, &headers)?;
+        validate_execution_id(&id)?;
+        let req: PutEvents = body_json(body, r#"{"events":[{"message":"…"}]}"#).await?;
+        if req.events.len() > PUT_EVENTS {
+            return Err(ApiError::new(
+                413,
+                "payload_too_large",
+                format!("at most {PUT_EVENTS} events per request; send smaller batches"),
+            ));
+        }
+        if let Some(big) = req
+            .events
+            .iter()
+            .position(|e| e.message.len() > MAX_EVENT_BYTES)
+        {
+            return Err(ApiError::new(
+                413,
+                "payload_too_large",
+                format!("event {big} is larger than CloudWatch's 1 MB event limit"),
+            ));
+        }
+        let now = crate::lambda::now_ms();
+        let lines: Vec<(i64, String)> = req
+            .events
+            .into_iter()
+            .map(|e| (e.timestamp.unwrap_or(now), e.message))
+            .collect();
+        let n = lines.len();
+        shared.create_stream(&id).await?;
+        shared.put(&id, lines).await?;
+        Ok(respond(200, json!({"execution_id": id, "accepted": n})))
+    }
+    .await;
+    result.unwrap_or_else(error)
+}
+
+impl Shared {
+    pub(crate) async fn create_stream(&self, id: &str) -> Result<(), ApiError> {
+        let r = self
+            .logs
+            .create_log_stream()
+            .log_group_name(&self.group)
+            .log_stream_name(self.stream_name(id))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceAlreadyExistsException") => Ok(()),
+            Err(e) => Err(ApiError::new(
+                502,
+                "source_unavailable",
+                format!(
+                    "CloudWatch Logs (moto) refused CreateLogStream: {}",
+                    e.message().unwrap_or("no message")
+                ),
+            )),
+        }
+    }
+
+    pub(crate) fn stream_name(&self, id: &str) -> String {
+        self.stream_template.replace("{execution_id}", id)
+    }
+
+    /// `PutLogEvents` in CloudWatch's batches: chronological (a stable sort, so lines of one
+    /// millisecond keep their order), ≤ 10,000 events, ≤ 1 MB.
+    pub(crate) async fn put(
+        &self,
+        id: &str,
+        mut lines: Vec<(i64, String)>,
+    ) -> Result<(), ApiError> {
+        lines.sort_by_key(|l| l.0);
+        let stream = self.stream_name(id);
+        let mut batch: Vec<InputLogEvent> = Vec::new();
+        let mut bytes = 0;
+        let total = lines.len();
+        for (i, (ts, message)) in lines.into_iter().enumerate() {
+            let size = message.len() + 26;
+            if !batch.is_empty() && (batch.len() == PUT_EVENTS || bytes + size > PUT_BYTES) {
+                self.put_batch(&stream, std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(
+                InputLogEvent::builder()
+                    .timestamp(ts)
+                    .message(message)
+                    .build()
+                    .expect("timestamp and message are set"),
+            );
+            if i + 1 == total {
+                self.put_batch(&stream, std::mem::take(&mut batch)).await?;
+            }
+        }
+        if let Some(s) = &self.subscription {
+            s.poke();
+        }
+        Ok(())
+    }
+
+    async fn put_batch(&self, stream: &str, batch: Vec<InputLogEvent>) -> Result<(), ApiError> {
+        let out = self
+            .logs
+            .put_log_events()
+            .log_group_name(&self.group)
+            .log_stream_name(stream)
+            .set_log_events(Some(batch))
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    502,
+                    "source_unavailable",
+                    format!(
+                        "CloudWatch Logs (moto) refused PutLogEvents: {}",
+                        e.message().unwrap_or("no message")
+                    ),
+                )
+            })?;
+        if let Some(r) = out.rejected_log_events_info() {
+            return Err(ApiError::bad_request(format!(
+                "CloudWatch Logs rejected events (too old: up to index {:?}, too new: from index {:?}); timestamps must be within the last 14 days and at most 2 hours ahead",
+                r.too_old_log_event_end_index(),
+                r.too_new_log_event_start_index()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    command: Vec<String>,
+}
+
+async fn run_command(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        authorize(&shared, &headers)?;
+        let req: RunRequest = body_json(body, r#"{"command":["sh","-c","echo hi"]}"#).await?;
+        let id = start(shared.clone(), req.command).await?;
+        Ok::<_, ApiError>(respond(
+            201,
+            json!({"execution_id": id, "status": "RUNNING"}),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(error)
+}
+
+/// Starts `command` as an ECS task would run it; returns the execution (task) id once its
+/// stream exists.
+async fn start(shared: Arc<Shared>, command: Vec<String>) -> Result<String, ApiError> {
+    let Some(program) = command.first().filter(|p| !p.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "command must be a non-empty array of strings, e.g. [\"sh\",\"-c\",\"echo hi\"]",
+        ));
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(&command[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))?;
+    let id = runvoy_local::state::random_hex(16);
+    shared.create_stream(&id).await?;
+    shared.task_event(&id, "RUNNING", None);
+    let (tx, mut rx) = mpsc::channel::<Vec<String>>(64);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(runvoy_local::runner::read_chunks(out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(runvoy_local::runner::read_chunks(err, tx.clone()));
+    }
+    drop(tx);
+    let task_id = id.clone();
+    tokio::spawn(async move {
+        let mut buf: Vec<(i64, String)> = Vec::new();
+        loop {
+            tokio::select! {
+                chunk = rx.recv() => match chunk {
+                    Some(lines) => {
+                        let now = crate::lambda::now_ms();
+                        buf.extend(lines.into_iter().map(|l| (now, l)));
+                        if buf.len() >= PUT_EVENTS {
+                            write(&shared, &task_id, &mut buf).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(FLUSH_EVERY), if !buf.is_empty() => {
+                    write(&shared, &task_id, &mut buf).await;
+                }
+            }
+        }
+        write(&shared, &task_id, &mut buf).await;
+        let code = match child.wait().await {
+            Ok(s) => runvoy_local::runner::exit_status(s).1,
+            Err(_) => None,
+        };
+        shared.task_event(&task_id, "STOPPED", code);
+    });
+    Ok(id)
+}
+
+async fn write(shared: &Shared, id: &str, buf: &mut Vec<(i64, String)>) {
+    if buf.is_empty() {
+        return;
+    }
+    let lines = std::mem::take(buf);
+    for attempt in 0..5u32 {
+        match shared.put(id, lines.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("sim: writing task {id}'s output failed: {}", e.message);
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Emits an "ECS Task State Change" event for the runner task `id`.
+    fn task_event(&self, id: &str, status: &str, exit_code: Option<i32>) {
+        let p = &self.place;
+        let task_arn = format!(
+            "arn:aws:ecs:{}:{}:task/{}/{id}",
+            p.region, p.account, self.cluster
+        );
+        let cluster_arn = format!(
+            "arn:aws:ecs:{}:{}:cluster/{}",
+            p.region, p.account, self.cluster
+        );
+        let mut container = json!({"name": "runner", "lastStatus": status, "taskArn": task_arn});
+        if let Some(c) = exit_code {
+            container["exitCode"] = json!(c);
+        }
+        let mut detail = json!({
+            "clusterArn": cluster_arn,
+            "taskArn": task_arn,
+            "lastStatus": status,
+            "desiredStatus": if status == "STOPPED" { "STOPPED" } else { "RUNNING" },
+            "group": "family:runvoy-runner",
+            "launchType": "FARGATE",
+            "containers": [container],
+        });
+        if status == "STOPPED" {
+            detail["stopCode"] = json!("EssentialContainerExited");
+            detail["stoppedReason"] = json!("Essential container in task exited");
+        }
+        let matched = self
+            .bus
+            .put("aws.ecs", "ECS Task State Change", vec![task_arn], detail);
+        if status == "STOPPED" && matched.is_empty() {
+            eprintln!("sim: no rule matched the STOPPED event of task {id}; it will not complete");
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Sweep {
+    /// Sweep as if it were this time (ms); default now.
+    now: Option<i64>,
+}
+
+async fn ttl_sweep(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        authorize(&shared, &headers)?;
+        let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let req: Sweep = if bytes.is_empty() {
+            Sweep::default()
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body must be JSON like {{\"now\": 1767225600000}}: {e}"
+                ))
+            })?
+        };
+        let now = req.now.unwrap_or_else(crate::lambda::now_ms);
+        let deleted = shared
+            .sweeper
+            .sweep(now / 1000)
+            .await
+            .map_err(|e| ApiError::new(502, "sweep_failed", e))?;
+        Ok::<_, ApiError>(respond(200, json!({"deleted": deleted, "now": now})))
+    }
+    .await;
+    result.unwrap_or_else(error)
+}
+
+async fn stats(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&shared, &headers) {
+        return error(e);
+    }
+    respond(200, shared.stats())
+}
