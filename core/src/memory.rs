@@ -314,11 +314,15 @@ impl MemorySource {
             .or_default();
     }
 
-    /// Appends a line; returns the event with its new, unique id.
+    /// Appends a line; returns the event with its new, unique id. Ids are not in stream order
+    /// (CloudWatch's derived ids start with a digest), so nothing may order lines by id.
     pub fn put(&self, execution_id: &str, timestamp: i64, message: &str) -> SourceEvent {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let scrambled = (id as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
         let ev = SourceEvent {
-            event_id: format!("{id:020}"),
+            event_id: format!("{scrambled:016x}-{id}"),
             timestamp,
             message: message.to_string(),
         };

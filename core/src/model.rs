@@ -45,13 +45,6 @@ pub struct SourceEvent {
     pub message: String,
 }
 
-impl SourceEvent {
-    /// The order in which events of one batch are committed (I4).
-    pub fn order_key(&self) -> (i64, &str) {
-        (self.timestamp, self.event_id.as_str())
-    }
-}
-
 /// A committed line: immutable once written (I3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LogEvent {

@@ -565,13 +565,17 @@ fn check(
             ));
         }
     }
-    // I4: each delivered batch was committed in (timestamp, event_id) order, and out-of-order
-    // arrivals were counted, not dropped.
+    // I4: each delivered batch was committed in timestamp order, lines of one millisecond in
+    // source order, and out-of-order arrivals were counted, not dropped.
+    let position: HashMap<&str, usize> = source
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.event_id.as_str(), i))
+        .collect();
     for b in batches {
         for pair in b.windows(2) {
-            if pair[0].index >= pair[1].index
-                || (pair[0].timestamp, &pair[0].event_id) > (pair[1].timestamp, &pair[1].event_id)
-            {
+            let key = |e: &LogEvent| (e.timestamp, position[e.event_id.as_str()]);
+            if pair[0].index >= pair[1].index || key(&pair[0]) > key(&pair[1]) {
                 return Err(format!(
                     "I4: batch committed out of order at index {}",
                     pair[1].index

@@ -35,7 +35,9 @@ impl Deployer for ToolDeployer {
                 region: Some(d.region.clone()),
                 project: d.project.clone(),
                 stack_name: Some(d.stack_name.clone()),
-                artifacts_bucket: None,
+                // One bucket for every sim on a moto: zips are named by content, so each
+                // build is uploaded once.
+                artifacts_bucket: Some("runvoy-sim-artifacts".into()),
                 architecture: host_architecture().into(),
                 parameters: BTreeMap::new(),
             },

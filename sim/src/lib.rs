@@ -76,6 +76,8 @@ pub struct SimConfig {
     pub endpoint_url: Option<String>,
     /// Where the function binaries built for this machine are (`<dir>/forwarder`, …).
     pub functions_dir: PathBuf,
+    /// Where function code unpacked from S3 is kept, by S3 key (which names the content).
+    pub cache_dir: PathBuf,
     pub project: String,
     pub region: String,
     /// The account's `GetLogEvents` quota shared by every function (calls per second).
@@ -99,6 +101,7 @@ impl Default for SimConfig {
             template: String::new(),
             endpoint_url: None,
             functions_dir: PathBuf::from("target/debug"),
+            cache_dir: std::env::temp_dir().join("runvoy-sim-functions"),
             project: "runvoy".into(),
             region: "us-east-1".into(),
             get_log_events_per_sec: 25.0,

@@ -80,7 +80,10 @@ pub async fn bootstrap(
         .read_to_end(&mut data)
         .map_err(|e| fail(e.to_string()))?;
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-    let tmp = dir.join("bootstrap.partial");
+    let tmp = dir.join(format!(
+        "bootstrap.{}.partial",
+        runvoy_local::state::random_hex(4)
+    ));
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| fail(e.to_string()))?;
         f.write_all(&data).map_err(|e| fail(e.to_string()))?;

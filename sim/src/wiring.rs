@@ -139,7 +139,7 @@ pub(crate) async fn start(
             &s3,
             props["Code"]["S3Bucket"].as_str().unwrap_or_default(),
             props["Code"]["S3Key"].as_str().unwrap_or_default(),
-            &state.join("functions"),
+            &config.cache_dir,
         )
         .await?;
         let role = role_of(&resolver, fid)?;

@@ -1,21 +1,48 @@
-//! Shared helpers of the end-to-end tests: a local stack on a free port with its own state, the
-//! real `runvoy` binary, and a producer that writes through the local HTTP endpoints.
+//! Shared helpers of the end-to-end tests: a stack on a free port with its own state — the local
+//! stack (in process), or the sim (the `deploy up --env sim` binary on a moto of its own, which
+//! outlives the sim's restarts as AWS outlives a client's) — the real `runvoy` binary, and a
+//! producer that writes through the stack's `/local/v1` endpoints.
 
 #![allow(dead_code)]
 
+use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use runvoy_local::{Chaos, LocalConfig, LocalStack};
 use serde_json::{Value, json};
 
+/// Which stack a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    Sim,
+}
+
 pub struct Stack {
+    pub kind: Kind,
     pub stack: Option<LocalStack>,
+    sim: Option<Child>,
+    moto: Option<Child>,
+    moto_endpoint: String,
     pub dir: PathBuf,
     pub port: u16,
     pub key: String,
-    pub chaos: Chaos,
+    pub chaos: String,
+    project: String,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for c in [self.sim.as_mut(), self.moto.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -24,6 +51,16 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Two free ports in a row (the sim's WebSocket API listens on the port after the HTTP API).
+fn free_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -36,28 +73,82 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// The directory of the workspace's binaries (`target/debug`), built before the tests by
+/// `scripts/test` (`cargo build --profile test --bins`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 impl Stack {
-    pub async fn start(tag: &str, chaos: Option<&str>) -> Stack {
+    pub async fn start(kind: Kind, tag: &str, chaos: Option<&str>) -> Stack {
         let dir = temp_dir(tag);
-        let chaos: Chaos = chaos.unwrap_or("").parse().unwrap();
         let mut s = Stack {
+            kind,
             stack: None,
+            sim: None,
+            moto: None,
+            moto_endpoint: String::new(),
             dir,
-            port: free_port(),
+            port: if kind == Kind::Sim {
+                free_pair()
+            } else {
+                free_port()
+            },
             key: String::new(),
-            chaos,
+            chaos: chaos.unwrap_or("").to_string(),
+            project: format!("e{}", runvoy_local::state::random_hex(4)),
         };
+        if kind == Kind::Sim {
+            s.start_moto();
+        }
         s.restart().await;
         s
     }
 
+    fn start_moto(&mut self) {
+        let port = free_port();
+        let log = std::fs::File::create(self.dir.join("moto.log")).unwrap();
+        let child = Command::new("python3")
+            .arg(workspace().join("scripts/moto-server"))
+            .args(["127.0.0.1", &port.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting scripts/moto-server (pip install 'moto[server]')");
+        self.moto = Some(child);
+        self.moto_endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "moto did not start: see {}",
+            self.dir.join("moto.log").display()
+        );
+    }
+
     /// (Re)starts on the same port and state directory.
     pub async fn restart(&mut self) {
+        match self.kind {
+            Kind::Local => self.restart_local().await,
+            Kind::Sim => self.restart_sim().await,
+        }
+    }
+
+    async fn restart_local(&mut self) {
+        let chaos: Chaos = self.chaos.parse().unwrap();
         let config = LocalConfig {
             listen: ([127, 0, 0, 1], self.port).into(),
             state_dir: self.dir.join("state"),
             api_key: None,
-            chaos: self.chaos.clone(),
+            chaos,
             reconcile_every: Duration::from_millis(500),
         };
         let mut last = None;
@@ -75,9 +166,78 @@ impl Stack {
         panic!("stack did not start: {last:?}");
     }
 
+    async fn restart_sim(&mut self) {
+        let mut cmd = Command::new(bin_dir().join("deploy"));
+        cmd.current_dir(workspace())
+            .args(["up", "--env", "sim", "--no-config", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--functions")
+            .arg(bin_dir())
+            .args([
+                "--endpoint-url",
+                &self.moto_endpoint,
+                "--project",
+                &self.project,
+            ])
+            .env("XDG_CONFIG_HOME", self.dir.join("config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(
+                    self.dir
+                        .join(format!("sim-{}.log", runvoy_local::state::random_hex(2))),
+                )
+                .unwrap(),
+            );
+        if !self.chaos.is_empty() {
+            cmd.args(["--chaos", &self.chaos]);
+        }
+        let mut child = cmd
+            .spawn()
+            .expect("starting `deploy up --env sim` (run scripts/test, which builds it)");
+        let stdout = child.stdout.take().unwrap();
+        let (key, child) = tokio::task::spawn_blocking(move || {
+            let mut key = None;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                if let Some(k) = line.trim().strip_prefix("API key:") {
+                    key = Some(k.trim().to_string());
+                }
+                if line.starts_with("Press Ctrl+C") {
+                    return (key, child);
+                }
+            }
+            (None, child)
+        })
+        .await
+        .unwrap();
+        self.sim = Some(child);
+        self.key =
+            key.unwrap_or_else(|| panic!("the sim did not start; see {}", self.dir.display()));
+    }
+
     pub async fn stop(&mut self) {
         if let Some(s) = self.stack.take() {
             s.stop().await;
+        }
+        if let Some(mut c) = self.sim.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..100 {
+                    if c.try_wait().unwrap().is_some() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            })
+            .await
+            .unwrap();
         }
     }
 
@@ -97,6 +257,34 @@ impl Stack {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         c
+    }
+
+    /// A counter of the stack: the local stack's Prometheus metric, or on the sim the sum of the
+    /// functions' EMF metrics (what CloudWatch would chart).
+    pub fn counter(&self, name: &str) -> u64 {
+        match self.kind {
+            Kind::Local => {
+                let metrics = self.stack.as_ref().unwrap().metrics();
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("runvoy_{name}_total ")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            }
+            Kind::Sim => {
+                let mut total = 0;
+                let logs = self.dir.join("state").join("logs");
+                for f in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+                    let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                    for line in text.lines().filter(|l| l.starts_with('{')) {
+                        if let Ok(v) = serde_json::from_str::<Value>(line) {
+                            total += v[name].as_u64().unwrap_or(0);
+                        }
+                    }
+                }
+                total
+            }
+        }
     }
 
     pub async fn put_lines(&self, id: &str, lines: &[String]) {

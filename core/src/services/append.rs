@@ -1,5 +1,5 @@
 //! The index engine: commits source events exactly once (I2) at contiguous indexes (I1), in
-//! `(timestamp, event_id)` order within a batch (I4), with optimistic retries on the head (I7).
+//! timestamp order within a batch, stable for lines of one millisecond (I4), with optimistic retries on the head (I7).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -91,7 +91,9 @@ impl Appender {
         mut events: Vec<SourceEvent>,
         cursor: Option<String>,
     ) -> Result<AppendOutcome, CoreError> {
-        events.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        // I4: timestamp order, and lines of one millisecond in the order the source gave them
+        // (a stable sort: never by id, which may be a digest).
+        events.sort_by_key(|e| e.timestamp);
         let before = events.len();
         let mut seen = HashSet::new();
         events.retain(|e| seen.insert(e.event_id.clone()));
