@@ -1,9 +1,8 @@
 //! Write request units as DynamoDB bills them, computed from the items each commit writes:
 //! every item of a `TransactWriteItems` costs 2 units per started KB.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -32,36 +31,26 @@ pub fn naive_item_bytes(execution_id: &str, message_len: usize) -> usize {
     item::item_size(&i)
 }
 
-/// Units a commit costs with the store's layout; `buckets` holds the billed size of every
-/// idempotency bucket so far (an update is billed on the larger of its before and after images).
-pub fn commit_units(c: &Commit, buckets: &mut HashMap<String, usize>) -> u64 {
+/// Units a commit costs with the store's layout: the head, the run (and its parts) and the
+/// commit's idempotency records, all `Put`s in one transaction.
+pub fn commit_units(c: &Commit) -> u64 {
     let exec = &c.head.execution_id;
     let mut units = transactional_units(item::item_size(&item::head_to_item(&c.head)));
-    if c.events.is_empty() {
+    let Some(first) = c.events.first() else {
         return units;
-    }
+    };
     let run = item::encode_run(exec, &c.events, c.head.expires_at);
     units += transactional_units(item::item_size(&run.item));
     for p in &run.parts {
         units += transactional_units(item::item_size(p));
     }
-    let pairs: Vec<(String, i64)> = c
+    let pairs: Vec<(&str, i64)> = c
         .events
         .iter()
-        .map(|e| (e.event_id.clone(), e.timestamp))
+        .map(|e| (e.event_id.as_str(), e.timestamp))
         .collect();
-    for (key, ids) in runvoy_aws::dynamo::buckets_of(exec, &pairs) {
-        let size = buckets.entry(key.clone()).or_insert(
-            key.len()
-                + "execution_id".len()
-                + "log_index".len()
-                + 2
-                + "expires_at".len()
-                + 6
-                + "ids".len(),
-        );
-        *size += ids.iter().map(String::len).sum::<usize>();
-        units += transactional_units(*size);
+    for r in item::encode_ids(exec, first.index, &pairs, c.head.expires_at) {
+        units += transactional_units(item::item_size(&r));
     }
     units
 }
@@ -69,7 +58,6 @@ pub fn commit_units(c: &Commit, buckets: &mut HashMap<String, usize>) -> u64 {
 /// Wraps a store, adding up the units of successful commits and counting failed ones.
 pub struct Billed<S> {
     pub inner: Arc<S>,
-    buckets: Mutex<HashMap<String, usize>>,
     pub units: AtomicU64,
     pub commits: AtomicU64,
     pub failed: AtomicU64,
@@ -79,7 +67,6 @@ impl<S> Billed<S> {
     pub fn new(inner: Arc<S>) -> Billed<S> {
         Billed {
             inner,
-            buckets: Mutex::default(),
             units: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -102,6 +89,9 @@ impl<S: LogWriter + LogReader + 'static> LogWriter for Billed<S> {
     fn max_commit_bytes(&self) -> usize {
         self.inner.max_commit_bytes()
     }
+    fn max_commit_seconds(&self) -> usize {
+        self.inner.max_commit_seconds()
+    }
     async fn known_event_ids(
         &self,
         id: &str,
@@ -113,9 +103,7 @@ impl<S: LogWriter + LogReader + 'static> LogWriter for Billed<S> {
         let r = self.inner.commit(c.clone()).await;
         match &r {
             Ok(()) => {
-                // Billed after success: successful commits of one execution are serialized by
-                // the head's version, so bucket sizes grow in commit order.
-                let units = commit_units(&c, &mut self.buckets.lock().unwrap());
+                let units = commit_units(&c);
                 self.units.fetch_add(units, Ordering::Relaxed);
                 self.commits.fetch_add(1, Ordering::Relaxed);
             }

@@ -47,10 +47,10 @@ suite! {
         exit_codes_follow_the_spec,
         stdout_carries_only_log_lines_and_stderr_stays_quiet_off_a_terminal,
         deploy_smoke_passes_and_fails_without_access,
+        high_volume_run_is_complete_and_in_order,
     ],
     local: [
         chaos_delivery_prints_each_line_once_in_order,
-        high_volume_run_is_complete_and_in_order,
     ]
 }
 

@@ -9,6 +9,9 @@ use crate::error::{CommitError, StoreError};
 use crate::model::{Connection, Head, LogEvent, SourceEvent};
 
 /// One atomic write: the new head (conditioned on `expected_version`) and the events it adds.
+/// A head's `last_timestamp` is at least the timestamp of every event committed with it or
+/// before it, and an event id always comes with the same timestamp (it names one source
+/// event); stores may rely on both (DynamoDB looks up only ids no newer than the head).
 ///
 /// A store applies all of it or nothing: the head must still be at `expected_version` (`None`:
 /// must not exist), no event id may already be committed for this execution, and every event is
@@ -35,6 +38,12 @@ pub trait LogWriter: HeadReader {
     /// Most message bytes one [`Commit`] may carry (DynamoDB: 4 MB per transaction). A single
     /// event larger than this still goes alone in its own commit.
     fn max_commit_bytes(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Most distinct seconds of event timestamps one [`Commit`] may span (DynamoDB: one
+    /// idempotency record per second, within 100 transaction actions).
+    fn max_commit_seconds(&self) -> usize {
         usize::MAX
     }
 

@@ -152,7 +152,8 @@ impl Gate {
                 "Rate exceeded",
             )));
         }
-        let service = target.split('_').next().unwrap_or(&target).to_lowercase();
+        let prefix = target.split('.').next().unwrap_or(&target);
+        let service = prefix.split('_').next().unwrap_or(prefix).to_lowercase();
         *self
             .stats
             .lock()

@@ -2,7 +2,7 @@
 //!
 //! `GetLogEvents` (what reconciliation reads) returns no event id, while subscription payloads
 //! carry one, so the two cannot be matched by CloudWatch's id. Both paths instead derive the id
-//! from what both see: `"{timestamp}-{ordinal}-{digest}"`, where `digest` is 16 hex digits of
+//! from what both see: `"{timestamp}-{ordinal}-{digest}"`, where `digest` is 32 hex digits (128 bits) of
 //! the SHA-256 of the message and `ordinal` counts identical `(timestamp, message)` lines before
 //! this one in the same read window.
 //!
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 pub fn digest(message: &str) -> String {
     let d = Sha256::digest(message.as_bytes());
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Gives each `(timestamp, message)` of one read window its id, in stream order.

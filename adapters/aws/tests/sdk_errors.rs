@@ -9,15 +9,15 @@ use aws_sdk_apigatewaymanagement::operation::post_to_connection::{
 use aws_sdk_apigatewaymanagement::types::error::GoneException;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ErrorMetadata;
-use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::{
     TransactWriteItemsError, TransactWriteItemsOutput,
 };
 use aws_sdk_dynamodb::types::error::{
     ProvisionedThroughputExceededException, TransactionCanceledException,
 };
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use runvoy_aws::{ApiGatewayPusher, DynamoStore};
 use runvoy_core::memory::{MemoryMetrics, SimClock};
@@ -59,47 +59,58 @@ fn cancelled(codes: Vec<Option<&'static str>>) -> TransactWriteItemsError {
     )
 }
 
+/// The head as the store finds it before committing: version 1, lines up to `e1`.
+fn stored_head() -> GetItemOutput {
+    let mut h = head_at("ex", 1, 1);
+    h.last_timestamp = 1_700_000_000_002;
+    GetItemOutput::builder()
+        .set_item(Some(runvoy_aws::dynamo::item::head_to_item(&h)))
+        .build()
+}
+
+/// An idempotency record holding `ids`, as Query returns it.
+fn record(ids: &str) -> std::collections::HashMap<String, AttributeValue> {
+    std::collections::HashMap::from([
+        (
+            "execution_id".to_string(),
+            AttributeValue::S("ex#ids#1700000000".into()),
+        ),
+        ("log_index".to_string(), AttributeValue::N("1".into())),
+        ("ids".to_string(), AttributeValue::S(ids.into())),
+    ])
+}
+
 async fn commit_with(
+    records: &'static str,
     error: impl Fn() -> TransactWriteItemsError + Send + Sync + 'static,
-) -> Result<(), CommitError> {
-    let rule = mock!(Client::transact_write_items).then_error(error);
-    // The refused idempotency bucket already holds e2.
-    let bucket = mock!(Client::batch_get_item)
+) -> (Result<(), CommitError>, usize) {
+    let get = mock!(Client::get_item)
         .sequence()
-        .output(|| {
-            BatchGetItemOutput::builder()
-                .responses(
-                    "t",
-                    vec![std::collections::HashMap::from([(
-                        "ids".to_string(),
-                        AttributeValue::Ss(vec!["e2".into(), "other".into()]),
-                    )])],
-                )
+        .output(stored_head)
+        .repeatedly()
+        .build();
+    let query = mock!(Client::query)
+        .sequence()
+        .output(move || {
+            QueryOutput::builder()
+                .set_items(Some(if records.is_empty() {
+                    vec![]
+                } else {
+                    vec![record(records)]
+                }))
                 .build()
         })
         .repeatedly()
         .build();
-    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule, &bucket]);
-    DynamoStore::new(client, "t").commit(commit()).await
+    let write = mock!(Client::transact_write_items).then_error(error);
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &query, &write]);
+    let r = DynamoStore::new(client, "t").commit(commit()).await;
+    (r, write.num_calls())
 }
 
 #[tokio::test]
 async fn cancellation_reasons_map_to_what_the_engine_does_next() {
-    // Actions: head, run (events 1 and 2), the one idempotency bucket both fall into.
-    let dup = commit_with(|| {
-        cancelled(vec![
-            Some("None"),
-            Some("None"),
-            Some("ConditionalCheckFailed"),
-        ])
-    })
-    .await;
-    assert_eq!(
-        dup,
-        Err(CommitError::Duplicate(vec!["e2".into()])),
-        "only ids the bucket really holds"
-    );
-    let head = commit_with(|| {
+    let (head, _) = commit_with("", || {
         cancelled(vec![
             Some("ConditionalCheckFailed"),
             Some("None"),
@@ -108,62 +119,61 @@ async fn cancellation_reasons_map_to_what_the_engine_does_next() {
     })
     .await;
     assert_eq!(head, Err(CommitError::VersionConflict));
-    let conflict = commit_with(|| cancelled(vec![Some("TransactionConflict"), None, None])).await;
+    let (conflict, _) = commit_with("", || {
+        cancelled(vec![Some("TransactionConflict"), None, None])
+    })
+    .await;
     assert_eq!(conflict, Err(CommitError::VersionConflict));
-    let throttled =
-        commit_with(|| cancelled(vec![Some("None"), Some("ThrottlingError"), None])).await;
+    let (throttled, _) = commit_with("", || {
+        cancelled(vec![Some("None"), Some("ThrottlingError"), None])
+    })
+    .await;
     assert_eq!(throttled, Err(CommitError::Store(StoreError::Throttled)));
-    let pte = commit_with(|| {
+    let (pte, _) = commit_with("", || {
         TransactWriteItemsError::ProvisionedThroughputExceededException(throughput_exceeded())
     })
     .await;
     assert_eq!(pte, Err(CommitError::Store(StoreError::Throttled)));
 }
 
+#[tokio::test]
+async fn ids_in_the_records_are_refused_as_duplicates_without_a_transaction() {
+    // The records hold e2 (in this commit) and another id: only e2 is named.
+    let (dup, writes) = commit_with("other\ne2", || cancelled(vec![])).await;
+    assert_eq!(dup, Err(CommitError::Duplicate(vec!["e2".into()])));
+    assert_eq!(writes, 0, "a doomed transaction is never sent");
+}
+
 fn ev(id: &str) -> SourceEvent {
     SourceEvent {
         event_id: id.into(),
-        timestamp: 1_000,
+        timestamp: 1_700_000_000_001,
         message: String::new(),
     }
 }
 
-/// A bucket item as BatchGetItem returns it (projected to its ids).
-fn key_for(id: &str) -> std::collections::HashMap<String, AttributeValue> {
-    std::collections::HashMap::from([("ids".to_string(), AttributeValue::Ss(vec![id.to_string()]))])
-}
-
-/// The key of the bucket the test events fall into.
-fn bucket() -> std::collections::HashMap<String, AttributeValue> {
-    std::collections::HashMap::from([
-        (
-            "execution_id".to_string(),
-            AttributeValue::S("ex#ids#10".into()),
-        ),
-        ("log_index".to_string(), AttributeValue::N("0".into())),
-    ])
-}
-
 #[tokio::test]
-async fn unprocessed_keys_are_retried_until_answered() {
-    let rule = mock!(Client::batch_get_item)
+async fn record_queries_follow_every_page() {
+    let get = mock!(Client::get_item)
+        .sequence()
+        .output(stored_head)
+        .repeatedly()
+        .build();
+    let pages = mock!(Client::query)
         .sequence()
         .output(|| {
-            BatchGetItemOutput::builder()
-                .responses("t", vec![key_for("a")])
-                .unprocessed_keys(
-                    "t",
-                    KeysAndAttributes::builder().keys(bucket()).build().unwrap(),
+            QueryOutput::builder()
+                .items(record("a"))
+                .last_evaluated_key(
+                    "execution_id",
+                    AttributeValue::S("ex#ids#1700000000".into()),
                 )
+                .last_evaluated_key("log_index", AttributeValue::N("1".into()))
                 .build()
         })
-        .output(|| {
-            BatchGetItemOutput::builder()
-                .responses("t", vec![key_for("b")])
-                .build()
-        })
+        .output(|| QueryOutput::builder().items(record("b")).build())
         .build();
-    let client = mock_client!(aws_sdk_dynamodb, [&rule]);
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &pages]);
     let known = DynamoStore::new(client, "t")
         .known_event_ids("ex", &[ev("a"), ev("b"), ev("c")])
         .await
@@ -172,29 +182,7 @@ async fn unprocessed_keys_are_retried_until_answered() {
         known,
         ["a".to_string(), "b".to_string()].into_iter().collect()
     );
-    assert_eq!(rule.num_calls(), 2);
-
-    let forever = mock!(Client::batch_get_item)
-        .sequence()
-        .output(|| {
-            BatchGetItemOutput::builder()
-                .unprocessed_keys(
-                    "t",
-                    KeysAndAttributes::builder().keys(bucket()).build().unwrap(),
-                )
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let client = mock_client!(aws_sdk_dynamodb, [&forever]);
-    let r = DynamoStore::new(client, "t")
-        .known_event_ids("ex", &[ev("a")])
-        .await;
-    assert_eq!(
-        r,
-        Err(StoreError::Throttled),
-        "never-processed keys end as throttling, not as 'unknown'"
-    );
+    assert_eq!(pages.num_calls(), 2);
 }
 
 #[tokio::test]
@@ -204,9 +192,9 @@ async fn a_throttled_commit_is_retried_by_the_engine_and_counted() {
         .output(|| GetItemOutput::builder().build())
         .repeatedly()
         .build();
-    let batch = mock!(Client::batch_get_item)
+    let batch = mock!(Client::query)
         .sequence()
-        .output(|| BatchGetItemOutput::builder().build())
+        .output(|| QueryOutput::builder().build())
         .repeatedly()
         .build();
     let write = mock!(Client::transact_write_items)

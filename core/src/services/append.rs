@@ -115,8 +115,11 @@ impl Appender {
 
         let chunks = chunk(
             events,
-            self.store.max_events_per_commit().max(1),
-            self.store.max_commit_bytes(),
+            Limits {
+                events: self.store.max_events_per_commit().max(1),
+                bytes: self.store.max_commit_bytes(),
+                seconds: self.store.max_commit_seconds().max(1),
+            },
         );
         let last_chunk = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -292,18 +295,34 @@ impl Appender {
 
 /// Splits a sorted batch into commits of at most `max_events` events and `max_bytes` message
 /// bytes (an event larger than `max_bytes` goes alone). Always at least one, possibly empty, chunk.
-fn chunk(events: Vec<SourceEvent>, max_events: usize, max_bytes: usize) -> Vec<Vec<SourceEvent>> {
+/// What one commit may hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    events: usize,
+    bytes: usize,
+    seconds: usize,
+}
+
+/// Splits events (in commit order) into commits within the store's limits.
+fn chunk(events: Vec<SourceEvent>, limits: Limits) -> Vec<Vec<SourceEvent>> {
     let mut chunks = vec![Vec::new()];
     let mut bytes = 0usize;
+    let mut seconds: HashSet<i64> = HashSet::new();
     for e in events {
         let current = chunks.last_mut().expect("never empty");
+        let second = e.timestamp.div_euclid(1000);
+        let new_second = !seconds.contains(&second);
         if !current.is_empty()
-            && (current.len() >= max_events || bytes + e.message.len() > max_bytes)
+            && (current.len() >= limits.events
+                || bytes + e.message.len() > limits.bytes
+                || (new_second && seconds.len() >= limits.seconds))
         {
             chunks.push(Vec::new());
             bytes = 0;
+            seconds.clear();
         }
         bytes += e.message.len();
+        seconds.insert(second);
         chunks.last_mut().expect("never empty").push(e);
     }
     chunks
@@ -324,18 +343,39 @@ mod tests {
     #[test]
     fn chunks_by_count_and_bytes() {
         let sizes = |c: &Vec<Vec<SourceEvent>>| c.iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(sizes(&chunk(vec![], 3, 100)), vec![0]);
+        let limits = |events, bytes| Limits {
+            events,
+            bytes,
+            seconds: usize::MAX,
+        };
+        assert_eq!(sizes(&chunk(vec![], limits(3, 100))), vec![0]);
         assert_eq!(
-            sizes(&chunk((0..7).map(|i| ev(i, 1)).collect(), 3, 100)),
+            sizes(&chunk((0..7).map(|i| ev(i, 1)).collect(), limits(3, 100))),
             vec![3, 3, 1]
         );
         assert_eq!(
-            sizes(&chunk((0..5).map(|i| ev(i, 40)).collect(), 10, 100)),
+            sizes(&chunk((0..5).map(|i| ev(i, 40)).collect(), limits(10, 100))),
             vec![2, 2, 1]
         );
         assert_eq!(
-            sizes(&chunk(vec![ev(0, 10), ev(1, 500), ev(2, 10)], 10, 100)),
+            sizes(&chunk(
+                vec![ev(0, 10), ev(1, 500), ev(2, 10)],
+                limits(10, 100)
+            )),
             vec![1, 1, 1]
         );
+        // One event per second: at most `seconds` seconds per commit.
+        let sparse: Vec<SourceEvent> = (0..7)
+            .map(|i| SourceEvent {
+                timestamp: i as i64 * 1_000,
+                ..ev(i, 1)
+            })
+            .collect();
+        let by_second = Limits {
+            events: 100,
+            bytes: 1_000,
+            seconds: 3,
+        };
+        assert_eq!(sizes(&chunk(sparse, by_second)), vec![3, 3, 1]);
     }
 }

@@ -192,9 +192,11 @@ pub mod store {
         })
         .await
         .unwrap();
-        // Event e2 again, at a new index, together with a new event: nothing may be written.
+        // Event e2 again (an id always comes with its timestamp), at a new index, together with
+        // a new event: nothing may be written.
         let mut evs = events(3, 4, 10);
         evs[1].event_id = "e2".into();
+        evs[1].timestamp = events(2, 2, 10)[0].timestamp;
         let r = s
             .commit(Commit {
                 expected_version: Some(1),

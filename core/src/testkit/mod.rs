@@ -32,6 +32,8 @@ pub fn tomorrow() -> i64 {
 pub fn head_at(execution_id: &str, last_index: u64, version: u64) -> Head {
     let mut h = Head::new(execution_id, 1_700_000_000_000, tomorrow());
     h.last_index = last_index;
+    // As the engine keeps it: at least the timestamp of every committed event (see `events`).
+    h.last_timestamp = 1_700_000_000_000 + last_index as i64;
     h.version = version;
     h
 }

@@ -12,14 +12,9 @@ fn statement(actions: &[&str], resources: Vec<Value>) -> Value {
 
 /// What each function may do, and nothing more.
 pub(super) fn permissions(function: &str) -> Vec<Value> {
-    // A commit is one transaction: its Put and Update actions are checked one by one.
-    let logs_rw = [
-        "dynamodb:GetItem",
-        "dynamodb:BatchGetItem",
-        "dynamodb:Query",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-    ];
+    // A commit is one transaction of Puts (each checked as PutItem); duplicates are found with
+    // a Query of the idempotency records.
+    let logs_rw = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"];
     let conns_fanout = [
         "dynamodb:GetItem",
         "dynamodb:Query",

@@ -104,12 +104,76 @@ pub struct Encoded {
     pub parts: Vec<Item>,
 }
 
-/// Idempotency buckets span this many milliseconds of event timestamps, so a bucket stays small
-/// (its whole size is billed on every update) however long the execution runs.
-pub const BUCKET_MS: i64 = 10;
+/// Idempotency records group a commit's event ids by the second of their timestamps.
+pub const RECORD_SPAN_MS: i64 = 1_000;
 
-pub fn bucket_key(execution_id: &str, timestamp: i64) -> String {
-    format!("{execution_id}#ids#{}", timestamp.div_euclid(BUCKET_MS))
+/// The partition of the idempotency records of one second of an execution.
+pub fn ids_key(execution_id: &str, second: i64) -> String {
+    format!("{execution_id}#ids#{second}")
+}
+
+/// A record's sort key: its latest millisecond within the second, then the commit's first
+/// index — so the records that may hold an id of millisecond `m` are those from `m` on.
+pub fn ids_sort(ms_in_second: i64, first_index: u64) -> u64 {
+    ((ms_in_second.clamp(0, RECORD_SPAN_MS - 1) as u64) << 32) | (first_index & 0xffff_ffff)
+}
+
+/// The lowest sort key a record holding an id of millisecond `ms` can have.
+pub fn ids_sort_from(ms_in_second: i64) -> u64 {
+    ids_sort(ms_in_second, 0)
+}
+
+/// The idempotency records of one commit: immutable items, one per second its events fall in,
+/// each holding the ids of that second (newline-separated, gzipped when that is smaller). None
+/// of them grows with density: a commit is bounded, and a later commit writes its own.
+pub fn encode_ids(
+    execution_id: &str,
+    first_index: u64,
+    ids: &[(&str, i64)],
+    expires_at: i64,
+) -> Vec<Item> {
+    let mut by_second: std::collections::BTreeMap<i64, (i64, Vec<&str>)> = Default::default();
+    for (id, ts) in ids {
+        let e = by_second
+            .entry(ts.div_euclid(RECORD_SPAN_MS))
+            .or_insert((i64::MIN, Vec::new()));
+        e.0 = e.0.max(ts.rem_euclid(RECORD_SPAN_MS));
+        e.1.push(id);
+    }
+    by_second
+        .into_iter()
+        .map(|(second, (latest, ids))| {
+            let text = ids.join("\n");
+            let mut item = Item::new();
+            item.insert("execution_id".into(), s(ids_key(execution_id, second)));
+            item.insert("log_index".into(), n(ids_sort(latest, first_index)));
+            item.insert("expires_at".into(), n(expires_at));
+            let gz = (text.len() > 1024).then(|| gzip(text.as_bytes()));
+            match gz {
+                Some(gz) if gz.len() < text.len() => {
+                    item.insert("ids_gz".into(), AttributeValue::B(Blob::new(gz)));
+                }
+                _ => {
+                    item.insert("ids".into(), s(text));
+                }
+            }
+            item
+        })
+        .collect()
+}
+
+/// The event ids of an idempotency record.
+pub fn decode_ids(item: &Item) -> Result<Vec<String>, StoreError> {
+    let text = match (item.get("ids"), item.get("ids_gz")) {
+        (Some(AttributeValue::S(t)), _) => t.clone(),
+        (_, Some(AttributeValue::B(b))) => gunzip(b.as_ref())?,
+        _ => return Err(bad("ids")),
+    };
+    Ok(text
+        .split('\n')
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// A run: the consecutive lines of one commit in one item keyed by the first index, as a
@@ -274,6 +338,42 @@ mod tests {
                 .collect();
             assert_eq!(decode_run(&enc.item, &parts).unwrap(), events);
         }
+    }
+
+    #[test]
+    fn idempotency_records_split_by_second_and_round_trip() {
+        let ids: Vec<(String, i64)> = (0..3_000)
+            .map(|i| {
+                (
+                    format!("{}-0-{i:032x}", 1_999 + i / 1_000),
+                    1_999 + i as i64 / 1_000,
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, i64)> = ids.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+        let records = encode_ids("ex", 7, &refs, 9);
+        // Timestamps 1999, 2000 and 2001 ms: seconds 1 and 2.
+        assert_eq!(records.len(), 2);
+        let keys: Vec<String> = records
+            .iter()
+            .map(|r| get_s(r, "execution_id").unwrap())
+            .collect();
+        assert_eq!(keys, ["ex#ids#1", "ex#ids#2"]);
+        assert_eq!(
+            get_n::<u64>(&records[0], "log_index").unwrap(),
+            ids_sort(999, 7)
+        );
+        assert_eq!(
+            get_n::<u64>(&records[1], "log_index").unwrap(),
+            ids_sort(1, 7)
+        );
+        assert!(ids_sort_from(2) <= ids_sort(2, 7) && ids_sort(1, u64::MAX) < ids_sort_from(2));
+        let back: Vec<String> = records
+            .iter()
+            .flat_map(|r| decode_ids(r).unwrap())
+            .collect();
+        assert_eq!(back, ids.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>());
+        assert!(records.iter().all(|r| item_size(r) < 400 * 1024));
     }
 
     #[test]

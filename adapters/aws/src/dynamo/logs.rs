@@ -1,30 +1,35 @@
-//! [`DynamoStore`]: the log store on DynamoDB. A commit is one `TransactWriteItems`: the head
-//! conditioned on its version, each log item conditioned on its index being free, and each
-//! event's idempotency item conditioned on not existing.
+//! [`DynamoStore`]: the log store on DynamoDB. A commit is one `TransactWriteItems` of `Put`s:
+//! the head conditioned on its version, the run of lines keyed by its first index, and the
+//! commit's immutable idempotency records (one per second of event timestamps).
+//!
+//! Exactly-once without a per-id condition: the head's version serialises every commit of an
+//! execution, so ids checked against the records read *after* the head at version `v`
+//! (strongly consistent) are as safe as a condition in the transaction conditioned on `v` —
+//! any commit in between changes the version and cancels this one. Ids newer than the head's
+//! `last_timestamp` cannot be committed yet and are not looked up at all.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter, check_read_item};
 use runvoy_core::{CommitError, Head, LogEvent, SourceEvent, StoreError};
 
 use super::item::{self, Item, n, s};
-use super::{backoff, unix_now_secs};
+use super::unix_now_secs;
 use crate::describe;
 
-/// Events per transaction: 1 head + 1 run + at most 3 part items + one bucket update per event
+/// Events per commit: their ids (about 50 bytes each) make one idempotency record far below
+/// 400 KB, and the run with ids and timestamps stays within one item before compression.
+const EVENTS_PER_COMMIT: usize = 2_000;
+/// Message bytes per run item; a single larger event goes alone and continues in part items
+/// (1 MB → at most 3 parts).
+const BYTES_PER_COMMIT: usize = 200_000;
+/// Seconds of timestamps per commit: 1 head + 1 run + at most 3 parts + one record per second
 /// stays within 100 actions.
-const EVENTS_PER_COMMIT: usize = 90;
-/// Message bytes per run item: a run of many lines fits one 400 KB item even uncompressed; a
-/// single larger event goes alone and continues in part items (1 MB → at most 3 parts).
-const BYTES_PER_COMMIT: usize = 256_000;
-/// Keys per `BatchGetItem`.
-const BATCH_GET: usize = 100;
-/// Attempts at unprocessed keys before reporting throttling.
-const BATCH_ATTEMPTS: u32 = 8;
+const SECONDS_PER_COMMIT: usize = 90;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -49,53 +54,6 @@ impl DynamoStore {
             ("execution_id".to_string(), s(pk)),
             ("log_index".to_string(), n(sk)),
         ])
-    }
-
-    /// Reads keys with `BatchGetItem`, strongly consistent, retrying unprocessed keys.
-    async fn batch_get(
-        &self,
-        keys: Vec<Item>,
-        projection: Option<&str>,
-    ) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(BATCH_GET) {
-            let mut pending = chunk.to_vec();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let mut ka = KeysAndAttributes::builder()
-                    .set_keys(Some(pending.clone()))
-                    .consistent_read(true);
-                if let Some(p) = projection {
-                    ka = ka.projection_expression(p);
-                }
-                let ka = ka
-                    .build()
-                    .map_err(|e| StoreError::Backend(format!("building BatchGetItem: {e}")))?;
-                let resp = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, ka)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk(&e, "BatchGetItem"))?;
-                if let Some(mut r) = resp.responses {
-                    out.extend(r.remove(&self.table).unwrap_or_default());
-                }
-                pending = resp
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .map(|ka| ka.keys)
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    attempt += 1;
-                    if attempt >= BATCH_ATTEMPTS {
-                        return Err(StoreError::Throttled);
-                    }
-                    backoff(attempt).await;
-                }
-            }
-        }
-        Ok(out)
     }
 
     async fn read_parts(
@@ -183,63 +141,55 @@ fn put(
     Ok(TransactWriteItem::builder().put(p).build())
 }
 
-/// What each transaction action was, to read the cancellation reasons.
-enum Action {
-    Head,
-    Run,
-    Bucket(String),
-}
-
-/// The bucket updates of a commit: bucket key → event ids that go into it.
-pub fn buckets_of(execution_id: &str, events: &[(String, i64)]) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, ts) in events {
-        out.entry(item::bucket_key(execution_id, *ts))
-            .or_default()
-            .push(id.clone());
-    }
-    out
-}
-
 impl DynamoStore {
-    /// Event ids held by the given buckets (strongly consistent).
-    async fn bucket_ids(&self, keys: Vec<String>) -> Result<HashSet<String>, StoreError> {
-        let keys: Vec<Item> = keys.iter().map(|k| Self::key(k, 0)).collect();
-        let found = self.batch_get(keys, Some("ids")).await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|mut i| match i.remove("ids") {
-                Some(AttributeValue::Ss(ids)) => Some(ids),
-                _ => None,
-            })
-            .flatten()
-            .collect())
+    /// Which of `events` (id, timestamp) the idempotency records hold, given that nothing
+    /// newer than `frontier` (the head's `last_timestamp`) is committed. One strongly
+    /// consistent Query per second, from the earliest millisecond asked about.
+    async fn recorded(
+        &self,
+        execution_id: &str,
+        events: &[(&str, i64)],
+        frontier: Option<i64>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let Some(frontier) = frontier else {
+            return Ok(HashSet::new());
+        };
+        let mut earliest: BTreeMap<i64, i64> = BTreeMap::new();
+        for (_, ts) in events.iter().filter(|(_, ts)| *ts <= frontier) {
+            let e = earliest
+                .entry(ts.div_euclid(item::RECORD_SPAN_MS))
+                .or_insert(i64::MAX);
+            *e = (*e).min(ts.rem_euclid(item::RECORD_SPAN_MS));
+        }
+        let mut held = HashSet::new();
+        for (second, ms) in earliest {
+            let mut start: Option<Item> = None;
+            loop {
+                let resp = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("execution_id = :p AND log_index >= :from")
+                    .expression_attribute_values(":p", s(item::ids_key(execution_id, second)))
+                    .expression_attribute_values(":from", n(item::ids_sort_from(ms)))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(&e, "Query"))?;
+                for it in resp.items.unwrap_or_default() {
+                    held.extend(item::decode_ids(&it)?);
+                }
+                start = resp.last_evaluated_key.filter(|k| !k.is_empty());
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        let asked: HashSet<&str> = events.iter().map(|(id, _)| *id).collect();
+        held.retain(|id| asked.contains(id.as_str()));
+        Ok(held)
     }
-}
-
-fn bucket_update(
-    table: &str,
-    key: &str,
-    ids: &[String],
-    expires_at: i64,
-) -> Result<TransactWriteItem, StoreError> {
-    let mut u = Update::builder()
-        .table_name(table)
-        .set_key(Some(DynamoStore::key(key, 0)))
-        .update_expression("ADD ids :new SET expires_at = :exp")
-        .expression_attribute_values(":new", AttributeValue::Ss(ids.to_vec()))
-        .expression_attribute_values(":exp", n(expires_at));
-    let mut conditions = Vec::with_capacity(ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        let name = format!(":c{i}");
-        conditions.push(format!("NOT contains(ids, {name})"));
-        u = u.expression_attribute_values(name, s(id));
-    }
-    let u = u
-        .condition_expression(conditions.join(" AND "))
-        .build()
-        .map_err(|e| StoreError::Backend(format!("building a transaction Update: {e}")))?;
-    Ok(TransactWriteItem::builder().update(u).build())
 }
 
 #[async_trait]
@@ -252,29 +202,46 @@ impl LogWriter for DynamoStore {
         BYTES_PER_COMMIT
     }
 
+    fn max_commit_seconds(&self) -> usize {
+        SECONDS_PER_COMMIT
+    }
+
     async fn known_event_ids(
         &self,
         execution_id: &str,
         events: &[SourceEvent],
     ) -> Result<HashSet<String>, StoreError> {
-        let pairs: Vec<(String, i64)> = events
+        let frontier = self.head(execution_id).await?.map(|h| h.last_timestamp);
+        let pairs: Vec<(&str, i64)> = events
             .iter()
-            .map(|e| (e.event_id.clone(), e.timestamp))
+            .map(|e| (e.event_id.as_str(), e.timestamp))
             .collect();
-        let buckets = buckets_of(execution_id, &pairs);
-        let held = self.bucket_ids(buckets.keys().cloned().collect()).await?;
-        Ok(events
-            .iter()
-            .filter(|e| held.contains(&e.event_id))
-            .map(|e| e.event_id.clone())
-            .collect())
+        self.recorded(execution_id, &pairs, frontier).await
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
         let head = &commit.head;
         let exec = head.execution_id.as_str();
+        // The head as it is now: a commit that is already outdated is refused without a
+        // transaction, and its last timestamp bounds which ids can be committed already.
+        let current = self.head(exec).await?;
+        if current.as_ref().map(|h| h.version) != commit.expected_version {
+            return Err(CommitError::VersionConflict);
+        }
+        let pairs: Vec<(&str, i64)> = commit
+            .events
+            .iter()
+            .map(|e| (e.event_id.as_str(), e.timestamp))
+            .collect();
+        let held = self
+            .recorded(exec, &pairs, current.map(|h| h.last_timestamp))
+            .await?;
+        if !held.is_empty() {
+            let mut dups: Vec<String> = held.into_iter().collect();
+            dups.sort();
+            return Err(CommitError::Duplicate(dups));
+        }
         let mut actions = Vec::new();
-        let mut kinds = Vec::new();
         let head_put = match commit.expected_version {
             None => put(
                 &self.table,
@@ -290,33 +257,16 @@ impl LogWriter for DynamoStore {
             )?,
         };
         actions.push(head_put);
-        kinds.push(Action::Head);
-        let pairs: Vec<(String, i64)> = commit
-            .events
-            .iter()
-            .map(|e| (e.event_id.clone(), e.timestamp))
-            .collect();
-        if !commit.events.is_empty() {
+        if let Some(first) = commit.events.first() {
             let run = item::encode_run(exec, &commit.events, head.expires_at);
-            actions.push(put(
-                &self.table,
-                run.item,
-                "attribute_not_exists(log_index)",
-                None,
-            )?);
-            kinds.push(Action::Run);
-            for p in run.parts {
+            let records = item::encode_ids(exec, first.index, &pairs, head.expires_at);
+            for it in std::iter::once(run.item).chain(run.parts).chain(records) {
                 actions.push(put(
                     &self.table,
-                    p,
+                    it,
                     "attribute_not_exists(log_index)",
                     None,
                 )?);
-                kinds.push(Action::Run);
-            }
-            for (key, ids) in buckets_of(exec, &pairs) {
-                actions.push(bucket_update(&self.table, &key, &ids, head.expires_at)?);
-                kinds.push(Action::Bucket(key));
             }
         }
         let result = self
@@ -329,70 +279,31 @@ impl LogWriter for DynamoStore {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
-        let reasons = match err.as_service_error() {
+        match err.as_service_error() {
             Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
-                c.cancellation_reasons().to_vec()
+                Err(cancelled(c.cancellation_reasons()))
             }
-            _ => return Err(CommitError::Store(map_sdk(&err, "TransactWriteItems"))),
-        };
-        match cancelled(&kinds, &reasons) {
-            Cancelled::Buckets(keys) => {
-                // Which of our ids are already there: read the buckets that refused.
-                let held = self.bucket_ids(keys).await?;
-                let dups: Vec<String> = pairs
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .filter(|id| held.contains(id))
-                    .collect();
-                Err(if dups.is_empty() {
-                    CommitError::VersionConflict
-                } else {
-                    CommitError::Duplicate(dups)
-                })
-            }
-            Cancelled::Error(e) => Err(e),
+            _ => Err(CommitError::Store(map_sdk(&err, "TransactWriteItems"))),
         }
     }
 }
 
-enum Cancelled {
-    /// Idempotency buckets refused: some events are committed already.
-    Buckets(Vec<String>),
-    Error(CommitError),
-}
-
-/// Turns a cancelled transaction's reasons into what the engine should do next.
-fn cancelled(
-    kinds: &[Action],
-    reasons: &[aws_sdk_dynamodb::types::CancellationReason],
-) -> Cancelled {
-    let mut buckets = Vec::new();
-    let mut conflict = false;
-    let mut throttled = false;
-    for (kind, reason) in kinds.iter().zip(reasons) {
-        match (reason.code(), kind) {
-            (Some("ConditionalCheckFailed"), Action::Bucket(key)) => buckets.push(key.clone()),
-            (Some("ConditionalCheckFailed"), _) | (Some("TransactionConflict"), _) => {
-                conflict = true
-            }
-            (
-                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded"),
-                _,
-            ) => throttled = true,
-            _ => {}
-        }
-    }
-    if !buckets.is_empty() {
-        Cancelled::Buckets(buckets)
-    } else if throttled {
-        Cancelled::Error(CommitError::Store(StoreError::Throttled))
-    } else if conflict || reasons.is_empty() {
-        Cancelled::Error(CommitError::VersionConflict)
+/// What a cancelled commit means for the engine: another writer got there first (a version
+/// conflict: re-read and retry), or throttling.
+fn cancelled(reasons: &[aws_sdk_dynamodb::types::CancellationReason]) -> CommitError {
+    let code = |c: &str| reasons.iter().any(|r| r.code() == Some(c));
+    if code("ThrottlingError")
+        || code("ProvisionedThroughputExceeded")
+        || code("RequestLimitExceeded")
+    {
+        CommitError::Store(StoreError::Throttled)
+    } else if reasons.is_empty() || code("ConditionalCheckFailed") || code("TransactionConflict") {
+        CommitError::VersionConflict
     } else {
         let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).collect();
-        Cancelled::Error(CommitError::Store(StoreError::Backend(format!(
+        CommitError::Store(StoreError::Backend(format!(
             "DynamoDB cancelled the transaction: {codes:?}"
-        ))))
+        )))
     }
 }
 

@@ -13,19 +13,8 @@ mod logs;
 mod tables;
 
 pub use connections::DynamoConnections;
-pub use logs::{DynamoStore, buckets_of};
+pub use logs::DynamoStore;
 pub use tables::create_tables;
-
-use std::time::Duration;
-
-/// Sleeps before retry `attempt` (1-based) of a batch call: capped exponential, full jitter.
-pub(crate) async fn backoff(attempt: u32) {
-    let cap = (25u64 << attempt.min(6)).min(2_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    tokio::time::sleep(Duration::from_millis(nanos % (cap + 1))).await;
-}
 
 pub(crate) fn unix_now_secs() -> i64 {
     std::time::SystemTime::now()
