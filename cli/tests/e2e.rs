@@ -48,10 +48,9 @@ suite! {
         stdout_carries_only_log_lines_and_stderr_stays_quiet_off_a_terminal,
         deploy_smoke_passes_and_fails_without_access,
         high_volume_run_is_complete_and_in_order,
-    ],
-    local: [
         chaos_delivery_prints_each_line_once_in_order,
-    ]
+    ],
+    local: []
 }
 
 async fn late_connection_prints_from_the_first_line(kind: Kind) {
