@@ -101,6 +101,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(_) => ApiError::new(404, "not_found", e.to_string()),
             CoreError::BadRequest(_) => ApiError::bad_request(e.to_string()),
             CoreError::AlreadyTerminal(..) => ApiError::new(409, "conflict", e.to_string()),
+            CoreError::Unfinished(_) => ApiError::new(503, "in_progress", e.to_string()),
             CoreError::TooManyConflicts(..) => ApiError::new(
                 503,
                 "busy",
@@ -205,6 +206,10 @@ pub struct ApiConfig {
     pub websocket_url: Option<String>,
     /// Least time between two read-triggered reconciliations of one running execution.
     pub reconcile_interval_ms: i64,
+    /// How long one `POST …/complete` may work on the re-read completion takes before it
+    /// answers 503 `in_progress` (progress is kept; repeating the request continues). API
+    /// Gateway gives an integration 29 s.
+    pub complete_budget_ms: i64,
 }
 
 impl Default for ApiConfig {
@@ -212,6 +217,7 @@ impl Default for ApiConfig {
         ApiConfig {
             websocket_url: None,
             reconcile_interval_ms: 5_000,
+            complete_budget_ms: 20_000,
         }
     }
 }
@@ -432,9 +438,10 @@ impl Api {
                 "the body must be JSON like {{\"status\":\"SUCCEEDED\",\"exit_code\":0}}: {e}"
             ))
         })?;
+        let deadline = self.clock.now_ms() + self.config.complete_budget_ms;
         let head = self
             .completer
-            .complete(id, req.status, req.exit_code)
+            .complete(id, req.status, req.exit_code, Some(deadline))
             .await?;
         Ok(json(200, &status_response(&head)))
     }

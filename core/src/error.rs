@@ -52,6 +52,9 @@ pub enum CoreError {
     TooManyConflicts(String, u32),
     #[error("execution {0} is already {1}; it cannot be completed again with a different status")]
     AlreadyTerminal(String, &'static str),
+    /// Work that is saved as it goes ran out of time; repeating the call continues it.
+    #[error("{0}")]
+    Unfinished(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,7 +63,7 @@ impl CoreError {
     /// Whether retrying the whole operation later can succeed (Lambda: fail the invocation).
     pub fn is_retryable(&self) -> bool {
         match self {
-            CoreError::TooManyConflicts(..) => true,
+            CoreError::TooManyConflicts(..) | CoreError::Unfinished(_) => true,
             CoreError::Store(e) => !matches!(e, StoreError::Expired(_)),
             _ => false,
         }

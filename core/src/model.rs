@@ -78,6 +78,10 @@ pub struct Head {
     pub exit_code: Option<i32>,
     /// Where the last reconciliation stopped reading the log source (a forward token).
     pub source_cursor: Option<String>,
+    /// How far completion's re-read of the whole source got (everything before it is
+    /// committed), so an interrupted completion continues instead of starting over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_cursor: Option<String>,
     /// Incremented by every commit; the condition of the next one.
     pub version: u64,
     /// Timestamp of the event at `last_index`, to count out-of-order arrivals.
@@ -97,6 +101,7 @@ impl Head {
             final_index: None,
             exit_code: None,
             source_cursor: None,
+            sweep_cursor: None,
             version: 0,
             last_timestamp: i64::MIN,
             created_at: now_ms,

@@ -8,7 +8,7 @@ use runvoy_core::client::Follower;
 use runvoy_core::memory::{
     MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
 };
-use runvoy_core::ports::{LogStore, Metric};
+use runvoy_core::ports::{Clock, LogStore, Metric};
 use runvoy_core::services::{
     Appender, Completer, EngineConfig, FanOut, Reader, Reconciler, pack_messages,
 };
@@ -63,6 +63,7 @@ fn env() -> Env {
         ApiConfig {
             websocket_url: Some("ws://127.0.0.1:8787/ws".into()),
             reconcile_interval_ms: 0,
+            ..ApiConfig::default()
         },
     );
     let ws = WsService::new(
@@ -426,4 +427,91 @@ fn follower_prints_once_in_order_and_reports_gaps() {
     assert!(!f.is_done());
     f.accept(vec![ev(3)]);
     assert_eq!((f.is_done(), f.exit_code()), (true, Some(1)));
+}
+
+/// A source whose every page takes a second of (simulated) time, and counts its pages.
+struct SlowSource {
+    inner: Arc<MemorySource>,
+    clock: Arc<SimClock>,
+    pages: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl runvoy_core::ports::LogSource for SlowSource {
+    async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
+        self.inner.exists(id).await
+    }
+    async fn page(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
+        self.clock.advance(1_000);
+        self.pages
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.page(id, token).await
+    }
+}
+
+#[tokio::test]
+async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
+    use runvoy_core::CoreError;
+    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let inner = Arc::new(MemorySource::new(10));
+    for i in 0..100 {
+        inner.put("long", 1_000 + i, &format!("line {i}"));
+    }
+    let source = Arc::new(SlowSource {
+        inner,
+        clock: clock.clone(),
+        pages: Default::default(),
+    });
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let fanout = FanOut::new(
+        store.clone(),
+        Arc::new(MemoryConnections::new()),
+        Arc::new(RecordingPusher::new()),
+        metrics.clone(),
+    );
+    let completer = Completer::new(
+        Reconciler::new(source.clone(), appender, metrics.clone()),
+        fanout,
+    );
+    let mut progress = Vec::new();
+    for _ in 0..2 {
+        let deadline = clock.now_ms() + 3_500;
+        let r = completer
+            .complete("long", Status::Succeeded, Some(0), Some(deadline))
+            .await;
+        assert!(matches!(r, Err(CoreError::Unfinished(_))), "{r:?}");
+        let head = store.head("long").await.unwrap().unwrap();
+        assert_eq!(
+            head.status,
+            Status::Running,
+            "not terminal before the re-read ends"
+        );
+        assert!(head.sweep_cursor.is_some(), "progress is saved");
+        progress.push(head.last_index);
+    }
+    assert!(progress[0] > 0 && progress[1] > progress[0], "{progress:?}");
+    let head = completer
+        .complete("long", Status::Succeeded, Some(0), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (head.status, head.final_index),
+        (Status::Succeeded, Some(100))
+    );
+    let pages = source.pages.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        pages <= 12,
+        "a retry continues instead of starting over: {pages} pages for 10"
+    );
 }

@@ -193,6 +193,7 @@ fn world(s: &Scenario, brk: Break) -> World {
         ApiConfig {
             websocket_url: Some("ws://sim/ws".into()),
             reconcile_interval_ms: 50,
+            ..ApiConfig::default()
         },
     );
     let ws = WsService::new(
@@ -478,7 +479,11 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
                 YieldNow::default().await;
             }
             loop {
-                match w.completer.complete(EXEC, Status::Succeeded, Some(0)).await {
+                match w
+                    .completer
+                    .complete(EXEC, Status::Succeeded, Some(0), None)
+                    .await
+                {
                     Ok(_) => break,
                     Err(e) if e.is_retryable() => YieldNow::default().await,
                     Err(e) => {

@@ -112,19 +112,27 @@ impl Smoke {
             ids.len() == events.len(),
             "I2 violated: an event id is committed twice"
         );
-        // I6: completion publishes final_index after every line.
-        let r = http
-            .post(format!("{}/api/v1/executions/{id}/complete", self.api_url))
-            .header("X-API-Key", &self.api_key)
-            .json(&json!({"status": "SUCCEEDED", "exit_code": 0}))
-            .send()
-            .await?;
-        let status = r.status();
-        anyhow::ensure!(
-            status.is_success(),
-            "completing failed ({status}): {}",
-            r.text().await?
-        );
+        // I6: completion publishes final_index after every line. A long re-read answers 503
+        // `in_progress` with its progress saved: asking again continues it.
+        let mut attempts = 0;
+        loop {
+            let r = http
+                .post(format!("{}/api/v1/executions/{id}/complete", self.api_url))
+                .header("X-API-Key", &self.api_key)
+                .json(&json!({"status": "SUCCEEDED", "exit_code": 0}))
+                .send()
+                .await?;
+            let status = r.status();
+            if status.is_success() {
+                break;
+            }
+            let body = r.text().await?;
+            attempts += 1;
+            anyhow::ensure!(
+                status.as_u16() == 503 && body.contains("in_progress") && attempts < 30,
+                "completing failed ({status}): {body}"
+            );
+        }
         // I5: the client algorithm from index 0 prints exactly 1..=final_index, then stops.
         let mut follower = Follower::new(0);
         let mut printed = 0u64;

@@ -189,7 +189,7 @@ impl LocalStack {
         for id in app.unfinished_runs()? {
             if app
                 .completer
-                .complete(&id, Status::Stopped, None)
+                .complete(&id, Status::Stopped, None, None)
                 .await
                 .is_ok()
             {

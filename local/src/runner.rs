@@ -82,7 +82,11 @@ async fn pump(app: Arc<App>, execution_id: String, mut child: Child) {
     };
     // Completion reconciles the tail itself, so lines still in the emulator are not missed.
     for attempt in 0..10u32 {
-        match app.completer.complete(&execution_id, status, code).await {
+        match app
+            .completer
+            .complete(&execution_id, status, code, None)
+            .await
+        {
             Ok(_) => break,
             Err(e) if e.is_retryable() => {
                 tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;

@@ -127,9 +127,10 @@ async fn reconciliation_commits_every_line_once_across_pages() {
     );
     assert!(
         reconciler
-            .reconcile_full("exec-a")
+            .sweep("exec-a", None)
             .await
             .unwrap()
+            .0
             .recovered
             .is_empty()
     );

@@ -299,15 +299,27 @@ impl Stack {
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
+    /// Completes an execution as a producer would: a long re-read answers 503 `in_progress`
+    /// with its progress saved, and asking again continues it.
     pub async fn complete(&self, id: &str, status: &str, code: Option<i32>) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/executions/{id}/complete", self.url()))
-            .header("X-API-Key", &self.key)
-            .json(&json!({ "status": status, "exit_code": code }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        for _ in 0..30 {
+            let r = reqwest::Client::new()
+                .post(format!("{}/api/v1/executions/{id}/complete", self.url()))
+                .header("X-API-Key", &self.key)
+                .json(&json!({ "status": status, "exit_code": code }))
+                .send()
+                .await
+                .unwrap();
+            let (code_, body) = (r.status(), r.text().await.unwrap());
+            if code_ == 200 {
+                return;
+            }
+            assert!(
+                code_ == 503 && body.contains("in_progress"),
+                "{code_}: {body}"
+            );
+        }
+        panic!("completing {id} never finished");
     }
 }
 

@@ -89,7 +89,7 @@ impl Appender {
         &self,
         execution_id: &str,
         mut events: Vec<SourceEvent>,
-        cursor: Option<String>,
+        cursor: Option<Progress>,
     ) -> Result<AppendOutcome, CoreError> {
         // I4: timestamp order, and lines of one millisecond in the order the source gave them
         // (a stable sort: never by id, which may be a digest).
@@ -138,14 +138,14 @@ impl Appender {
         &self,
         execution_id: &str,
         mut pending: Vec<SourceEvent>,
-        cursor: Option<String>,
+        cursor: Option<Progress>,
         outcome: &mut AppendOutcome,
     ) -> Result<(), CoreError> {
         let mut attempt = 0u32;
         loop {
             let current = self.store.head(execution_id).await?;
             let cursor_changes = match (&cursor, &current) {
-                (Some(c), Some(h)) => h.source_cursor.as_deref() != Some(c.as_str()),
+                (Some(c), Some(h)) => !c.is_saved_in(h),
                 (Some(_), None) => true,
                 (None, _) => false,
             };
@@ -168,7 +168,7 @@ impl Appender {
                 committed.push(LogEvent::from_source(head.last_index, ev.clone()));
             }
             if let Some(c) = &cursor {
-                head.source_cursor = Some(c.clone());
+                c.save_in(&mut head);
             }
             head.version += 1;
             head.updated_at = now;
@@ -290,6 +290,31 @@ impl Appender {
     /// Seconds-since-epoch expiry for an item written now (I8).
     pub fn expires_at_now(&self) -> i64 {
         self.expiry_from_now()
+    }
+}
+
+/// Reading progress saved in the head together with the events read up to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Reconciliation's forward cursor ([`Head::source_cursor`]).
+    Forward(String),
+    /// Completion's re-read of the whole source ([`Head::sweep_cursor`]).
+    Sweep(String),
+}
+
+impl Progress {
+    fn is_saved_in(&self, head: &Head) -> bool {
+        match self {
+            Progress::Forward(t) => head.source_cursor.as_deref() == Some(t.as_str()),
+            Progress::Sweep(t) => head.sweep_cursor.as_deref() == Some(t.as_str()),
+        }
+    }
+
+    fn save_in(&self, head: &mut Head) {
+        match self {
+            Progress::Forward(t) => head.source_cursor = Some(t.clone()),
+            Progress::Sweep(t) => head.sweep_cursor = Some(t.clone()),
+        }
     }
 }
 

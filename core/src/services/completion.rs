@@ -17,11 +17,16 @@ impl Completer {
 
     /// Marks the execution terminal. Every event the source holds is committed first, so
     /// `final_index` covers them all; completing again with the same status is a no-op.
+    ///
+    /// The re-read of the source that this takes is saved as it goes: when `deadline_ms`
+    /// (clock time) comes first, the call ends with [`CoreError::Unfinished`] and the next one
+    /// continues where it stopped.
     pub async fn complete(
         &self,
         execution_id: &str,
         status: Status,
         exit_code: Option<i32>,
+        deadline_ms: Option<i64>,
     ) -> Result<Head, CoreError> {
         if !status.is_terminal() {
             return Err(CoreError::BadRequest(format!(
@@ -38,7 +43,13 @@ impl Completer {
         {
             return Self::repeat(execution_id, head, status);
         }
-        let tail = self.reconciler.reconcile_full(execution_id).await?;
+        let (tail, done) = self.reconciler.sweep(execution_id, deadline_ms).await?;
+        if !done {
+            return Err(CoreError::Unfinished(format!(
+                "completing execution {execution_id} re-reads its whole log stream and ran out of time after {} page(s); its progress is saved, so completing it again continues from there",
+                tail.pages
+            )));
+        }
         let expires_at = appender.expires_at_now();
         let head = appender
             .update_head(execution_id, |current| {

@@ -7,6 +7,7 @@ use crate::error::{CoreError, StoreError};
 use crate::model::{Head, LogEvent};
 use crate::ports::{LogSource, Metric, Metrics};
 use crate::services::Appender;
+use crate::services::append::Progress;
 
 /// What one reconciliation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,24 +59,49 @@ impl Reconciler {
     /// is not committed yet. Each page's cursor is saved in the same commit as its last events.
     pub async fn reconcile(&self, execution_id: &str) -> Result<ReconcileOutcome, CoreError> {
         let head = self.appender.store().head(execution_id).await?;
-        self.read_from(execution_id, head.and_then(|h| h.source_cursor))
-            .await
+        let (outcome, _) = self
+            .read_from(
+                execution_id,
+                head.and_then(|h| h.source_cursor),
+                Progress::Forward,
+                None,
+            )
+            .await?;
+        Ok(outcome)
     }
 
-    /// Reads the whole source from its start (completion: catches events that arrived behind
-    /// the cursor, e.g. ingested late with old timestamps). Known events cost only the batch
-    /// read of the pre-filter.
-    pub async fn reconcile_full(&self, execution_id: &str) -> Result<ReconcileOutcome, CoreError> {
-        self.read_from(execution_id, None).await
+    /// Reads the whole source (completion: catches events that arrived behind the cursor, e.g.
+    /// ingested late with old timestamps), continuing where an earlier, interrupted sweep
+    /// stopped. Known events cost only the pre-filter's reads. Stops before `deadline_ms`
+    /// (clock time) with what it did and `false` when the end was not reached; calling again
+    /// continues from the saved progress.
+    pub async fn sweep(
+        &self,
+        execution_id: &str,
+        deadline_ms: Option<i64>,
+    ) -> Result<(ReconcileOutcome, bool), CoreError> {
+        let head = self.appender.store().head(execution_id).await?;
+        self.read_from(
+            execution_id,
+            head.and_then(|h| h.sweep_cursor),
+            Progress::Sweep,
+            deadline_ms,
+        )
+        .await
     }
 
     async fn read_from(
         &self,
         execution_id: &str,
         mut token: Option<String>,
-    ) -> Result<ReconcileOutcome, CoreError> {
+        progress: fn(String) -> Progress,
+        deadline_ms: Option<i64>,
+    ) -> Result<(ReconcileOutcome, bool), CoreError> {
         let mut outcome = ReconcileOutcome::default();
         while outcome.pages < self.max_pages {
+            if deadline_ms.is_some_and(|d| self.appender.clock().now_ms() >= d) {
+                return Ok((outcome, false));
+            }
             let page = match self.source.page(execution_id, token.as_deref()).await {
                 Ok(p) => p,
                 Err(StoreError::InvalidToken) if token.is_some() => {
@@ -89,7 +115,11 @@ impl Reconciler {
             let at_end = token.as_deref() == Some(page.next_token.as_str());
             let appended = self
                 .appender
-                .append(execution_id, page.events, Some(page.next_token.clone()))
+                .append(
+                    execution_id,
+                    page.events,
+                    Some(progress(page.next_token.clone())),
+                )
                 .await?;
             if !appended.committed.is_empty() {
                 self.metrics
@@ -100,10 +130,10 @@ impl Reconciler {
                 outcome.head = appended.head;
             }
             if at_end {
-                break;
+                return Ok((outcome, true));
             }
             token = Some(page.next_token);
         }
-        Ok(outcome)
+        Ok((outcome, false))
     }
 }

@@ -63,10 +63,13 @@ fn terminal(detail: &Detail, runner: &str) -> (Status, Option<i32>) {
     }
 }
 
+/// Handles one event. `deadline_ms` (wall clock) bounds the re-read completion does: past it
+/// the invocation fails with its progress saved, and Lambda's retry continues from there.
 pub async fn handle(
     services: &Services,
     runner: &str,
     event: &Value,
+    deadline_ms: Option<i64>,
 ) -> Result<Outcome, HandlerError> {
     let change: TaskChange = match serde_json::from_value(event.clone()) {
         Ok(c) => c,
@@ -93,7 +96,7 @@ pub async fn handle(
     let (status, exit_code) = terminal(&change.detail, runner);
     match services
         .completer
-        .complete(&execution_id, status, exit_code)
+        .complete(&execution_id, status, exit_code, deadline_ms)
         .await
     {
         Ok(head) => Ok(Outcome::Completed {

@@ -371,13 +371,13 @@ async fn a_stopped_task_completes_the_execution_after_its_tail() {
     .await;
     let running: Value = serde_json::from_str(&fixture("ecs-task-running.json")).unwrap();
     assert!(matches!(
-        completion::handle(&w.services, "runner", &running)
+        completion::handle(&w.services, "runner", &running, None)
             .await
             .unwrap(),
         Outcome::Ignored(_)
     ));
     let stopped: Value = serde_json::from_str(&fixture("ecs-task-stopped.json")).unwrap();
-    let out = completion::handle(&w.services, "runner", &stopped)
+    let out = completion::handle(&w.services, "runner", &stopped, None)
         .await
         .unwrap();
     assert_eq!(
@@ -396,7 +396,7 @@ async fn a_stopped_task_completes_the_execution_after_its_tail() {
     );
     // Redelivered completion events are harmless.
     assert!(matches!(
-        completion::handle(&w.services, "runner", &stopped)
+        completion::handle(&w.services, "runner", &stopped, None)
             .await
             .unwrap(),
         Outcome::Completed { .. }

@@ -102,6 +102,7 @@ async fn forwarder_api_and_completion_over_moto() {
         &d.services,
         "runner",
         &serde_json::from_str(&stopped).unwrap(),
+        None,
     )
     .await
     .unwrap();

@@ -75,6 +75,10 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
             s.push(statement(&conns_fanout, vec![conns]));
             s.push(read_source);
             s.push(push);
+            s.push(statement(
+                &["sqs:SendMessage"],
+                vec![att("CompletionDeadLetterQueue", "Arn")],
+            ));
         }
     }
     s

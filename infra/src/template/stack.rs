@@ -12,7 +12,9 @@ pub const FUNCTIONS: [(&str, &str, u32); 4] = [
     ("Forwarder", "forwarder", 60),
     ("Api", "api", 29),
     ("Websocket", "websocket", 29),
-    ("Completion", "completion", 120),
+    // Completion re-reads the whole stream; it saves progress and a retry continues, but one
+    // invocation should finish a long execution.
+    ("Completion", "completion", 900),
 ];
 
 fn logs_table_name() -> Value {
@@ -208,18 +210,23 @@ fn functions(t: &mut Template) {
             "ExcludePunctuation": true,
         },
     })).policy("Delete"));
-    t.resource(
-        "ForwarderDeadLetterQueue",
-        Resource::new(
-            "AWS::SQS::Queue",
-            json!({
-                "QueueName": sub("${ProjectName}-forwarder-failures"),
-                "MessageRetentionPeriod": 1_209_600,
-                "SqsManagedSseEnabled": true,
-            }),
-        )
-        .policy("Delete"),
-    );
+    for (id, name) in [
+        ("ForwarderDeadLetterQueue", "forwarder-failures"),
+        ("CompletionDeadLetterQueue", "completion-failures"),
+    ] {
+        t.resource(
+            id,
+            Resource::new(
+                "AWS::SQS::Queue",
+                json!({
+                    "QueueName": sub(&format!("${{ProjectName}}-{name}")),
+                    "MessageRetentionPeriod": 1_209_600,
+                    "SqsManagedSseEnabled": true,
+                }),
+            )
+            .policy("Delete"),
+        );
+    }
     for (id, bin, timeout) in FUNCTIONS {
         t.resource(
             format!("{id}LogGroup"),
@@ -265,12 +272,14 @@ fn functions(t: &mut Template) {
             ),
         );
     }
-    t.resource("ForwarderEventInvokeConfig", Resource::new("AWS::Lambda::EventInvokeConfig", json!({
-        "FunctionName": r("ForwarderFunction"),
-        "Qualifier": "$LATEST",
-        "MaximumRetryAttempts": 2,
-        "DestinationConfig": {"OnFailure": {"Destination": att("ForwarderDeadLetterQueue", "Arn")}},
-    })));
+    for id in ["Forwarder", "Completion"] {
+        t.resource(format!("{id}EventInvokeConfig"), Resource::new("AWS::Lambda::EventInvokeConfig", json!({
+            "FunctionName": r(&format!("{id}Function")),
+            "Qualifier": "$LATEST",
+            "MaximumRetryAttempts": 2,
+            "DestinationConfig": {"OnFailure": {"Destination": att(&format!("{id}DeadLetterQueue"), "Arn")}},
+        })));
+    }
     t.resource(
         "ForwarderLogsPermission",
         Resource::new(
@@ -506,6 +515,13 @@ fn alarms(t: &mut Template) {
         a["Statistic"] = json!("Maximum");
         a
     }));
+    t.resource("CompletionFailuresAlarm", Resource::new("AWS::CloudWatch::Alarm", {
+        let mut a = alarm("An execution could not be completed after every retry: it stays RUNNING and its followers wait. Complete it again with POST /api/v1/executions/{id}/complete, and inspect the queued event.",
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+            json!([{"Name": "QueueName", "Value": att("CompletionDeadLetterQueue", "QueueName")}]), 1, 300);
+        a["Statistic"] = json!("Maximum");
+        a
+    }));
     t.resource("AppendRetriesAlarm", Resource::new("AWS::CloudWatch::Alarm", alarm(
         "Appends are retrying a lot: one execution is written faster than its partition allows.",
         "runvoy", "transaction_retries", json!([{"Name": "function", "Value": "forwarder"}]), 500, 300)));
@@ -546,6 +562,11 @@ fn outputs(t: &mut Template) {
         "ForwarderDeadLetterQueueUrl",
         r("ForwarderDeadLetterQueue"),
         "Where failed subscription batches wait.",
+    );
+    t.output(
+        "CompletionDeadLetterQueueUrl",
+        r("CompletionDeadLetterQueue"),
+        "Where task stops that could not be completed wait.",
     );
 }
 

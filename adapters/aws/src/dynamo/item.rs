@@ -76,6 +76,9 @@ pub fn head_to_item(h: &Head) -> Item {
     if let Some(v) = &h.source_cursor {
         item.insert("source_cursor".into(), s(v));
     }
+    if let Some(v) = &h.sweep_cursor {
+        item.insert("sweep_cursor".into(), s(v));
+    }
     item
 }
 
@@ -87,6 +90,10 @@ pub fn head_from_item(item: &Item) -> Result<Head, StoreError> {
         final_index: opt_n(item, "final_index")?,
         exit_code: opt_n(item, "exit_code")?,
         source_cursor: match item.get("source_cursor") {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        },
+        sweep_cursor: match item.get("sweep_cursor") {
             Some(AttributeValue::S(v)) => Some(v.clone()),
             _ => None,
         },
@@ -382,6 +389,7 @@ mod tests {
         h.final_index = Some(3);
         h.exit_code = Some(-1);
         h.source_cursor = Some("t:5".into());
+        h.sweep_cursor = Some("t:3".into());
         h.status = Status::Stopped;
         assert_eq!(head_from_item(&head_to_item(&h)).unwrap(), h);
     }
