@@ -117,13 +117,14 @@ impl<S: LogWriter + LogReader + 'static> LogWriter for Billed<S> {
 
 #[async_trait]
 impl<S: LogWriter + LogReader + 'static> LogReader for Billed<S> {
-    async fn read_range(
+    async fn read_bounded(
         &self,
         id: &str,
         a: u64,
         t: u64,
         l: usize,
+        b: usize,
     ) -> Result<Vec<LogEvent>, StoreError> {
-        self.inner.read_range(id, a, t, l).await
+        self.inner.read_bounded(id, a, t, l, b).await
     }
 }

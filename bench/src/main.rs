@@ -202,6 +202,7 @@ async fn fanout() {
             connections.clone(),
             pusher.clone(),
             metrics.clone(),
+            Arc::new(runvoy_runtime::SystemClock),
         );
         let forwarder = Forwarder::new(appender, fanout, metrics.clone());
         let exec = "fanout";

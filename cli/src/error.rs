@@ -28,10 +28,15 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// Transient failures worth retrying while following.
-    pub fn is_transient(&self) -> bool {
+    /// Failures worth retrying. Before the API has answered once, only the server's own
+    /// trouble (429, 5xx) is: no server, a bad key or an unknown execution end the CLI. After
+    /// that, a lost connection (a restart, a closed keep-alive connection) and a passing 410
+    /// are retried too.
+    pub fn is_transient(&self, answered_before: bool) -> bool {
         match self {
-            CliError::Unreachable(..) | CliError::Protocol(_) => true,
+            CliError::Protocol(_) => true,
+            CliError::Unreachable(..) => answered_before,
+            CliError::Server(410, _) => answered_before,
             CliError::Server(status, _) => *status == 429 || *status >= 500,
             _ => false,
         }

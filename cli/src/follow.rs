@@ -32,6 +32,8 @@ pub struct Follow<'a> {
     pub notices: Notices,
     follower: Follower,
     websocket_url: Option<String>,
+    /// Whether the API has answered once (after that, lost connections are retried).
+    answered: bool,
 }
 
 /// Why the streaming loop stopped.
@@ -55,6 +57,7 @@ impl<'a> Follow<'a> {
             notices,
             follower: Follower::new(since),
             websocket_url: None,
+            answered: false,
         }
     }
 
@@ -87,7 +90,7 @@ impl<'a> Follow<'a> {
                     failures = 0;
                     failing_since = None;
                 }
-                Err(e) if e.is_transient() => {
+                Err(e) if e.is_transient(self.answered) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > GIVE_UP_AFTER {
                         return Err(e);
@@ -133,14 +136,37 @@ impl<'a> Follow<'a> {
     /// Pages over HTTP from the last printed index until nothing more is committed.
     async fn catch_up(&mut self) -> Result<(), CliError> {
         loop {
-            let page = self
-                .client
-                .logs(self.id, self.follower.last(), PAGE)
-                .await?;
+            let page = self.page().await?;
             let more = page.has_more;
             self.absorb(page)?;
             if !more {
                 return Ok(());
+            }
+        }
+    }
+
+    /// One page after the last printed line, retrying transient failures with backoff (for
+    /// up to [`GIVE_UP_AFTER`]).
+    async fn page(&mut self) -> Result<LogsResponse, CliError> {
+        let mut failures = 0u32;
+        let started = Instant::now();
+        loop {
+            match self.client.logs(self.id, self.follower.last(), PAGE).await {
+                Ok(page) => {
+                    self.answered = true;
+                    return Ok(page);
+                }
+                Err(e) if e.is_transient(self.answered) && started.elapsed() < GIVE_UP_AFTER => {
+                    failures += 1;
+                    let wait = backoff(failures);
+                    self.notices.info(&format!(
+                        "{e}; retrying in {:.1}s (resuming after line {})",
+                        wait.as_secs_f64(),
+                        self.follower.last()
+                    ));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -191,13 +217,27 @@ impl<'a> Follow<'a> {
             match next {
                 Err(_) => {
                     // Silent for a while: poll once, and keep the connection from idling out.
+                    // When the poll found lines the pushes did not bring, tell the server where
+                    // this client is, so its pushes continue from there.
+                    let before = self.follower.last();
                     self.catch_up().await?;
-                    let ping = serde_json::to_string(&ClientMessage::Ping).expect("serializes");
-                    if s.send(Message::Text(ping.into())).await.is_err() {
+                    let msg = if self.follower.last() > before {
+                        ClientMessage::Resume {
+                            since_index: self.follower.last(),
+                        }
+                    } else {
+                        ClientMessage::Ping
+                    };
+                    let text = serde_json::to_string(&msg).expect("client messages serialize");
+                    if s.send(Message::Text(text.into())).await.is_err() {
                         return Ok(Next::Reconnect);
                     }
                 }
-                Ok(Some(Ok(Message::Text(text)))) => self.on_message(text.as_str()).await?,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if self.on_message(text.as_str()).await? {
+                        return Ok(Next::Reconnect);
+                    }
+                }
                 Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
                     self.notices.info(&format!(
                         "connection closed; reconnecting after line {}",
@@ -210,10 +250,11 @@ impl<'a> Follow<'a> {
         }
     }
 
-    async fn on_message(&mut self, text: &str) -> Result<(), CliError> {
+    /// Handles one server message; `true` when the connection must be replaced.
+    async fn on_message(&mut self, text: &str) -> Result<bool, CliError> {
         let msg: ServerMessage = match serde_json::from_str(text) {
             Ok(m) => m,
-            Err(_) => return self.catch_up().await,
+            Err(_) => return self.catch_up().await.map(|()| false),
         };
         match msg {
             ServerMessage::Logs { events, .. } => {
@@ -234,11 +275,14 @@ impl<'a> Follow<'a> {
                     self.catch_up().await?;
                 }
             }
-            ServerMessage::Error { error, .. } => {
+            ServerMessage::Error { code, error } => {
                 self.notices.info(&format!("server: {error}"));
+                if code == runvoy_core::ws::NOT_CONNECTED {
+                    return Ok(true);
+                }
             }
         }
-        Ok(())
+        Ok(false)
     }
 }
 

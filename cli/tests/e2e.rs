@@ -49,6 +49,7 @@ suite! {
         deploy_smoke_passes_and_fails_without_access,
         high_volume_run_is_complete_and_in_order,
         chaos_delivery_prints_each_line_once_in_order,
+        a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog,
     ],
     local: []
 }
@@ -507,4 +508,46 @@ async fn deploy_smoke_passes_and_fails_without_access(kind: Kind) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("401"), "{err}");
+}
+
+/// `runvoy logs --no-follow | slow-reader`: the CLI blocks on a full pipe after its first page
+/// while the stack restarts (its pooled connection is closed); it must go on from the line after
+/// the last one it printed, not end with 125.
+async fn a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog(kind: Kind) {
+    let mut s = Stack::start(kind, "slowpipe", None).await;
+    let pad = "x".repeat(100);
+    let lines: Vec<String> = (1..=5_000).map(|i| format!("{i} {pad}")).collect();
+    for chunk in lines.chunks(1_000) {
+        s.put_lines("slow-1", chunk).await;
+    }
+    // Committed before the reader starts (the sim delivers asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = output(s.runvoy(&["status", "slow-1", "--output", "json"])).await;
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+        if v["last_index"].as_u64() == Some(5_000) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut child = s
+        .runvoy(&["logs", "slow-1", "--no-follow"])
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // The first page (about 100 KB) fills the pipe; nobody reads while the stack restarts.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    s.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.restart().await;
+    let (out, status) = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        (out, child.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(out.lines().count(), 5_000);
+    assert!(out.lines().eq(lines.iter().map(String::as_str)));
 }

@@ -210,6 +210,9 @@ pub struct ApiConfig {
     /// answers 503 `in_progress` (progress is kept; repeating the request continues). API
     /// Gateway gives an integration 29 s.
     pub complete_budget_ms: i64,
+    /// How long a read may spend reconciling (lazy population of a long stream, catching up)
+    /// before it serves what is committed; the next read continues.
+    pub read_reconcile_budget_ms: i64,
 }
 
 impl Default for ApiConfig {
@@ -218,6 +221,7 @@ impl Default for ApiConfig {
             websocket_url: None,
             reconcile_interval_ms: 5_000,
             complete_budget_ms: 20_000,
+            read_reconcile_budget_ms: 5_000,
         }
     }
 }
@@ -326,7 +330,8 @@ impl Api {
                     return Err(CoreError::NotFound(id.to_string()).into());
                 }
                 self.mark_reconciled(id, now);
-                let outcome = self.reconciler.reconcile(id).await?;
+                let deadline = now + self.config.read_reconcile_budget_ms;
+                let outcome = self.reconciler.reconcile_until(id, Some(deadline)).await?;
                 let head = self
                     .reader
                     .head(id)
@@ -337,7 +342,8 @@ impl Api {
             }
             Some(h) if !h.status.is_terminal() && self.due_for_reconcile(id, now) => {
                 // Best effort: serving what is committed beats failing the read.
-                if let Ok(outcome) = self.reconciler.reconcile(id).await
+                let deadline = now + self.config.read_reconcile_budget_ms;
+                if let Ok(outcome) = self.reconciler.reconcile_until(id, Some(deadline)).await
                     && let Some(head) = outcome.head
                 {
                     let _ = self.fanout.notify(&head, &outcome.recovered).await;

@@ -15,7 +15,7 @@ use crate::error::{CommitError, StoreError};
 use crate::model::{Connection, Head, LogEvent, SourceEvent};
 use crate::ports::{
     Clock, Commit, ConnectionStore, HeadReader, LogReader, LogSource, LogWriter, Metric, Metrics,
-    PushError, Pusher, SourcePage, check_read_item,
+    PushError, Pusher, SourcePage, check_read_item, fits_in_read,
 };
 
 /// A future that is pending once, then ready: an await point a scheduler can switch at.
@@ -190,21 +190,27 @@ impl LogWriter for MemoryStore {
 
 #[async_trait]
 impl LogReader for MemoryStore {
-    async fn read_range(
+    async fn read_bounded(
         &self,
         execution_id: &str,
         after: u64,
         through: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogEvent>, StoreError> {
         self.point().await;
         let now = self.now_secs();
         let result = {
             let state = self.state.lock().expect("memory store lock");
             let mut out = Vec::new();
+            let mut bytes = 0usize;
             if let Some(s) = state.get(execution_id).filter(|_| after < through) {
                 for (idx, (e, exp)) in s.events.range(after + 1..=through).take(limit) {
                     check_read_item(execution_id, after, out.len(), *idx, *exp, now)?;
+                    if !fits_in_read(out.len(), bytes, e, max_bytes) {
+                        break;
+                    }
+                    bytes += e.wire_size();
                     out.push(e.clone());
                 }
             }

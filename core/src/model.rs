@@ -55,6 +55,25 @@ pub struct LogEvent {
 }
 
 impl LogEvent {
+    /// At most how many bytes this event takes in a Lambda response: the page is JSON, and API
+    /// Gateway's proxy response carries that JSON as a string, escaped a second time (a quote
+    /// becomes `\\\"`, a control character `\\u0001`). Used to bound pages below Lambda's 6 MB.
+    pub fn wire_size(&self) -> usize {
+        let escaped: usize = self
+            .message
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 4,
+                b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 3,
+                0..=0x1f => 7,
+                _ => 1,
+            })
+            .sum();
+        escaped + 2 * self.event_id.len() + 96
+    }
+}
+
+impl LogEvent {
     pub fn from_source(index: u64, ev: SourceEvent) -> LogEvent {
         LogEvent {
             index,

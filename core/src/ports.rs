@@ -61,16 +61,36 @@ pub trait LogWriter: HeadReader {
 /// Reads committed events.
 #[async_trait]
 pub trait LogReader: HeadReader {
-    /// Events with `after < index <= through`, ascending, at most `limit`. Callers pass a
-    /// `through` no higher than the `last_index` of a head they read first (spec §5). A missing
-    /// index inside the range is reported as [`StoreError::Expired`], never skipped.
+    /// Events with `after < index <= through`, ascending, at most `limit`, and no more than
+    /// `max_bytes` of [`LogEvent::wire_size`] (but always the first one, however large). Callers
+    /// pass a `through` no higher than the `last_index` of a head they read first (spec §5). A
+    /// missing index inside the range is reported as [`StoreError::Expired`], never skipped.
+    async fn read_bounded(
+        &self,
+        execution_id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEvent>, StoreError>;
+
+    /// [`LogReader::read_bounded`] without a byte bound.
     async fn read_range(
         &self,
         execution_id: &str,
         after: u64,
         through: u64,
         limit: usize,
-    ) -> Result<Vec<LogEvent>, StoreError>;
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        self.read_bounded(execution_id, after, through, limit, usize::MAX)
+            .await
+    }
+}
+
+/// Whether a read that holds `bytes` already may take `next` too: always the first event, then
+/// as long as the total stays within `max_bytes`.
+pub fn fits_in_read(read_so_far: usize, bytes: usize, next: &LogEvent, max_bytes: usize) -> bool {
+    read_so_far == 0 || bytes.saturating_add(next.wire_size()) <= max_bytes
 }
 
 /// The rule every [`LogReader`] applies to each item it reads for `(after, …]`: an item past its

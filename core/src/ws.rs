@@ -14,6 +14,8 @@ use crate::wire::{ClientMessage, ServerMessage};
 
 /// Connections are dropped by API Gateway after 2 h; keep their records a little longer.
 pub const CONNECTION_TTL_SECS: i64 = 2 * 3600 + 600;
+/// The code of the error frame that tells a client its connection has no record.
+pub const NOT_CONNECTED: &str = "not_connected";
 /// Largest client message accepted.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
 
@@ -105,10 +107,16 @@ impl WsService {
     }
 
     /// Moves the connection's cursor to `since_index` and pushes everything after it (and the
-    /// terminal status, if any).
+    /// terminal status, if any). A connection without a record (pruned, or expired) is told so
+    /// with an error frame, so its client reconnects instead of waiting for pushes.
     pub async fn resume(&self, connection_id: &str, since_index: u64) -> Result<(), CoreError> {
         let connections = self.fanout.connections();
         let Some(mut conn) = connections.get(connection_id).await? else {
+            let msg = ServerMessage::Error {
+                code: NOT_CONNECTED.into(),
+                error: "this connection is not registered for any execution; reconnect".into(),
+            };
+            let _ = self.pusher.push(connection_id, &msg.to_json()).await;
             return Ok(());
         };
         conn.cursor = since_index;

@@ -20,6 +20,7 @@ use serde_json::Value;
 const KEY: &str = "k-123";
 
 struct Env {
+    clock: Arc<SimClock>,
     source: Arc<MemorySource>,
     pusher: Arc<RecordingPusher>,
     metrics: Arc<MemoryMetrics>,
@@ -48,6 +49,7 @@ fn env() -> Env {
         Arc::new(MemoryConnections::new()),
         pusher.clone(),
         metrics.clone(),
+        clock.clone(),
     );
     let reconciler = Reconciler::new(source.clone(), appender.clone(), metrics.clone());
     let completer = Completer::new(reconciler.clone(), fanout.clone());
@@ -71,9 +73,10 @@ fn env() -> Env {
         fanout.clone(),
         pusher.clone(),
         signer.clone(),
-        clock,
+        clock.clone(),
     );
     Env {
+        clock,
         source,
         pusher,
         metrics,
@@ -367,17 +370,113 @@ async fn websocket_connect_checks_token_scope_and_pushes_from_cursor() {
     e.ws.message("c1", "garbage").await.unwrap();
     let err = e.pusher.take("c1");
     assert!(err[0].contains(r#""type":"error""#) && err[0].contains("bad_message"));
-    // A gone connection is pruned on the next push.
+    // A 410 while the connection may still be inside `$connect` does not drop it.
     e.pusher.mark_gone("c1");
+    e.ws.message("c1", r#"{"action":"resume","since_index":0}"#)
+        .await
+        .unwrap();
+    assert!(e.fanout.connections().get("c1").await.unwrap().is_some());
+    assert_eq!(e.metrics.get(Metric::ConnectionsPruned), 0);
+    // Past the handshake, a gone connection is pruned on the next push.
+    e.clock.advance(runvoy_core::services::HANDSHAKE_GRACE_MS);
     e.ws.message("c1", r#"{"action":"resume","since_index":0}"#)
         .await
         .unwrap();
     assert!(e.fanout.connections().get("c1").await.unwrap().is_none());
     assert_eq!(e.metrics.get(Metric::ConnectionsPruned), 1);
+    // A resume on a connection without a record is answered, so the client reconnects.
+    e.ws.message("c9", r#"{"action":"resume","since_index":0}"#)
+        .await
+        .unwrap();
+    let err = e.pusher.take("c9");
+    assert!(
+        err.len() == 1 && err[0].contains(r#""code":"not_connected""#),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn fan_out_pushes_only_contiguous_runs_and_claims_only_what_it_sends() {
+    let e = env();
+    write(&e, "ex6", 3);
+    call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/ex6/logs",
+        "",
+        Some(KEY),
+        "",
+    )
+    .await;
+    let token = e.signer.sign("ex6", 1_700_000_000);
+    let conn =
+        e.ws.connect(
+            "c6",
+            &format!("execution_id=ex6&token={token}&since_index=3"),
+        )
+        .await
+        .unwrap();
+    let head = |last: u64| {
+        let mut h = runvoy_core::Head::new("ex6", 0, i64::MAX);
+        h.last_index = last;
+        h
+    };
+    let ev = |i: u64, size: usize| LogEvent {
+        index: i,
+        event_id: format!("f{i}"),
+        timestamp: 0,
+        message: "m".repeat(size),
+    };
+    // Fresh events with a hole at 6: only 4 and 5 go out, and the cursor claims just them.
+    e.fanout
+        .deliver(&conn, &head(7), &[ev(4, 1), ev(5, 1), ev(7, 1)])
+        .await
+        .unwrap();
+    let pushed: Vec<u64> = e
+        .pusher
+        .take("c6")
+        .iter()
+        .flat_map(|m| match serde_json::from_str(m).unwrap() {
+            ServerMessage::Logs { events, .. } => events.into_iter().map(|e| e.index).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(pushed, [4, 5]);
+    assert_eq!(
+        e.fanout
+            .connections()
+            .get("c6")
+            .await
+            .unwrap()
+            .unwrap()
+            .cursor,
+        5
+    );
+    // An event too big for one message ends the run before it.
+    let conn = e.fanout.connections().get("c6").await.unwrap().unwrap();
+    e.fanout
+        .deliver(&conn, &head(8), &[ev(6, 1), ev(7, 200 * 1024), ev(8, 1)])
+        .await
+        .unwrap();
+    let msgs = e.pusher.take("c6");
+    assert!(
+        msgs.iter()
+            .all(|m| !m.contains(r#""index":7"#) && !m.contains(r#""index":8"#))
+    );
+    assert_eq!(
+        e.fanout
+            .connections()
+            .get("c6")
+            .await
+            .unwrap()
+            .unwrap()
+            .cursor,
+        6
+    );
 }
 
 #[test]
-fn packing_stays_under_the_frame_and_skips_oversized_events() {
+fn packing_stays_under_the_frame_and_stops_at_an_oversized_event() {
     let events: Vec<LogEvent> = (1..=200)
         .map(|i| LogEvent {
             index: i,
@@ -404,7 +503,11 @@ fn packing_stays_under_the_frame_and_skips_oversized_events() {
     big[1].message = "b".repeat(200 * 1024);
     let msgs = pack_messages("x", &big, 32 * 1024);
     let joined = msgs.join("");
-    assert!(!joined.contains("bbbb") && joined.contains(r#""index":3"#));
+    assert!(joined.contains(r#""index":1"#));
+    assert!(
+        !joined.contains("bbbb") && !joined.contains(r#""index":3"#),
+        "what is sent stays contiguous"
+    );
 }
 
 #[test]
@@ -479,6 +582,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
         Arc::new(MemoryConnections::new()),
         Arc::new(RecordingPusher::new()),
         metrics.clone(),
+        clock.clone(),
     );
     let completer = Completer::new(
         Reconciler::new(source.clone(), appender, metrics.clone()),

@@ -178,6 +178,7 @@ fn world(s: &Scenario, brk: Break) -> World {
         connections,
         pusher.clone(),
         metrics.clone(),
+        clock.clone(),
     );
     let reconciler = Reconciler::new(source.clone(), appender.clone(), metrics.clone());
     let completer = Completer::new(reconciler.clone(), fanout.clone());

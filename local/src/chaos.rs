@@ -22,6 +22,9 @@ pub struct Chaos {
     pub delay_ms: (u64, u64),
     /// Every WebSocket connection is cut (no close frame) this long after it opened.
     pub ws_cut_ms: Option<u64>,
+    /// sim: API Gateway takes this long to open a connection after `$connect` succeeded;
+    /// meanwhile pushes to it are answered 410, as on AWS.
+    pub connect_ms: Option<u64>,
 }
 
 impl Chaos {
@@ -69,6 +72,15 @@ impl std::str::FromStr for Chaos {
                     }
                     c.delay_ms = (lo, hi);
                 }
+                "connect-ms" => {
+                    let ms: u64 = v.parse().map_err(|_| {
+                        ChaosError(format!("connect-ms={v} is not a number of milliseconds"))
+                    })?;
+                    if ms > 60_000 {
+                        return Err(ChaosError(format!("connect-ms={v} must be at most 60000")));
+                    }
+                    c.connect_ms = Some(ms);
+                }
                 "ws-cut-ms" => {
                     let ms: u64 = v.parse().map_err(|_| {
                         ChaosError(format!("ws-cut-ms={v} is not a number of milliseconds"))
@@ -102,6 +114,7 @@ mod tests {
                 drop: 0.05,
                 delay_ms: (0, 500),
                 ws_cut_ms: None,
+                connect_ms: None,
             }
         );
         let cut: Chaos = "ws-cut-ms=2000".parse().unwrap();

@@ -256,8 +256,17 @@ async fn session(
 ) {
     let (mut tx, mut rx) = socket.split();
     let mut stop = std::pin::pin!(crate::stopped(app.shutdown.clone()));
+    let cut = app.ws_cut;
+    let mut cut_at = std::pin::pin!(async move {
+        match cut {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    });
     loop {
         tokio::select! {
+            // Chaos: the connection drops without a close frame, as a network cut does.
+            _ = &mut cut_at => break,
             out = outbox.recv() => match out {
                 Some(text) => {
                     if tx.send(Message::Text(text.into())).await.is_err() {

@@ -80,6 +80,8 @@ pub struct App {
     pub(crate) emulator: mpsc::UnboundedSender<emulator::Batch>,
     pub(crate) keys: ApiKeys,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// `--chaos ws-cut-ms=N`: WebSocket sessions are cut this long after they open.
+    pub(crate) ws_cut: Option<Duration>,
 }
 
 impl App {
@@ -275,6 +277,7 @@ fn wire(
         emulator,
         keys,
         shutdown,
+        ws_cut: config.chaos.ws_cut_ms.map(Duration::from_millis),
     }
 }
 

@@ -254,6 +254,7 @@ pub(crate) async fn start(
             .collect(),
         callers.clone(),
         config.chaos.ws_cut_ms.map(Duration::from_millis),
+        config.chaos.connect_ms.map(Duration::from_millis),
         shutdown_rx.clone(),
     ));
 

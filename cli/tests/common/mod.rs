@@ -31,6 +31,8 @@ pub struct Stack {
     pub key: String,
     pub chaos: String,
     project: String,
+    /// More `deploy up` arguments (sim), e.g. `--template FILE`.
+    extra: Vec<String>,
 }
 
 impl Drop for Stack {
@@ -86,6 +88,16 @@ fn workspace() -> PathBuf {
 
 impl Stack {
     pub async fn start(kind: Kind, tag: &str, chaos: Option<&str>) -> Stack {
+        Stack::start_with(kind, tag, chaos, Vec::new()).await
+    }
+
+    /// A stack started with more `deploy up` arguments (sim).
+    pub async fn start_with(
+        kind: Kind,
+        tag: &str,
+        chaos: Option<&str>,
+        extra: Vec<String>,
+    ) -> Stack {
         let dir = temp_dir(tag);
         let mut s = Stack {
             kind,
@@ -102,9 +114,19 @@ impl Stack {
             key: String::new(),
             chaos: chaos.unwrap_or("").to_string(),
             project: format!("e{}", runvoy_local::state::random_hex(4)),
+            extra,
         };
         if kind == Kind::Sim {
             s.start_moto();
+            // A free port may be taken by another test before the sim binds it: pick again.
+            for _ in 0..5 {
+                match s.try_start_sim().await {
+                    Ok(()) => return s,
+                    Err(log) if log.contains("Address already in use") => s.port = free_pair(),
+                    Err(log) => panic!("the sim did not start:\n{log}"),
+                }
+            }
+            panic!("no free ports for the sim");
         }
         s.restart().await;
         s
@@ -167,6 +189,16 @@ impl Stack {
     }
 
     async fn restart_sim(&mut self) {
+        if let Err(log) = self.try_start_sim().await {
+            panic!("the sim did not restart:\n{log}");
+        }
+    }
+
+    /// Starts `deploy up --env sim`; `Err` holds what it printed when it did not come up.
+    async fn try_start_sim(&mut self) -> Result<(), String> {
+        let log_path = self
+            .dir
+            .join(format!("sim-{}.log", runvoy_local::state::random_hex(2)));
         let mut cmd = Command::new(bin_dir().join("deploy"));
         cmd.current_dir(workspace())
             .args(["up", "--env", "sim", "--no-config", "--listen"])
@@ -184,16 +216,11 @@ impl Stack {
             .env("XDG_CONFIG_HOME", self.dir.join("config"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::create(
-                    self.dir
-                        .join(format!("sim-{}.log", runvoy_local::state::random_hex(2))),
-                )
-                .unwrap(),
-            );
+            .stderr(std::fs::File::create(&log_path).unwrap());
         if !self.chaos.is_empty() {
             cmd.args(["--chaos", &self.chaos]);
         }
+        cmd.args(&self.extra);
         let mut child = cmd
             .spawn()
             .expect("starting `deploy up --env sim` (run scripts/test, which builds it)");
@@ -213,9 +240,18 @@ impl Stack {
         })
         .await
         .unwrap();
-        self.sim = Some(child);
-        self.key =
-            key.unwrap_or_else(|| panic!("the sim did not start; see {}", self.dir.display()));
+        match key {
+            Some(k) => {
+                self.sim = Some(child);
+                self.key = k;
+                Ok(())
+            }
+            None => {
+                let mut child = child;
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&log_path).unwrap_or_default())
+            }
+        }
     }
 
     pub async fn stop(&mut self) {
@@ -285,6 +321,19 @@ impl Stack {
                 total
             }
         }
+    }
+
+    /// The sim's counters (`GET /local/v1/sim/stats`).
+    pub async fn sim_stats(&self) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/local/v1/sim/stats", self.url()))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn put_lines(&self, id: &str, lines: &[String]) {

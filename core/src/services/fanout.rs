@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::CoreError;
 use crate::model::{Connection, Head, LogEvent};
-use crate::ports::{ConnectionStore, LogReader, Metric, Metrics, PushError, Pusher};
+use crate::ports::{Clock, ConnectionStore, LogReader, Metric, Metrics, PushError, Pusher};
 use crate::wire::ServerMessage;
 
 /// API Gateway bills (and frames) WebSocket messages per 32 KB.
@@ -14,6 +14,9 @@ pub const FRAME_BYTES: usize = 32 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// Events read from the store per backlog page.
 const BACKLOG_PAGE: usize = 1_000;
+/// A connection this young may still be inside `$connect`, where API Gateway answers every push
+/// with 410 although the connection is about to open: it is never pruned on a 410.
+pub const HANDSHAKE_GRACE_MS: i64 = 30_000;
 
 #[derive(Clone)]
 pub struct FanOut {
@@ -21,6 +24,7 @@ pub struct FanOut {
     connections: Arc<dyn ConnectionStore>,
     pusher: Arc<dyn Pusher>,
     metrics: Arc<dyn Metrics>,
+    clock: Arc<dyn Clock>,
 }
 
 impl FanOut {
@@ -29,12 +33,14 @@ impl FanOut {
         connections: Arc<dyn ConnectionStore>,
         pusher: Arc<dyn Pusher>,
         metrics: Arc<dyn Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> FanOut {
         FanOut {
             reader,
             connections,
             pusher,
             metrics,
+            clock,
         }
     }
 
@@ -53,11 +59,14 @@ impl FanOut {
         Ok(())
     }
 
-    /// Pushes to one connection what it has not been sent, up to `head.last_index`.
+    /// Pushes to one connection what it has not been sent, up to `head.last_index`: only a
+    /// contiguous run that starts right after what the connection has, and only what can be
+    /// sent (an event too large for one message ends the run; the client fetches it over HTTP
+    /// and tells the server with `resume`).
     ///
-    /// The range is claimed first (the cursor is raised atomically), so concurrent forwarders
-    /// never send the same range twice to a connection; a range whose push fails is recovered by
-    /// the client's gap fill over HTTP (spec §6).
+    /// The range is claimed before it is sent (the cursor is raised atomically, to the end of
+    /// what will be sent), so concurrent forwarders never send the same range twice to a
+    /// connection; a push that fails leaves a hole the client fills over HTTP (spec §6).
     pub async fn deliver(
         &self,
         conn: &Connection,
@@ -65,63 +74,86 @@ impl FanOut {
         fresh: &[LogEvent],
     ) -> Result<(), CoreError> {
         let target = head.last_index;
-        let previous = match self.connections.advance(conn, target).await? {
-            Some(prev) => prev,
-            None => return Ok(()),
-        };
-        let mut sent_ok = true;
-        if previous < target {
-            sent_ok = self.push_range(conn, previous, target, fresh).await?;
-        }
-        if sent_ok && let (true, Some(final_index)) = (head.status.is_terminal(), head.final_index)
-        {
-            let msg = ServerMessage::Status {
-                execution_id: head.execution_id.clone(),
-                status: head.status,
-                exit_code: head.exit_code,
-                final_index,
+        let mut from = conn.cursor;
+        loop {
+            let (events, whole) = self.sendable(conn, from, target, fresh).await?;
+            let end = events.last().map_or(from, |e| e.index);
+            let previous = match self.connections.advance(conn, end).await? {
+                Some(prev) => prev,
+                None => return Ok(()),
             };
-            self.push(conn, &msg.to_json()).await?;
-        }
-        Ok(())
-    }
-
-    /// Pushes `(after, through]`; returns false when the connection turned out to be gone.
-    async fn push_range(
-        &self,
-        conn: &Connection,
-        after: u64,
-        through: u64,
-        fresh: &[LogEvent],
-    ) -> Result<bool, CoreError> {
-        let mut cursor = after;
-        while cursor < through {
-            let events: Vec<LogEvent> = match fresh.first() {
-                Some(first) if first.index <= cursor + 1 => fresh
-                    .iter()
-                    .filter(|e| e.index > cursor && e.index <= through)
-                    .cloned()
-                    .collect(),
-                _ => {
-                    self.reader
-                        .read_range(&conn.execution_id, cursor, through, BACKLOG_PAGE)
-                        .await?
-                }
-            };
-            let Some(last) = events.last().map(|e| e.index) else {
-                break;
-            };
-            for text in pack_messages(&conn.execution_id, &events, FRAME_BYTES) {
+            // Another writer (or a `resume`) moved the cursor meanwhile: send only what
+            // continues from it.
+            let run: Vec<LogEvent> = events.into_iter().filter(|e| e.index > previous).collect();
+            if run.first().is_some_and(|e| e.index != previous + 1) {
+                return Ok(());
+            }
+            for text in pack_messages(&conn.execution_id, &run, FRAME_BYTES) {
                 if !self.push(conn, &text).await? {
-                    return Ok(false);
+                    return Ok(());
                 }
             }
-            cursor = last;
+            let reached = run.last().map_or(previous, |e| e.index);
+            if reached >= target {
+                if let (true, Some(final_index)) = (head.status.is_terminal(), head.final_index) {
+                    let msg = ServerMessage::Status {
+                        execution_id: head.execution_id.clone(),
+                        status: head.status,
+                        exit_code: head.exit_code,
+                        final_index,
+                    };
+                    self.push(conn, &msg.to_json()).await?;
+                }
+                return Ok(());
+            }
+            if !whole || reached <= from {
+                return Ok(());
+            }
+            from = reached;
         }
-        Ok(true)
     }
 
-    /// Returns false when the connection is gone (and prunes it).
+    /// The contiguous events after `from`, up to `through`, that fit in messages — `fresh` when
+    /// it covers them, else a page read from the store — and whether the run ended only
+    /// because the page did (rather than at an event that cannot be pushed).
+    async fn sendable(
+        &self,
+        conn: &Connection,
+        from: u64,
+        through: u64,
+        fresh: &[LogEvent],
+    ) -> Result<(Vec<LogEvent>, bool), CoreError> {
+        if from >= through {
+            return Ok((Vec::new(), false));
+        }
+        let mut events: Vec<LogEvent> = match fresh.first() {
+            Some(first) if first.index <= from + 1 => fresh
+                .iter()
+                .filter(|e| e.index > from && e.index <= through)
+                .cloned()
+                .collect(),
+            _ => {
+                self.reader
+                    .read_range(&conn.execution_id, from, through, BACKLOG_PAGE)
+                    .await?
+            }
+        };
+        let read = events.len();
+        let mut expected = from + 1;
+        let contiguous = events
+            .iter()
+            .take_while(|e| {
+                let ok = e.index == expected && fits_one_message(&conn.execution_id, e);
+                expected += 1;
+                ok
+            })
+            .count();
+        events.truncate(contiguous);
+        Ok((events, contiguous == read))
+    }
+
+    /// Returns false when the connection is gone (and prunes it, unless it may still be in its
+    /// handshake).
     async fn push(&self, conn: &Connection, text: &str) -> Result<bool, CoreError> {
         match self.pusher.push(&conn.connection_id, text).await {
             Ok(()) => {
@@ -129,8 +161,10 @@ impl FanOut {
                 Ok(true)
             }
             Err(PushError::Gone) => {
-                self.connections.remove(&conn.connection_id).await?;
-                self.metrics.incr(Metric::ConnectionsPruned, 1);
+                if self.clock.now_ms() - conn.connected_at >= HANDSHAKE_GRACE_MS {
+                    self.connections.remove(&conn.connection_id).await?;
+                    self.metrics.incr(Metric::ConnectionsPruned, 1);
+                }
                 Ok(false)
             }
             Err(PushError::Failed(_)) => {
@@ -143,9 +177,15 @@ impl FanOut {
     }
 }
 
-/// Packs contiguous events into `logs` messages of at most `frame` bytes each. An event too big
-/// for one message of [`MAX_MESSAGE_BYTES`] is left out: the client sees the jump and fetches it
-/// over HTTP, which returns events whole.
+/// Whether an event fits in one message of [`MAX_MESSAGE_BYTES`].
+fn fits_one_message(execution_id: &str, e: &LogEvent) -> bool {
+    // The envelope is about 50 bytes plus the id; the event's own JSON is within its wire size.
+    e.wire_size() + execution_id.len() + 64 <= MAX_MESSAGE_BYTES
+}
+
+/// Packs contiguous events into `logs` messages of at most `frame` bytes each. Packing stops at
+/// an event too big for one message of [`MAX_MESSAGE_BYTES`], so what is sent stays contiguous;
+/// the client fetches the rest over HTTP, which returns events whole.
 pub fn pack_messages(execution_id: &str, events: &[LogEvent], frame: usize) -> Vec<String> {
     let envelope = ServerMessage::Logs {
         execution_id: execution_id.to_string(),
@@ -160,8 +200,7 @@ pub fn pack_messages(execution_id: &str, events: &[LogEvent], frame: usize) -> V
         let json = serde_json::to_string(e).expect("log events always serialize");
         let alone = prefix.len() + json.len() + suffix.len();
         if alone > MAX_MESSAGE_BYTES {
-            flush(&mut out, &mut body, prefix, suffix);
-            continue;
+            break;
         }
         let with = prefix.len() + body.len() + 1 + json.len() + suffix.len();
         if !body.is_empty() && with > frame {

@@ -6,6 +6,11 @@ use crate::error::{CoreError, StoreError};
 use crate::model::{Head, LogEvent};
 use crate::ports::{Clock, LogReader};
 
+/// Most bytes of events one page holds (as [`LogEvent::wire_size`] counts them): below Lambda's
+/// 6 MB response with room for the rest of the JSON. A larger single event is still served
+/// alone.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// One page of an execution's committed events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogsPage {
@@ -51,7 +56,13 @@ impl Reader {
         }
         let events = if since_index < head.last_index && limit > 0 {
             self.store
-                .read_range(execution_id, since_index, head.last_index, limit)
+                .read_bounded(
+                    execution_id,
+                    since_index,
+                    head.last_index,
+                    limit,
+                    MAX_PAGE_BYTES,
+                )
                 .await?
         } else {
             Vec::new()

@@ -58,13 +58,24 @@ impl Reconciler {
     /// Reads the source forward from the stored cursor to its end, committing every event that
     /// is not committed yet. Each page's cursor is saved in the same commit as its last events.
     pub async fn reconcile(&self, execution_id: &str) -> Result<ReconcileOutcome, CoreError> {
+        self.reconcile_until(execution_id, None).await
+    }
+
+    /// [`Reconciler::reconcile`], stopping after the page that ends past `deadline_ms` (clock
+    /// time): a stream written faster than it can be read must not hold a request past its
+    /// integration timeout. The next reconciliation continues from the saved cursor.
+    pub async fn reconcile_until(
+        &self,
+        execution_id: &str,
+        deadline_ms: Option<i64>,
+    ) -> Result<ReconcileOutcome, CoreError> {
         let head = self.appender.store().head(execution_id).await?;
         let (outcome, _) = self
             .read_from(
                 execution_id,
                 head.and_then(|h| h.source_cursor),
                 Progress::Forward,
-                None,
+                deadline_ms,
             )
             .await?;
         Ok(outcome)
@@ -99,7 +110,9 @@ impl Reconciler {
     ) -> Result<(ReconcileOutcome, bool), CoreError> {
         let mut outcome = ReconcileOutcome::default();
         while outcome.pages < self.max_pages {
-            if deadline_ms.is_some_and(|d| self.appender.clock().now_ms() >= d) {
+            // At least one page per call, so every call makes progress.
+            if outcome.pages > 0 && deadline_ms.is_some_and(|d| self.appender.clock().now_ms() >= d)
+            {
                 return Ok((outcome, false));
             }
             let page = match self.source.page(execution_id, token.as_deref()).await {

@@ -45,6 +45,7 @@ impl Services {
             ports.connections.clone(),
             ports.pusher.clone(),
             ports.metrics.clone(),
+            ports.clock.clone(),
         );
         let reconciler = Reconciler::new(
             ports.source.clone(),

@@ -50,6 +50,7 @@ macro_rules! store_conformance_suite {
                 duplicate_event_is_rejected_atomically,
                 known_event_ids_reports_only_committed_ids,
                 read_range_respects_bounds_and_limit,
+                reads_are_bounded_in_bytes_but_never_empty,
                 many_commits_read_back_contiguous,
                 large_event_round_trips_whole,
                 head_fields_round_trip,
@@ -247,6 +248,35 @@ pub mod store {
         let known = s.known_event_ids(&id, &ask).await.unwrap();
         assert_eq!(known.len(), 250);
         assert!(known.contains("e1") && known.contains("e250") && !known.contains("e251"));
+    }
+
+    pub async fn reads_are_bounded_in_bytes_but_never_empty<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        let id = fresh_id("bytes");
+        let evs = events(1, 10, 1_000);
+        let one = evs[0].wire_size();
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 10, 1),
+            events: evs,
+        })
+        .await
+        .unwrap();
+        let got = s.read_bounded(&id, 0, 10, 10, 3 * one).await.unwrap();
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3]);
+        let got = s.read_bounded(&id, 4, 10, 10, 1).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [5],
+            "one event even when it alone is larger than the bound"
+        );
+        assert_eq!(
+            s.read_bounded(&id, 0, 10, 10, usize::MAX)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
     }
 
     pub async fn read_range_respects_bounds_and_limit<S: LogStore + 'static>(s: Arc<S>) {

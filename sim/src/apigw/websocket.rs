@@ -72,6 +72,8 @@ pub struct WebSocketApi {
     pub callers: Arc<HashMap<String, Caller>>,
     /// `--chaos ws-cut-ms=N`: every connection is cut (no close frame) after N ms.
     pub cut_every: Option<Duration>,
+    /// `--chaos connect-ms=N`: a connection opens N ms after `$connect` succeeded.
+    pub connect_delay: Option<Duration>,
     pub shutdown: watch::Receiver<bool>,
     conns: Mutex<HashMap<String, Conn>>,
     stats: Mutex<WsStats>,
@@ -88,6 +90,7 @@ impl WebSocketApi {
         routes: HashMap<String, Arc<Function>>,
         callers: Arc<HashMap<String, Caller>>,
         cut_every: Option<Duration>,
+        connect_delay: Option<Duration>,
         shutdown: watch::Receiver<bool>,
     ) -> WebSocketApi {
         WebSocketApi {
@@ -99,6 +102,7 @@ impl WebSocketApi {
             routes,
             callers,
             cut_every,
+            connect_delay,
             shutdown,
             conns: Mutex::default(),
             stats: Mutex::default(),
@@ -224,6 +228,9 @@ impl WebSocketApi {
             self.conns.lock().expect("conns lock").remove(&id);
             self.count(|s| s.refused_connects += 1);
             return (status, body).into_response();
+        }
+        if let Some(d) = self.connect_delay {
+            tokio::time::sleep(d).await;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         if let Some(c) = self.conns.lock().expect("conns lock").get_mut(&id) {

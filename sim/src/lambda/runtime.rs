@@ -66,6 +66,9 @@ impl RuntimeApi {
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            // Bodies are read whole so that a response over Lambda's limit is refused here, by
+            // size, as Lambda refuses it.
+            .layer(axum::extract::DefaultBodyLimit::max(4 * MAX_RESPONSE_BYTES))
             .with_state(self)
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use runvoy_core::ports::{
-    Commit, ConnectionStore, HeadReader, LogReader, LogWriter, check_read_item,
+    Commit, ConnectionStore, HeadReader, LogReader, LogWriter, check_read_item, fits_in_read,
 };
 use runvoy_core::{CommitError, Connection, Head, LogEvent, SourceEvent, StoreError};
 use rusqlite::{OptionalExtension, params, params_from_iter};
@@ -155,12 +155,13 @@ impl LogWriter for SqliteStore {
 
 #[async_trait]
 impl LogReader for SqliteStore {
-    async fn read_range(
+    async fn read_bounded(
         &self,
         execution_id: &str,
         after: u64,
         through: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogEvent>, StoreError> {
         let conn = self.db.lock();
         let mut stmt = conn
@@ -185,9 +186,14 @@ impl LogReader for SqliteStore {
             .map_err(sql)?;
         let now = unix_now_secs();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for row in rows {
             let (e, expires_at) = row.map_err(sql)?;
             check_read_item(execution_id, after, out.len(), e.index, expires_at, now)?;
+            if !fits_in_read(out.len(), bytes, &e, max_bytes) {
+                break;
+            }
+            bytes += e.wire_size();
             out.push(e);
         }
         Ok(out)

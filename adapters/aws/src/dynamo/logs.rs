@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter, check_read_item};
+use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter, check_read_item, fits_in_read};
 use runvoy_core::{CommitError, Head, LogEvent, SourceEvent, StoreError};
 
 use super::item::{self, Item, n, s};
@@ -309,12 +309,13 @@ fn cancelled(reasons: &[aws_sdk_dynamodb::types::CancellationReason]) -> CommitE
 
 #[async_trait]
 impl LogReader for DynamoStore {
-    async fn read_range(
+    async fn read_bounded(
         &self,
         execution_id: &str,
         after: u64,
         through: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogEvent>, StoreError> {
         if after >= through || limit == 0 {
             return Ok(Vec::new());
@@ -347,6 +348,7 @@ impl LogReader for DynamoStore {
         };
         let now = unix_now_secs();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut start: Option<Item> = None;
         loop {
             // Strongly consistent: an eventually consistent read could miss a committed run
@@ -379,6 +381,10 @@ impl LogReader for DynamoStore {
                         continue;
                     }
                     check_read_item(execution_id, after, out.len(), e.index, expires_at, now)?;
+                    if !fits_in_read(out.len(), bytes, &e, max_bytes) {
+                        return Ok(out);
+                    }
+                    bytes += e.wire_size();
                     out.push(e);
                     if out.len() >= limit {
                         return Ok(out);

@@ -1,0 +1,192 @@
+//! AWS's rules as the sim enforces them, each shown catching what it exists for: the IAM gate
+//! (both ways), Lambda's 6 MB response, dropped subscription deliveries, and pushes answered 410
+//! while a connection is inside `$connect`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Kind, Stack, numbered, output, stdout_lines};
+use serde_json::Value;
+
+/// The rendered template as JSON, with `edit` applied.
+fn template_with(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> std::path::PathBuf {
+    let out = std::process::Command::new(common::bin_dir().join("deploy"))
+        .args(["render", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    edit(&mut t);
+    let path = dir.join("template.json");
+    std::fs::write(&path, t.to_string()).unwrap();
+    path
+}
+
+fn denied(stats: &Value) -> Vec<(String, String)> {
+    stats["gate"]["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d[0].as_str().unwrap().to_string(),
+                d[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_roles_grant_what_the_functions_call() {
+    let s = Stack::start(Kind::Sim, "iam-ok", None).await;
+    let run = output(s.runvoy(&["run", "--", "sh", "-c", "seq 1 2000; sleep 1; seq 1 10"])).await;
+    assert_eq!(run.status.code(), Some(0));
+    assert_eq!(stdout_lines(&run).len(), 2010);
+    let stats = s.sim_stats().await;
+    assert_eq!(denied(&stats), vec![], "{stats:#}");
+    // What no call needed, for the record (the grants of Lambda's own log delivery and of
+    // paths this run did not take).
+    eprintln!("unused grants: {:#}", stats["unused_grants"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_missing_from_a_role_is_refused_like_aws_does() {
+    let dir = common::temp_dir("iam-broken");
+    let template = template_with(&dir, |t| {
+        let statements = t["Resources"]["ForwarderRole"]["Properties"]["Policies"][0]
+            ["PolicyDocument"]["Statement"]
+            .as_array_mut()
+            .unwrap();
+        for st in statements {
+            if let Some(actions) = st["Action"].as_array_mut() {
+                actions.retain(|a| a != "dynamodb:PutItem");
+            }
+        }
+    });
+    let s = Stack::start_with(
+        Kind::Sim,
+        "iam-broken",
+        None,
+        vec!["--template".into(), template.display().to_string()],
+    )
+    .await;
+    s.put_lines("denied-1", &numbered("d", 1, 50)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = s.sim_stats().await;
+        if !denied(&stats).is_empty() || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let refused = denied(&stats);
+    assert!(
+        refused
+            .iter()
+            .any(|(f, a)| f.ends_with("-forwarder") && a == "dynamodb:PutItem"),
+        "{stats:#}"
+    );
+    let forwarder = stats["functions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.ends_with("-forwarder"))
+        .unwrap()
+        .1;
+    assert!(
+        forwarder["errors"].as_u64().unwrap() > 0,
+        "the invocation failed: {forwarder}"
+    );
+    // The API's role is intact: reading populates the execution from CloudWatch.
+    let logs = output(s.runvoy(&["logs", "denied-1", "--no-follow"])).await;
+    assert_eq!(stdout_lines(&logs), numbered("d", 1, 50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_deliveries_are_recovered_by_reconciliation() {
+    let s = Stack::start(Kind::Sim, "drop-all", Some("drop=1")).await;
+    let run = output(s.runvoy(&["run", "--", "sh", "-c", "seq 1 3000"])).await;
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let want: Vec<String> = (1..=3000).map(|i| i.to_string()).collect();
+    assert_eq!(stdout_lines(&run), want);
+    assert!(
+        s.counter("events_reconciled") >= 3000,
+        "every line came through reconciliation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_stay_below_lambdas_6_mb_response() {
+    let s = Stack::start(Kind::Sim, "six-mb", None).await;
+    let big = "y".repeat(7 * 1024);
+    let lines: Vec<String> = (1..=1_000).map(|i| format!("{i} {big}")).collect();
+    for chunk in lines.chunks(100) {
+        s.put_lines("big-1", chunk).await;
+    }
+    s.complete("big-1", "SUCCEEDED", Some(0)).await;
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/executions/big-1/logs?limit=1000",
+            s.url()
+        ))
+        .header("X-API-Key", &s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert!(body.len() < 6 * 1024 * 1024, "{} bytes", body.len());
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["has_more"] == true && v["events"].as_array().unwrap().len() < 1_000);
+    let all = output(s.runvoy(&["logs", "big-1"])).await;
+    assert_eq!(all.status.code(), Some(0));
+    assert_eq!(stdout_lines(&all), lines);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_connect_is_refused_and_the_connection_survives_it() {
+    // API Gateway opens connections 3 s after `$connect` succeeded: pushes meanwhile get 410.
+    let s = Stack::start(Kind::Sim, "connect", Some("connect-ms=3000")).await;
+    s.put_lines("conn-1", &numbered("a", 1, 5)).await;
+    let cmd = s.runvoy(&["logs", "conn-1"]);
+    let follower = tokio::task::spawn_blocking({
+        let mut cmd = cmd;
+        move || cmd.output().unwrap()
+    });
+    // Lines written while the follower's connection is still inside its handshake.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    s.put_lines("conn-1", &numbered("b", 1, 5)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Pushes after the handshake reach the connection.
+    s.put_lines("conn-1", &numbered("c", 1, 5)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.complete("conn-1", "SUCCEEDED", Some(0)).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut want = numbered("a", 1, 5);
+    want.extend(numbered("b", 1, 5));
+    want.extend(numbered("c", 1, 5));
+    assert_eq!(stdout_lines(&out), want);
+    let stats = s.sim_stats().await;
+    assert!(
+        stats["websocket"]["gone_during_connect"].as_u64().unwrap() > 0,
+        "no push met the handshake: {stats:#}"
+    );
+    assert!(
+        stats["websocket"]["pushes"].as_u64().unwrap() > 0,
+        "{stats:#}"
+    );
+    assert_eq!(
+        s.counter("connections_pruned"),
+        0,
+        "the new connection was dropped"
+    );
+}
