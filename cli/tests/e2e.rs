@@ -50,6 +50,7 @@ suite! {
         high_volume_run_is_complete_and_in_order,
         chaos_delivery_prints_each_line_once_in_order,
         a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog,
+        an_execution_past_its_retention_is_expired_not_running,
     ],
     local: []
 }
@@ -550,4 +551,34 @@ async fn a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog(kind: Kin
     assert_eq!(status.code(), Some(0));
     assert_eq!(out.lines().count(), 5_000);
     assert!(out.lines().eq(lines.iter().map(String::as_str)));
+}
+
+/// Lines eight days old (within CloudWatch's 14 days, past the 7-day retention) of an execution
+/// the store no longer has: the CLI says it expired and stops; it never comes back RUNNING.
+async fn an_execution_past_its_retention_is_expired_not_running(kind: Kind) {
+    let s = Stack::start(kind, "expired", None).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let old = now - 8 * 86_400_000;
+    let events: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({"timestamp": old + i, "message": format!("old {i}")}))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/local/v1/streams/old-1/events", s.url()))
+        .header("X-API-Key", &s.key)
+        .json(&serde_json::json!({ "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let logs = output(s.runvoy(&["logs", "old-1"])).await;
+    assert_eq!(logs.status.code(), Some(125));
+    assert!(logs.stdout.is_empty());
+    let err = String::from_utf8_lossy(&logs.stderr);
+    assert!(err.contains("expired"), "{err}");
+    let status = output(s.runvoy(&["status", "old-1"])).await;
+    assert_eq!(status.status.code(), Some(125));
 }

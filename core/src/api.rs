@@ -188,16 +188,25 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
 
 /// Parses a non-negative integer parameter.
 pub fn parse_index(name: &str, value: Option<&String>, default: u64) -> Result<u64, ApiError> {
+    let bad = |v: &str| {
+        ApiError::bad_request(format!(
+            "{name} must be an integer from 0 to {MAX_INDEX}, got '{}'",
+            v.chars().take(40).collect::<String>()
+        ))
+    };
     match value {
         None => Ok(default),
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "{name} must be a non-negative integer, got '{}'",
-                v.chars().take(40).collect::<String>()
-            ))
-        }),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= MAX_INDEX)
+            .ok_or_else(|| bad(v)),
     }
 }
+
+/// The largest index or count a request may name: every store and JSON reader (a browser's
+/// numbers included) holds it exactly.
+pub const MAX_INDEX: u64 = (1 << 53) - 1;
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]

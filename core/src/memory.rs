@@ -361,6 +361,15 @@ impl LogSource for MemorySource {
             .contains_key(execution_id))
     }
 
+    async fn newest_timestamp(&self, execution_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .streams
+            .lock()
+            .expect("source lock")
+            .get(execution_id)
+            .and_then(|events| events.iter().map(|e| e.timestamp).max()))
+    }
+
     async fn page(
         &self,
         execution_id: &str,

@@ -144,6 +144,9 @@ pub struct SourcePage {
 pub trait LogSource: Send + Sync {
     /// Whether the execution's stream exists at all (unknown executions are 404, not empty).
     async fn exists(&self, execution_id: &str) -> Result<bool, StoreError>;
+    /// The timestamp (ms) of the stream's newest event; `None` when it has none (or no stream).
+    /// Tells an execution whose stored lines expired from one never seen (I8).
+    async fn newest_timestamp(&self, execution_id: &str) -> Result<Option<i64>, StoreError>;
     /// Reads forward from `token` (`None`: from the start of the stream).
     async fn page(&self, execution_id: &str, token: Option<&str>)
     -> Result<SourcePage, StoreError>;
@@ -188,10 +191,12 @@ pub enum Metric {
     EventsAfterCompletion,
     AppendFailures,
     PoisonPayloads,
+    /// Events of an execution whose stored lines expired, refused instead of re-indexed.
+    ExpiredEvents,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::EventsAppended,
         Metric::DuplicatesDropped,
         Metric::OutOfOrder,
@@ -204,6 +209,7 @@ impl Metric {
         Metric::EventsAfterCompletion,
         Metric::AppendFailures,
         Metric::PoisonPayloads,
+        Metric::ExpiredEvents,
     ];
 
     pub fn name(self) -> &'static str {
@@ -220,6 +226,7 @@ impl Metric {
             Metric::EventsAfterCompletion => "events_after_completion",
             Metric::AppendFailures => "append_failures",
             Metric::PoisonPayloads => "poison_payloads",
+            Metric::ExpiredEvents => "expired_events",
         }
     }
 }

@@ -118,7 +118,9 @@ fn error_code(r: &HttpResponse) -> String {
 
 fn write(e: &Env, exec: &str, n: usize) {
     for i in 0..n {
-        e.source.put(exec, 1_000 + i as i64, &format!("line {i}"));
+        // A minute before the clock: recent lines (older ones would be expired).
+        e.source
+            .put(exec, 1_699_999_940_000 + i as i64, &format!("line {i}"));
     }
 }
 
@@ -188,6 +190,22 @@ async fn bad_requests_get_the_error_json() {
         ("GET", p, "", Some("wrong"), 401, "unauthorized"),
         ("GET", p, "since_index=-1", Some(KEY), 400, "bad_request"),
         ("GET", p, "since_index=abc", Some(KEY), 400, "bad_request"),
+        (
+            "GET",
+            p,
+            "since_index=18446744073709551615",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            p,
+            "since_index=9007199254740992",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
         (
             "GET",
             p,
@@ -544,6 +562,9 @@ impl runvoy_core::ports::LogSource for SlowSource {
     async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
         self.inner.exists(id).await
     }
+    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, runvoy_core::StoreError> {
+        self.inner.newest_timestamp(id).await
+    }
     async fn page(
         &self,
         id: &str,
@@ -618,4 +639,55 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
         pages <= 12,
         "a retry continues instead of starting over: {pages} pages for 10"
     );
+}
+
+#[tokio::test]
+async fn an_execution_whose_lines_expired_is_never_indexed_again() {
+    let e = env();
+    // The source still holds lines of an execution eight days old; its stored lines (and head)
+    // are gone, as TTL leaves them: reading it answers 410, it does not come back RUNNING.
+    let eight_days_ago = 1_700_000_000_000 - 8 * 86_400_000;
+    for i in 0..3 {
+        e.source.put("old", eight_days_ago + i, &format!("old {i}"));
+    }
+    let r = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/old/logs",
+        "",
+        Some(KEY),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (410, "expired"),
+        "{}",
+        r.body
+    );
+    let r = call(&e.api, "GET", "/api/v1/executions/old", "", Some(KEY), "").await;
+    assert_eq!(r.status, 410, "{}", r.body);
+    // A late subscription batch of it is refused and counted, not committed as a fragment.
+    let forwarder = runvoy_core::services::Forwarder::new(
+        e.appender.clone(),
+        e.fanout.clone(),
+        e.metrics.clone(),
+    );
+    let late = e.source.events("old");
+    let out = forwarder.forward("old", late).await.unwrap();
+    assert!(out.committed.is_empty());
+    assert_eq!(e.metrics.get(Metric::ExpiredEvents), 3);
+    assert!(e.appender.store().head("old").await.unwrap().is_none());
+    // A recent execution is populated as before.
+    write(&e, "new", 2);
+    let r = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/new/logs",
+        "",
+        Some(KEY),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
 }

@@ -372,7 +372,8 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
     let mut prng = splitmix64(&mut rng);
     let producer = async {
         w.source.create_stream(EXEC);
-        let mut ts = 1_000i64;
+        // Recent lines (the clock starts at 1_700_000_000_000): older ones would be expired.
+        let mut ts = 1_699_999_000_000i64;
         let mut batch = Vec::new();
         for i in 0..s.events {
             // Timestamps mostly rise, sometimes fall back (out-of-order arrivals).

@@ -13,6 +13,7 @@ use axum::routing::{any, get, post};
 use futures_util::{SinkExt, StreamExt};
 use runvoy_core::api::{ApiError, HttpRequest, HttpResponse, json, validate_execution_id};
 use runvoy_core::ports::HeadReader;
+use runvoy_core::{CoreError, StoreError};
 use serde::Deserialize;
 
 use crate::App;
@@ -214,9 +215,14 @@ async fn put_events(
         if events.is_empty() {
             return Err(ApiError::new(503, "store_unavailable", "the log source could not be written; retry"));
         }
-        // The stream exists now; make sure the execution has a head so readers see it.
+        // The stream exists now; make sure the execution has a head so readers see it. The
+        // source took the lines whatever happens next (as CloudWatch does): an execution past
+        // its retention stays expired, which readers are told.
         if app.store.head(&id).await?.is_none() {
-            app.reconciler.reconcile(&id).await?;
+            match app.reconciler.reconcile(&id).await {
+                Ok(_) | Err(CoreError::Store(StoreError::Expired(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(json(
             200,

@@ -116,6 +116,24 @@ impl LogSource for CloudWatchSource {
         }
     }
 
+    async fn newest_timestamp(&self, execution_id: &str) -> Result<Option<i64>, StoreError> {
+        // The last page of the stream, one event: the newest by timestamp.
+        let r = self
+            .client
+            .get_log_events()
+            .log_group_name(&self.group)
+            .log_stream_name(self.names.stream(execution_id))
+            .start_from_head(false)
+            .limit(1)
+            .send()
+            .await;
+        match r {
+            Ok(out) => Ok(out.events().iter().filter_map(|e| e.timestamp()).max()),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(map_err(&e)),
+        }
+    }
+
     async fn page(
         &self,
         execution_id: &str,

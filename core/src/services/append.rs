@@ -291,6 +291,12 @@ impl Appender {
     pub fn expires_at_now(&self) -> i64 {
         self.expiry_from_now()
     }
+
+    /// Whether a line stamped `timestamp_ms` is older than the retention: stored with it, it
+    /// would have expired by now.
+    pub fn is_past_retention(&self, timestamp_ms: i64) -> bool {
+        timestamp_ms / 1000 + self.config.retention_secs < self.clock.now_ms() / 1000
+    }
 }
 
 /// Reading progress saved in the head together with the events read up to it.

@@ -70,6 +70,9 @@ impl Reconciler {
         deadline_ms: Option<i64>,
     ) -> Result<ReconcileOutcome, CoreError> {
         let head = self.appender.store().head(execution_id).await?;
+        if head.is_none() {
+            self.refuse_expired(execution_id).await?;
+        }
         let (outcome, _) = self
             .read_from(
                 execution_id,
@@ -79,6 +82,18 @@ impl Reconciler {
             )
             .await?;
         Ok(outcome)
+    }
+
+    /// An execution without a head whose newest line is older than the retention had its
+    /// stored lines deleted by TTL while the source kept them: it is expired (I8), never
+    /// indexed again as a new, running execution.
+    pub async fn refuse_expired(&self, execution_id: &str) -> Result<(), CoreError> {
+        if let Some(newest) = self.source.newest_timestamp(execution_id).await?
+            && self.appender.is_past_retention(newest)
+        {
+            return Err(StoreError::Expired(execution_id.to_string()).into());
+        }
+        Ok(())
     }
 
     /// Reads the whole source (completion: catches events that arrived behind the cursor, e.g.

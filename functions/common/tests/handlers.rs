@@ -34,6 +34,9 @@ impl LogSource for CloudWatchLike {
     async fn exists(&self, id: &str) -> Result<bool, StoreError> {
         self.0.exists(id).await
     }
+    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        self.0.newest_timestamp(id).await
+    }
     async fn page(&self, id: &str, token: Option<&str>) -> Result<SourcePage, StoreError> {
         let p = self.0.page(id, token).await?;
         Ok(SourcePage {
@@ -166,8 +169,10 @@ fn payload(stream: &str, events: &[(i64, &str)]) -> Value {
 async fn batches_in_reverse_order_keep_indexes_contiguous_and_batches_sorted() {
     let w = world();
     let stream = format!("task/runner/{EXEC}");
-    let a = payload(&stream, &[(10, "a1"), (12, "a3"), (11, "a2")]);
-    let b = payload(&stream, &[(20, "b1"), (21, "b2")]);
+    // A minute before the clock: recent lines.
+    let t = 1_764_569_940_000;
+    let a = payload(&stream, &[(t + 10, "a1"), (t + 12, "a3"), (t + 11, "a2")]);
+    let b = payload(&stream, &[(t + 20, "b1"), (t + 21, "b2")]);
     forward(&w, &b).await;
     forward(&w, &a).await;
     forward(&w, &b).await;

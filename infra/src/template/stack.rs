@@ -71,8 +71,9 @@ fn parameters(t: &mut Template) {
     );
     t.parameter(
         "RetentionDays",
-        json!({"Type": "Number", "Default": 7, "MinValue": 1, "MaxValue": 365,
-        "Description": "Days stored log lines live after the last write to their execution."}),
+        json!({"Type": "Number", "Default": 7,
+        "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365],
+        "Description": "Days log lines live: stored lines after the last write to their execution (TTL), and the runner log group's retention, so an execution expires from both together."}),
     );
     t.parameter(
         "FunctionLogRetentionDays",
@@ -194,7 +195,7 @@ fn functions(t: &mut Template) {
             "AWS::Logs::LogGroup",
             json!({
                 "LogGroupName": sub("/aws/ecs/${ProjectName}/runner"),
-                "RetentionInDays": r("FunctionLogRetentionDays"),
+                "RetentionInDays": r("RetentionDays"),
             }),
         )
         .when("CreateRunnerLogGroup")

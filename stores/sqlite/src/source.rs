@@ -93,6 +93,17 @@ impl LogSource for SqliteSource {
         Ok(found.is_some())
     }
 
+    async fn newest_timestamp(&self, execution_id: &str) -> Result<Option<i64>, StoreError> {
+        self.db
+            .lock()
+            .query_row(
+                "SELECT MAX(timestamp) FROM source_events WHERE execution_id = ?1",
+                [execution_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(sql)
+    }
+
     async fn page(
         &self,
         execution_id: &str,
