@@ -2,7 +2,7 @@
 //! server translate their requests into [`HttpRequest`] and write back the [`HttpResponse`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::auth::{ApiKeys, Denied, TokenSigner};
 use crate::error::{CoreError, StoreError};
@@ -213,8 +213,11 @@ pub const MAX_INDEX: u64 = (1 << 53) - 1;
 pub struct ApiConfig {
     /// Base URL of the WebSocket endpoint (`ws://127.0.0.1:8787/ws`, `wss://…/prod`).
     pub websocket_url: Option<String>,
-    /// Least time between two read-triggered reconciliations of one running execution.
+    /// Least time between two read-triggered reconciliations of one running execution; it
+    /// doubles (up to `reconcile_max_interval_ms`) after every one that found nothing missing,
+    /// and is back to this after one that recovered lines (evidence of loss).
     pub reconcile_interval_ms: i64,
+    pub reconcile_max_interval_ms: i64,
     /// How long one `POST …/complete` may work on the re-read completion takes before it
     /// answers 503 `in_progress` (progress is kept; repeating the request continues). API
     /// Gateway gives an integration 29 s.
@@ -229,6 +232,7 @@ impl Default for ApiConfig {
         ApiConfig {
             websocket_url: None,
             reconcile_interval_ms: 5_000,
+            reconcile_max_interval_ms: 300_000,
             complete_budget_ms: 20_000,
             read_reconcile_budget_ms: 5_000,
         }
@@ -246,7 +250,6 @@ pub struct Api {
     signer: TokenSigner,
     clock: Arc<dyn Clock>,
     config: ApiConfig,
-    last_reconcile: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl Api {
@@ -270,7 +273,6 @@ impl Api {
             signer,
             clock,
             config,
-            last_reconcile: Arc::default(),
         }
     }
 
@@ -329,18 +331,19 @@ impl Api {
     }
 
     /// Returns the head, populating the execution from the log source on first sight, and
-    /// reconciling a running execution at most once per interval.
+    /// reconciling a running execution when its shared schedule says so.
     async fn head_with_population(&self, id: &str) -> Result<Head, ApiError> {
         let head = self.reader.head(id).await?;
         let now = self.clock.now_ms();
+        let deadline = now + self.config.read_reconcile_budget_ms;
         match head {
             None => {
                 if !self.reconciler.source().exists(id).await? {
                     return Err(CoreError::NotFound(id.to_string()).into());
                 }
-                self.mark_reconciled(id, now);
-                let deadline = now + self.config.read_reconcile_budget_ms;
                 let outcome = self.reconciler.reconcile_until(id, Some(deadline)).await?;
+                // The next reconciliation of this running execution waits the minimum.
+                let _ = self.schedule_reconcile(id, now, None).await;
                 let head = self
                     .reader
                     .head(id)
@@ -349,14 +352,19 @@ impl Api {
                 self.fanout.notify(&head, &outcome.recovered).await?;
                 Ok(head)
             }
-            Some(h) if !h.status.is_terminal() && self.due_for_reconcile(id, now) => {
+            Some(h) if !h.status.is_terminal() && h.reconcile_after.is_none_or(|t| now >= t) => {
                 // Best effort: serving what is committed beats failing the read.
-                let deadline = now + self.config.read_reconcile_budget_ms;
-                if let Ok(outcome) = self.reconciler.reconcile_until(id, Some(deadline)).await
-                    && let Some(head) = outcome.head
+                if self.claim_reconcile(id, now).await
+                    && let Ok(outcome) = self.reconciler.reconcile_until(id, Some(deadline)).await
                 {
-                    let _ = self.fanout.notify(&head, &outcome.recovered).await;
-                    return Ok(head);
+                    if !outcome.recovered.is_empty() {
+                        // Lines were missing: look again soon.
+                        let _ = self.schedule_reconcile(id, now, None).await;
+                    }
+                    if let Some(head) = outcome.head {
+                        let _ = self.fanout.notify(&head, &outcome.recovered).await;
+                        return Ok(head);
+                    }
                 }
                 Ok(h)
             }
@@ -364,25 +372,58 @@ impl Api {
         }
     }
 
-    fn due_for_reconcile(&self, id: &str, now: i64) -> bool {
-        let mut map = self.last_reconcile.lock().expect("reconcile map");
-        let due = map
-            .get(id)
-            .is_none_or(|t| now - t >= self.config.reconcile_interval_ms);
-        if due {
-            if map.len() > 10_000 {
-                map.clear();
-            }
-            map.insert(id.to_string(), now);
-        }
-        due
+    /// Takes the execution's next reconciliation for this reader: only one of the readers
+    /// that find it due wins (the head's version decides), and the one after it waits twice
+    /// as long, up to the maximum.
+    async fn claim_reconcile(&self, id: &str, now: i64) -> bool {
+        self.schedule_reconcile(id, now, Some(now))
+            .await
+            .unwrap_or(false)
     }
 
-    fn mark_reconciled(&self, id: &str, now: i64) {
-        self.last_reconcile
-            .lock()
-            .expect("reconcile map")
-            .insert(id.to_string(), now);
+    /// Sets the next reconciliation time; `due_at` = `Some(now)` claims a due one (and backs
+    /// off), `None` resets the wait to the minimum. Returns whether this call changed it.
+    async fn schedule_reconcile(
+        &self,
+        id: &str,
+        now: i64,
+        due_at: Option<i64>,
+    ) -> Result<bool, CoreError> {
+        let (min, max) = (
+            self.config.reconcile_interval_ms,
+            self.config.reconcile_max_interval_ms,
+        );
+        let won = std::sync::atomic::AtomicBool::new(false);
+        self.reconciler
+            .appender()
+            .update_head(id, |current| {
+                won.store(false, std::sync::atomic::Ordering::Relaxed);
+                if current.status.is_terminal() {
+                    return Ok(None);
+                }
+                let mut next = current.clone();
+                match due_at {
+                    Some(t) => {
+                        if current.reconcile_after.is_some_and(|after| after > t) {
+                            return Ok(None);
+                        }
+                        // Assume this one finds nothing (the usual case); one that recovers lines
+                        // resets the wait afterwards.
+                        let wait = current.reconcile_wait_ms.unwrap_or(min).saturating_mul(2);
+                        let wait = wait.clamp(min, max);
+                        next.reconcile_after = Some(now + wait);
+                        next.reconcile_wait_ms = Some(wait);
+                    }
+                    None => {
+                        next.reconcile_after = Some(now + min);
+                        next.reconcile_wait_ms = Some(min);
+                    }
+                }
+                won.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(Some(next))
+            })
+            .await?;
+        Ok(won.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     async fn logs(

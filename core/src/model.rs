@@ -101,6 +101,12 @@ pub struct Head {
     /// committed), so an interrupted completion continues instead of starting over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_cursor: Option<String>,
+    /// When a read may next reconcile this running execution (ms), and the wait after that:
+    /// kept here, so every reader (every API instance) shares one schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_wait_ms: Option<i64>,
     /// Incremented by every commit; the condition of the next one.
     pub version: u64,
     /// Timestamp of the event at `last_index`, to count out-of-order arrivals.
@@ -121,6 +127,8 @@ impl Head {
             exit_code: None,
             source_cursor: None,
             sweep_cursor: None,
+            reconcile_after: None,
+            reconcile_wait_ms: None,
             version: 0,
             last_timestamp: i64::MIN,
             created_at: now_ms,

@@ -691,3 +691,104 @@ async fn an_execution_whose_lines_expired_is_never_indexed_again() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+/// Counts the pages read from a source.
+struct CountingSource {
+    inner: Arc<MemorySource>,
+    pages: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl runvoy_core::ports::LogSource for CountingSource {
+    async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
+        self.inner.exists(id).await
+    }
+    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, runvoy_core::StoreError> {
+        self.inner.newest_timestamp(id).await
+    }
+    async fn page(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
+        self.pages
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.page(id, token).await
+    }
+}
+
+#[tokio::test]
+async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
+    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let inner = Arc::new(MemorySource::new(100));
+    let source = Arc::new(CountingSource {
+        inner: inner.clone(),
+        pages: Default::default(),
+    });
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let fanout = FanOut::new(
+        store.clone(),
+        Arc::new(MemoryConnections::new()),
+        Arc::new(RecordingPusher::new()),
+        metrics.clone(),
+        clock.clone(),
+    );
+    let reconciler = Reconciler::new(source.clone(), appender, metrics.clone());
+    let api = Api::new(
+        Reader::new(store.clone(), clock.clone()),
+        reconciler.clone(),
+        Completer::new(reconciler, fanout.clone()),
+        fanout,
+        ApiKeys::new(vec![KEY.into()]),
+        TokenSigner::new(b"s".to_vec(), 600),
+        clock.clone(),
+        ApiConfig {
+            reconcile_interval_ms: 5_000,
+            reconcile_max_interval_ms: 20_000,
+            ..ApiConfig::default()
+        },
+    );
+    inner.put("idle", 1_699_999_990_000, "first");
+    // Whether a read at `after_ms` from now reads the source.
+    let read_after = |after_ms: i64| {
+        let (api, clock, source) = (&api, &clock, &source);
+        async move {
+            clock.advance(after_ms);
+            let before = source.pages.load(std::sync::atomic::Ordering::Relaxed);
+            let r = call(
+                api,
+                "GET",
+                "/api/v1/executions/idle/logs",
+                "",
+                Some(KEY),
+                "",
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            source.pages.load(std::sync::atomic::Ordering::Relaxed) > before
+        }
+    };
+    assert!(read_after(0).await, "the first read populates");
+    assert!(!read_after(0).await, "at once again: nothing is due");
+    assert!(read_after(5_000).await, "after the interval");
+    assert!(!read_after(5_000).await, "the wait doubled to 10 s");
+    assert!(read_after(5_000).await);
+    assert!(!read_after(10_000).await, "then 20 s");
+    assert!(read_after(10_000).await);
+    assert!(!read_after(10_000).await, "20 s at most");
+    // A line the subscription never delivered: found at the next reconcile, and the wait goes
+    // back to the minimum.
+    inner.put("idle", 1_699_999_995_000, "dropped");
+    assert!(read_after(10_000).await);
+    assert!(
+        read_after(5_000).await,
+        "back to 5 s after lines went missing"
+    );
+}

@@ -97,6 +97,31 @@ fn map_err<E: std::error::Error + ProvideErrorMetadata + 'static, R: std::fmt::D
     }
 }
 
+/// Attempts at a throttled `GetLogEvents` (beyond the SDK's own), with waits that double from
+/// 250 ms: the account's quota is shared by every reader, so a throttled reader waits its turn
+/// rather than failing its reconciliation.
+const THROTTLED_ATTEMPTS: u32 = 6;
+
+async fn send_patiently(
+    req: aws_sdk_cloudwatchlogs::operation::get_log_events::builders::GetLogEventsFluentBuilder,
+) -> Result<aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match req.clone().send().await.map_err(|e| map_err(&e)) {
+            Err(StoreError::Throttled) if attempt + 1 < THROTTLED_ATTEMPTS => {
+                let cap = 250u64 << attempt;
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::from(d.subsec_nanos()))
+                    % (cap / 2 + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(cap / 2 + jitter)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[async_trait]
 impl LogSource for CloudWatchSource {
     async fn exists(&self, execution_id: &str) -> Result<bool, StoreError> {
@@ -161,7 +186,7 @@ impl LogSource for CloudWatchSource {
             if let Some(s) = start {
                 req = req.start_time(s);
             }
-            let resp = req.send().await.map_err(|e| map_err(&e))?;
+            let resp = send_patiently(req).await?;
             for e in resp.events.unwrap_or_default() {
                 lines.push((e.timestamp.unwrap_or(0), e.message.unwrap_or_default()));
             }

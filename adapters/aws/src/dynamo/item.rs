@@ -79,6 +79,12 @@ pub fn head_to_item(h: &Head) -> Item {
     if let Some(v) = &h.sweep_cursor {
         item.insert("sweep_cursor".into(), s(v));
     }
+    if let Some(v) = h.reconcile_after {
+        item.insert("reconcile_after".into(), n(v));
+    }
+    if let Some(v) = h.reconcile_wait_ms {
+        item.insert("reconcile_wait_ms".into(), n(v));
+    }
     item
 }
 
@@ -97,6 +103,8 @@ pub fn head_from_item(item: &Item) -> Result<Head, StoreError> {
             Some(AttributeValue::S(v)) => Some(v.clone()),
             _ => None,
         },
+        reconcile_after: opt_n(item, "reconcile_after")?,
+        reconcile_wait_ms: opt_n(item, "reconcile_wait_ms")?,
         version: get_n(item, "version")?,
         last_timestamp: get_n(item, "last_timestamp")?,
         created_at: get_n(item, "created_at")?,
@@ -390,6 +398,8 @@ mod tests {
         h.exit_code = Some(-1);
         h.source_cursor = Some("t:5".into());
         h.sweep_cursor = Some("t:3".into());
+        h.reconcile_after = Some(1_700_000_000_000);
+        h.reconcile_wait_ms = Some(10_000);
         h.status = Status::Stopped;
         assert_eq!(head_from_item(&head_to_item(&h)).unwrap(), h);
     }

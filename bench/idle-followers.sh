@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# GetLogEvents calls per second that idle followers cost on the sim (the account's quota is
+# about 25/s for every reader of every execution). Starts a sim, N executions that print one
+# line and then sleep, and one `runvoy logs` follower each; counts the calls the IAM gate saw.
+#
+# usage: bench/idle-followers.sh [N=100] [SECONDS=120]
+# needs: the binaries in target/debug (scripts/test builds them; or cargo build --profile test --bins)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-100}
+secs=${2:-120}
+bin=target/debug
+dir=$(mktemp -d /tmp/runvoy-idle-XXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+XDG_CONFIG_HOME=$dir/config "$bin/deploy" up --env sim --functions "$bin" --state-dir "$dir/state" \
+  --listen "127.0.0.1:$port" --project idle >"$dir/sim.log" 2>&1 &
+sim=$!
+trap 'kill $(jobs -p) 2>/dev/null; kill $sim 2>/dev/null' EXIT
+for _ in $(seq 1 300); do grep -q "Press Ctrl+C" "$dir/sim.log" && break; sleep 0.2; done
+key=$(awk '/API key/ {print $3}' "$dir/sim.log")
+url="http://127.0.0.1:$port"
+export RUNVOY_API_URL=$url RUNVOY_API_KEY=$key XDG_CONFIG_HOME=$dir/config
+ids=()
+for _ in $(seq 1 "$n"); do
+  ids+=("$(curl -s -X POST -H "X-API-Key: $key" "$url/local/v1/executions" \
+    -d "{\"command\":[\"sh\",\"-c\",\"echo started; sleep $((secs + 60))\"]}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["execution_id"])')")
+done
+for id in "${ids[@]}"; do "$bin/runvoy" logs "$id" >/dev/null 2>&1 & done
+calls() {
+  curl -s -H "X-API-Key: $key" "$url/local/v1/sim/stats" | python3 -c '
+import json, sys
+g = json.load(sys.stdin)["gate"]
+print(sum(a.get("logs:GetLogEvents", 0) for a in g["calls"].values()), g["throttled"])'
+}
+sleep 20
+read -r c0 t0 <<<"$(calls)"
+sleep "$secs"
+read -r c1 t1 <<<"$(calls)"
+python3 -c "print(f'$n idle followers, {$secs} s: {($c1-$c0)/$secs:.2f} GetLogEvents calls/s, {$t1-$t0} throttled')"
