@@ -11,7 +11,15 @@ n=${1:-100}
 secs=${2:-120}
 bin=target/debug
 dir=$(mktemp -d /tmp/runvoy-idle-XXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Two free ports in a row: the sim's WebSocket API listens on the one after the HTTP API.
+port=$(python3 -c '
+import socket
+while True:
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    try:
+        b = socket.socket(); b.bind(("127.0.0.1", p + 1)); print(p); break
+    except OSError:
+        pass')
 XDG_CONFIG_HOME=$dir/config "$bin/deploy" up --env sim --functions "$bin" --state-dir "$dir/state" \
   --listen "127.0.0.1:$port" --project idle >"$dir/sim.log" 2>&1 &
 sim=$!

@@ -190,3 +190,39 @@ async fn a_push_during_connect_is_refused_and_the_connection_survives_it() {
         "the new connection was dropped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_sweeper_deletes_what_expired_and_nothing_else() {
+    let s = Stack::start(Kind::Sim, "ttl", None).await;
+    let run = output(s.runvoy(&["run", "--", "sh", "-c", "seq 1 100"])).await;
+    assert_eq!(run.status.code(), Some(0));
+    let sweep = |now: Option<i64>| {
+        let (url, key) = (s.url(), s.key.clone());
+        async move {
+            let body = match now {
+                Some(n) => serde_json::json!({ "now": n }),
+                None => serde_json::json!({}),
+            };
+            let v: Value = reqwest::Client::new()
+                .post(format!("{url}/local/v1/sim/ttl-sweep"))
+                .header("X-API-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["deleted"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(sweep(None).await, 0, "nothing has expired yet");
+    let in_eight_days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 8 * 86_400_000;
+    // The head, the run and the idempotency record of the execution (the retention is 7 days).
+    assert!(sweep(Some(in_eight_days)).await >= 3);
+    assert_eq!(sweep(Some(in_eight_days)).await, 0, "deleted once");
+}

@@ -394,6 +394,9 @@ impl Api {
             self.config.reconcile_max_interval_ms,
         );
         let won = std::sync::atomic::AtomicBool::new(false);
+        // Executions started together would otherwise reconcile together: spread each wait over
+        // ±25 % (the quota is per second).
+        let spread = |wait: i64| wait * 3 / 4 + self.clock.jitter((wait / 2).max(1) as u64) as i64;
         self.reconciler
             .appender()
             .update_head(id, |current| {
@@ -411,11 +414,11 @@ impl Api {
                         // resets the wait afterwards.
                         let wait = current.reconcile_wait_ms.unwrap_or(min).saturating_mul(2);
                         let wait = wait.clamp(min, max);
-                        next.reconcile_after = Some(now + wait);
+                        next.reconcile_after = Some(now + spread(wait));
                         next.reconcile_wait_ms = Some(wait);
                     }
                     None => {
-                        next.reconcile_after = Some(now + min);
+                        next.reconcile_after = Some(now + spread(min));
                         next.reconcile_wait_ms = Some(min);
                     }
                 }

@@ -775,20 +775,25 @@ async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
             source.pages.load(std::sync::atomic::Ordering::Relaxed) > before
         }
     };
+    // Each wait is spread over ±25 %: not due before 3/4 of it, due after 5/4.
     assert!(read_after(0).await, "the first read populates");
     assert!(!read_after(0).await, "at once again: nothing is due");
-    assert!(read_after(5_000).await, "after the interval");
-    assert!(!read_after(5_000).await, "the wait doubled to 10 s");
-    assert!(read_after(5_000).await);
-    assert!(!read_after(10_000).await, "then 20 s");
-    assert!(read_after(10_000).await);
-    assert!(!read_after(10_000).await, "20 s at most");
+    assert!(
+        !read_after(3_700).await,
+        "nothing is due before 5 s (less 25 %)"
+    );
+    assert!(read_after(2_600).await, "after 5 s (plus 25 %)");
+    assert!(!read_after(7_400).await, "the wait doubled to 10 s");
+    assert!(read_after(5_200).await);
+    assert!(!read_after(14_900).await, "then 20 s");
+    assert!(read_after(10_200).await);
+    assert!(!read_after(14_900).await, "20 s at most");
     // A line the subscription never delivered: found at the next reconcile, and the wait goes
     // back to the minimum.
     inner.put("idle", 1_699_999_995_000, "dropped");
-    assert!(read_after(10_000).await);
+    assert!(read_after(10_200).await);
     assert!(
-        read_after(5_000).await,
+        read_after(6_300).await,
         "back to 5 s after lines went missing"
     );
 }

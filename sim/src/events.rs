@@ -1,6 +1,8 @@
 //! EventBridge, emulated for the template's rules: an event is matched against each enabled
 //! rule's `EventPattern` (literal values, `prefix`, `anything-but`, `exists`, nested objects) and
-//! delivered to the rule's Lambda targets as an asynchronous invocation.
+//! delivered to the rule's Lambda targets as an asynchronous invocation. Lambda keeps accepted
+//! asynchronous invocations until they are settled: the sim keeps them in its state directory,
+//! so one that a restart interrupts is run again when the sim starts.
 
 use std::sync::Arc;
 
@@ -19,6 +21,8 @@ pub struct EventBus {
     pub rules: Vec<Rule>,
     pub account: String,
     pub region: String,
+    /// Accepted, unsettled invocations: `<uuid>.json` holding `{"function", "payload"}`.
+    pub pending: std::path::PathBuf,
 }
 
 impl EventBus {
@@ -46,14 +50,57 @@ impl EventBus {
             if matches(&rule.pattern, &event).unwrap_or(false) {
                 matched.push(rule.name.clone());
                 for (f, config) in &rule.targets {
-                    tokio::spawn(
-                        f.clone()
-                            .invoke_async(event.to_string().into_bytes(), config.clone()),
-                    );
+                    self.invoke(f.clone(), config.clone(), event.to_string().into_bytes());
                 }
             }
         }
         matched
+    }
+
+    /// An asynchronous invocation, kept on disk until it is settled.
+    fn invoke(&self, f: Arc<Function>, config: AsyncConfig, payload: Vec<u8>) {
+        let file = self.pending.join(format!("{}.json", uuid_like()));
+        let record = json!({"function": f.spec.arn, "payload": String::from_utf8_lossy(&payload)});
+        let _ = std::fs::create_dir_all(&self.pending);
+        if let Err(e) = std::fs::write(&file, record.to_string()) {
+            eprintln!(
+                "sim: cannot keep an asynchronous invocation in {}: {e}",
+                file.display()
+            );
+        }
+        tokio::spawn(async move {
+            let _ = f.invoke_async(payload, config).await;
+            let _ = std::fs::remove_file(&file);
+        });
+    }
+
+    /// Runs again the invocations a stop interrupted; returns how many.
+    pub fn resume_pending(&self) -> usize {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&self.pending)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            let Ok(v) = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+            else {
+                continue;
+            };
+            let _ = std::fs::remove_file(&path);
+            let target = self
+                .rules
+                .iter()
+                .flat_map(|r| &r.targets)
+                .find(|(f, _)| v["function"].as_str() == Some(f.spec.arn.as_str()));
+            if let (Some((f, config)), Some(payload)) = (target, v["payload"].as_str()) {
+                self.invoke(f.clone(), config.clone(), payload.as_bytes().to_vec());
+                n += 1;
+            }
+        }
+        n
     }
 }
 

@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub group: String,
     pub stream_template: String,
     pub cluster: String,
+    /// Tasks running commands: `<id>` files, removed when the task stopped.
+    pub runs: PathBuf,
     pub place: Place,
     pub bus: EventBus,
     pub subscription: Option<Subscription>,

@@ -268,6 +268,8 @@ async fn start(shared: Arc<Shared>, command: Vec<String>) -> Result<String, ApiE
         .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))?;
     let id = runvoy_local::state::random_hex(16);
     shared.create_stream(&id).await?;
+    let _ = std::fs::create_dir_all(&shared.runs);
+    let _ = std::fs::write(shared.runs.join(&id), command.join(" "));
     shared.task_event(&id, "RUNNING", None);
     let (tx, mut rx) = mpsc::channel::<Vec<String>>(64);
     if let Some(out) = child.stdout.take() {
@@ -303,8 +305,29 @@ async fn start(shared: Arc<Shared>, command: Vec<String>) -> Result<String, ApiE
             Err(_) => None,
         };
         shared.task_event(&task_id, "STOPPED", code);
+        let _ = std::fs::remove_file(shared.runs.join(&task_id));
     });
     Ok(id)
+}
+
+impl Shared {
+    /// Tasks whose commands a stop of the sim killed: their STOPPED event (without an exit
+    /// code) is emitted now, as ECS would have, so their executions complete.
+    pub(crate) fn stop_interrupted_runs(&self) -> usize {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&self.runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some(id) = entry.file_name().to_str() {
+                self.task_event(id, "STOPPED", None);
+                n += 1;
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+        n
+    }
 }
 
 async fn write(shared: &Shared, id: &str, buf: &mut Vec<(i64, String)>) {

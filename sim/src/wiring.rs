@@ -368,11 +368,13 @@ pub(crate) async fn start(
             .param("StreamTemplate")
             .unwrap_or_else(|| "task/runner/{execution_id}".into()),
         cluster: stack_name.clone(),
+        runs: state.join("running-tasks"),
         place: place.clone(),
         bus: EventBus {
             rules,
             account: place.account.clone(),
             region: place.region.clone(),
+            pending: state.join("pending-invocations"),
         },
         subscription,
         sweeper: Sweeper {
@@ -386,6 +388,13 @@ pub(crate) async fn start(
     });
 
     let mut servers = vec![gate.serve(gate_listener)];
+    let resumed = shared.bus.resume_pending();
+    let interrupted = shared.stop_interrupted_runs();
+    if resumed + interrupted > 0 {
+        eprintln!(
+            "sim: {resumed} asynchronous invocation(s) run again, {interrupted} interrupted task(s) reported stopped"
+        );
+    }
     let api = http_api.clone();
     let router = producer::router(shared.clone()).fallback(move |req: axum::extract::Request| {
         let api = api.clone();
