@@ -89,8 +89,8 @@ impl<S: LogWriter + LogReader + 'static> LogWriter for Billed<S> {
     fn max_commit_bytes(&self) -> usize {
         self.inner.max_commit_bytes()
     }
-    fn max_commit_seconds(&self) -> usize {
-        self.inner.max_commit_seconds()
+    fn commit_spans(&self) -> (i64, usize) {
+        self.inner.commit_spans()
     }
     async fn known_event_ids(
         &self,

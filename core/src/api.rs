@@ -342,8 +342,11 @@ impl Api {
                     return Err(CoreError::NotFound(id.to_string()).into());
                 }
                 let outcome = self.reconciler.reconcile_until(id, Some(deadline)).await?;
-                // The next reconciliation of this running execution waits the minimum.
-                let _ = self.schedule_reconcile(id, now, None).await;
+                // The next reconciliation of this running execution waits the minimum; one
+                // that stopped at its deadline continues at the next read.
+                if outcome.caught_up {
+                    let _ = self.schedule_reconcile(id, now, None).await;
+                }
                 let head = self
                     .reader
                     .head(id)
@@ -357,8 +360,8 @@ impl Api {
                 if self.claim_reconcile(id, now).await
                     && let Ok(outcome) = self.reconciler.reconcile_until(id, Some(deadline)).await
                 {
-                    if !outcome.recovered.is_empty() {
-                        // Lines were missing: look again soon.
+                    if !outcome.recovered.is_empty() || !outcome.caught_up {
+                        // Lines were missing (or more are to be read): look again soon.
                         let _ = self.schedule_reconcile(id, now, None).await;
                     }
                     if let Some(head) = outcome.head {
@@ -393,22 +396,21 @@ impl Api {
             self.config.reconcile_interval_ms,
             self.config.reconcile_max_interval_ms,
         );
-        let won = std::sync::atomic::AtomicBool::new(false);
         // Executions started together would otherwise reconcile together: spread each wait over
         // ±25 % (the quota is per second).
         let spread = |wait: i64| wait * 3 / 4 + self.clock.jitter((wait / 2).max(1) as u64) as i64;
+        // One attempt: a reader that loses to another writer skips rather than waits.
         self.reconciler
             .appender()
-            .update_head(id, |current| {
-                won.store(false, std::sync::atomic::Ordering::Relaxed);
+            .try_update_head(id, |current| {
                 if current.status.is_terminal() {
-                    return Ok(None);
+                    return None;
                 }
                 let mut next = current.clone();
                 match due_at {
                     Some(t) => {
                         if current.reconcile_after.is_some_and(|after| after > t) {
-                            return Ok(None);
+                            return None;
                         }
                         // Assume this one finds nothing (the usual case); one that recovers lines
                         // resets the wait afterwards.
@@ -422,11 +424,9 @@ impl Api {
                         next.reconcile_wait_ms = Some(min);
                     }
                 }
-                won.store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(Some(next))
+                Some(next)
             })
-            .await?;
-        Ok(won.load(std::sync::atomic::Ordering::Relaxed))
+            .await
     }
 
     async fn logs(

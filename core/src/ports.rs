@@ -41,10 +41,11 @@ pub trait LogWriter: HeadReader {
         usize::MAX
     }
 
-    /// Most distinct seconds of event timestamps one [`Commit`] may span (DynamoDB: one
-    /// idempotency record per second, within 100 transaction actions).
-    fn max_commit_seconds(&self) -> usize {
-        usize::MAX
+    /// How far one [`Commit`]'s events may spread in time: over at most `.1` distinct spans
+    /// of `.0` milliseconds of timestamps (DynamoDB: one idempotency record per minute, within
+    /// 100 transaction actions).
+    fn commit_spans(&self) -> (i64, usize) {
+        (1, usize::MAX)
     }
 
     /// Which of `events` (compared by id) are already committed for this execution: a cheap

@@ -584,7 +584,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
     let inner = Arc::new(MemorySource::new(10));
     for i in 0..100 {
-        inner.put("long", 1_000 + i, &format!("line {i}"));
+        inner.put("long", 1_699_999_000_000 + i, &format!("line {i}"));
     }
     let source = Arc::new(SlowSource {
         inner,

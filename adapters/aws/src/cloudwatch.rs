@@ -44,12 +44,16 @@ impl StreamNames {
         format!("{}{execution_id}{}", self.prefix, self.suffix)
     }
 
-    /// The execution a stream belongs to, or `None` for streams of other producers.
+    /// The execution a stream belongs to, or `None` for streams of other producers — and for
+    /// names that are not execution ids (an id like `x#ids#1` would address another
+    /// execution's items).
     pub fn execution(&self, stream: &str) -> Option<String> {
         let id = stream
             .strip_prefix(&self.prefix)?
             .strip_suffix(&self.suffix)?;
-        (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
+        runvoy_core::api::validate_execution_id(id)
+            .is_ok()
+            .then(|| id.to_string())
     }
 }
 
@@ -235,6 +239,7 @@ mod tests {
         assert_eq!(n.execution("task/runner/abc").as_deref(), Some("abc"));
         assert_eq!(n.execution("task/other/abc"), None);
         assert_eq!(n.execution("task/runner/"), None);
+        assert_eq!(n.execution("task/runner/x#ids#1"), None);
         let custom = StreamNames::new("ecs/{execution_id}/main").unwrap();
         assert_eq!(custom.execution("ecs/x1/main").as_deref(), Some("x1"));
         assert!(StreamNames::new("no-placeholder").is_err());

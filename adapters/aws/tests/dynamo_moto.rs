@@ -64,8 +64,8 @@ impl LogWriter for Counting {
     fn max_commit_bytes(&self) -> usize {
         self.inner.max_commit_bytes()
     }
-    fn max_commit_seconds(&self) -> usize {
-        self.inner.max_commit_seconds()
+    fn commit_spans(&self) -> (i64, usize) {
+        self.inner.commit_spans()
     }
     async fn known_event_ids(
         &self,
@@ -118,7 +118,7 @@ async fn a_redelivered_batch_of_1000_adds_nothing_and_fails_no_transaction() {
         failed: AtomicU64::new(0),
         batch_reads: AtomicU64::new(0),
     });
-    let clock = Arc::new(runvoy_core::memory::SimClock::new(1_700_000_000_000, 1));
+    let clock = Arc::new(runvoy_core::memory::SimClock::new(recent() + 60_000, 1));
     let appender = Appender::new(
         counting.clone(),
         clock,
@@ -129,14 +129,14 @@ async fn a_redelivered_batch_of_1000_adds_nothing_and_fails_no_transaction() {
     let batch: Vec<SourceEvent> = (0..1000)
         .map(|i| SourceEvent {
             event_id: format!("ev{i:04}"),
-            timestamp: 1_000 + i,
+            timestamp: recent() / 60_000 * 60_000 + i,
             message: format!("line {i}"),
         })
         .collect();
     let first = appender.append(&exec, batch.clone(), None).await.unwrap();
     assert_eq!(first.committed.len(), 1000);
     let items_before = item_count(&exec).await;
-    // Head, one run, and one idempotency record (the timestamps span one second).
+    // Head, one run, and one idempotency record (the timestamps fall in one minute).
     assert_eq!(items_before, 1 + 1 + 1);
     let commits_before = counting.commits.load(Ordering::Relaxed);
     let reads_before = counting.batch_reads.load(Ordering::Relaxed);
@@ -204,6 +204,15 @@ async fn dense(tag: &str, batches: Vec<Vec<SourceEvent>>) {
     }
 }
 
+/// A minute ago: lines older than the retention are not committed.
+fn recent() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 60_000
+}
+
 /// `n` lines numbered from `from`, as CloudWatch derives their ids, at `timestamp`.
 fn numbered(from: usize, n: usize, timestamp: i64) -> Vec<SourceEvent> {
     runvoy_aws::identity::with_ids(
@@ -215,7 +224,7 @@ fn numbered(from: usize, n: usize, timestamp: i64) -> Vec<SourceEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_thousand_lines_of_one_millisecond_commit_once_in_order() {
-    let ts = 1_700_000_000_000;
+    let ts = recent();
     let batches = (0..20)
         .map(|b| numbered(1 + b * 10_000, 10_000, ts))
         .collect();
@@ -224,7 +233,7 @@ async fn two_hundred_thousand_lines_of_one_millisecond_commit_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_lines_over_100_milliseconds_commit_once_in_order() {
-    let ts = 1_700_000_000_000;
+    let ts = recent();
     let batches = (0..100)
         .map(|ms| numbered(1 + ms * 10_000, 10_000, ts + ms as i64))
         .collect();

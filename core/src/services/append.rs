@@ -91,6 +91,15 @@ impl Appender {
         mut events: Vec<SourceEvent>,
         cursor: Option<Progress>,
     ) -> Result<AppendOutcome, CoreError> {
+        // Lines older than the retention: their idempotency records (kept as long as the
+        // retention from their own time at least) may be gone, so committing them could commit
+        // them twice, and stored they would expire at once (I8). Counted, never committed.
+        let before = events.len();
+        events.retain(|e| !self.is_past_retention(e.timestamp));
+        if events.len() < before {
+            self.metrics
+                .incr(Metric::ExpiredEvents, (before - events.len()) as u64);
+        }
         // I4: timestamp order, and lines of one millisecond in the order the source gave them
         // (a stable sort: never by id, which may be a digest).
         events.sort_by_key(|e| e.timestamp);
@@ -118,7 +127,7 @@ impl Appender {
             Limits {
                 events: self.store.max_events_per_commit().max(1),
                 bytes: self.store.max_commit_bytes(),
-                seconds: self.store.max_commit_seconds().max(1),
+                spans: self.store.commit_spans(),
             },
         );
         let last_chunk = chunks.len() - 1;
@@ -246,6 +255,35 @@ impl Appender {
         Ok(())
     }
 
+    /// One attempt at rewriting the head with `change` (`None`: leave it): `Ok(false)` when
+    /// another writer changed the head first, for callers that would rather skip than wait.
+    pub async fn try_update_head<F>(&self, execution_id: &str, change: F) -> Result<bool, CoreError>
+    where
+        F: Fn(&Head) -> Option<Head>,
+    {
+        let Some(current) = self.store.head(execution_id).await? else {
+            return Ok(false);
+        };
+        let Some(mut head) = change(&current) else {
+            return Ok(false);
+        };
+        head.version = current.version + 1;
+        head.updated_at = self.clock.now_ms();
+        let commit = Commit {
+            expected_version: Some(current.version),
+            head,
+            events: Vec::new(),
+        };
+        match self.store.commit(commit).await {
+            Ok(()) => Ok(true),
+            Err(CommitError::VersionConflict | CommitError::Store(StoreError::Throttled)) => {
+                Ok(false)
+            }
+            Err(CommitError::Duplicate(_)) => Ok(false),
+            Err(CommitError::Store(e)) => Err(e.into()),
+        }
+    }
+
     /// Rewrites the head with `change` under the same optimistic condition as appends, retrying
     /// on conflicts. `change` returns `None` to leave the head as it is.
     pub async fn update_head<F>(&self, execution_id: &str, change: F) -> Result<Head, CoreError>
@@ -331,29 +369,31 @@ impl Progress {
 struct Limits {
     events: usize,
     bytes: usize,
-    seconds: usize,
+    /// At most `.1` distinct spans of `.0` ms of timestamps.
+    spans: (i64, usize),
 }
 
 /// Splits events (in commit order) into commits within the store's limits.
 fn chunk(events: Vec<SourceEvent>, limits: Limits) -> Vec<Vec<SourceEvent>> {
     let mut chunks = vec![Vec::new()];
     let mut bytes = 0usize;
-    let mut seconds: HashSet<i64> = HashSet::new();
+    let (span_ms, max_spans) = (limits.spans.0.max(1), limits.spans.1.max(1));
+    let mut spans: HashSet<i64> = HashSet::new();
     for e in events {
         let current = chunks.last_mut().expect("never empty");
-        let second = e.timestamp.div_euclid(1000);
-        let new_second = !seconds.contains(&second);
+        let span = e.timestamp.div_euclid(span_ms);
+        let new_span = !spans.contains(&span);
         if !current.is_empty()
             && (current.len() >= limits.events
                 || bytes + e.message.len() > limits.bytes
-                || (new_second && seconds.len() >= limits.seconds))
+                || (new_span && spans.len() >= max_spans))
         {
             chunks.push(Vec::new());
             bytes = 0;
-            seconds.clear();
+            spans.clear();
         }
         bytes += e.message.len();
-        seconds.insert(second);
+        spans.insert(span);
         chunks.last_mut().expect("never empty").push(e);
     }
     chunks
@@ -377,7 +417,7 @@ mod tests {
         let limits = |events, bytes| Limits {
             events,
             bytes,
-            seconds: usize::MAX,
+            spans: (1, usize::MAX),
         };
         assert_eq!(sizes(&chunk(vec![], limits(3, 100))), vec![0]);
         assert_eq!(
@@ -395,7 +435,7 @@ mod tests {
             )),
             vec![1, 1, 1]
         );
-        // One event per second: at most `seconds` seconds per commit.
+        // One event per second: at most three seconds per commit.
         let sparse: Vec<SourceEvent> = (0..7)
             .map(|i| SourceEvent {
                 timestamp: i as i64 * 1_000,
@@ -405,7 +445,7 @@ mod tests {
         let by_second = Limits {
             events: 100,
             bytes: 1_000,
-            seconds: 3,
+            spans: (1_000, 3),
         };
         assert_eq!(sizes(&chunk(sparse, by_second)), vec![3, 3, 1]);
     }

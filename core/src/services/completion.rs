@@ -38,10 +38,13 @@ impl Completer {
             return Err(CoreError::NotFound(execution_id.to_string()));
         }
         let appender = self.reconciler.appender();
-        if let Some(head) = appender.store().head(execution_id).await?
-            && head.status.is_terminal()
-        {
-            return Self::repeat(execution_id, head, status);
+        match appender.store().head(execution_id).await? {
+            Some(head) if head.status.is_terminal() => {
+                return Self::repeat(execution_id, head, status);
+            }
+            Some(_) => {}
+            // Its stored lines may have expired: never rebuilt as a fragment (I8).
+            None => self.reconciler.refuse_expired(execution_id).await?,
         }
         let (tail, done) = self.reconciler.sweep(execution_id, deadline_ms).await?;
         if !done {

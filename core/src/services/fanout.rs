@@ -12,8 +12,9 @@ use crate::wire::ServerMessage;
 pub const FRAME_BYTES: usize = 32 * 1024;
 /// API Gateway refuses messages above 128 KB.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
-/// Events read from the store per backlog page.
+/// Events (and bytes) read from the store per backlog page.
 const BACKLOG_PAGE: usize = 1_000;
+const BACKLOG_BYTES: usize = 2 * 1024 * 1024;
 /// A connection this young may still be inside `$connect`, where API Gateway answers every push
 /// with 410 although the connection is about to open: it is never pruned on a 410.
 pub const HANDSHAKE_GRACE_MS: i64 = 30_000;
@@ -126,17 +127,25 @@ impl FanOut {
         if from >= through {
             return Ok((Vec::new(), false));
         }
-        let mut events: Vec<LogEvent> = match fresh.first() {
-            Some(first) if first.index <= from + 1 => fresh
+        // Fresh events serve when they cover the whole range; otherwise the store does.
+        let covers = fresh.first().is_some_and(|f| f.index <= from + 1)
+            && fresh.last().is_some_and(|l| l.index >= through);
+        let mut events: Vec<LogEvent> = if covers {
+            fresh
                 .iter()
                 .filter(|e| e.index > from && e.index <= through)
                 .cloned()
-                .collect(),
-            _ => {
-                self.reader
-                    .read_range(&conn.execution_id, from, through, BACKLOG_PAGE)
-                    .await?
-            }
+                .collect()
+        } else {
+            self.reader
+                .read_bounded(
+                    &conn.execution_id,
+                    from,
+                    through,
+                    BACKLOG_PAGE,
+                    BACKLOG_BYTES,
+                )
+                .await?
         };
         let read = events.len();
         let mut expected = from + 1;

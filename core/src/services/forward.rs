@@ -32,18 +32,8 @@ impl Forwarder {
         execution_id: &str,
         events: Vec<SourceEvent>,
     ) -> Result<AppendOutcome, CoreError> {
-        // Lines past the retention for an execution without a head: its stored lines expired,
-        // and committing these alone would present a fragment as a new execution (I8).
-        if !events.is_empty()
-            && events
-                .iter()
-                .all(|e| self.appender.is_past_retention(e.timestamp))
-            && self.appender.store().head(execution_id).await?.is_none()
-        {
-            self.metrics
-                .incr(Metric::ExpiredEvents, events.len() as u64);
-            return Ok(AppendOutcome::default());
-        }
+        // Lines past the retention are never committed (the appender counts them), so an
+        // execution whose stored lines expired does not come back as a fragment (I8).
         let out = self.appender.append(execution_id, events, None).await?;
         if out.duplicates > 0 {
             self.metrics

@@ -17,6 +17,8 @@ pub struct ReconcileOutcome {
     pub pages: usize,
     /// The head after the last commit, if any commit happened.
     pub head: Option<Head>,
+    /// Whether the read reached the end of the source (it may stop at a deadline first).
+    pub caught_up: bool,
 }
 
 #[derive(Clone)]
@@ -73,7 +75,7 @@ impl Reconciler {
         if head.is_none() {
             self.refuse_expired(execution_id).await?;
         }
-        let (outcome, _) = self
+        let (mut outcome, caught_up) = self
             .read_from(
                 execution_id,
                 head.and_then(|h| h.source_cursor),
@@ -81,6 +83,7 @@ impl Reconciler {
                 deadline_ms,
             )
             .await?;
+        outcome.caught_up = caught_up;
         Ok(outcome)
     }
 

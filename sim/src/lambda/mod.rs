@@ -299,9 +299,10 @@ impl Function {
         let peak = self.peak_rss.clone();
         tokio::spawn(async move {
             let reason = supervise(child, stop_rx, memory, &peak).await;
+            // The reason first: a caller woken by the abandoned invocation reads it.
+            let _ = exit_tx.send(Some(reason));
             api2.abandon();
             server.abort();
-            let _ = exit_tx.send(Some(reason));
         });
         Ok(Environment {
             queue: queue_tx,

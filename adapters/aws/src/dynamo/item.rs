@@ -119,27 +119,29 @@ pub struct Encoded {
     pub parts: Vec<Item>,
 }
 
-/// Idempotency records group a commit's event ids by the second of their timestamps.
-pub const RECORD_SPAN_MS: i64 = 1_000;
+/// Idempotency records group a commit's event ids by the minute of their timestamps: few
+/// records per commit for sparse logs, and few Queries to look ids up.
+pub const RECORD_SPAN_MS: i64 = 60_000;
 
-/// The partition of the idempotency records of one second of an execution.
-pub fn ids_key(execution_id: &str, second: i64) -> String {
-    format!("{execution_id}#ids#{second}")
+/// The partition of the idempotency records of one minute (span) of an execution.
+pub fn ids_key(execution_id: &str, span: i64) -> String {
+    format!("{execution_id}#ids#{span}")
 }
 
-/// A record's sort key: its latest millisecond within the second, then the commit's first
-/// index — so the records that may hold an id of millisecond `m` are those from `m` on.
-pub fn ids_sort(ms_in_second: i64, first_index: u64) -> u64 {
-    ((ms_in_second.clamp(0, RECORD_SPAN_MS - 1) as u64) << 32) | (first_index & 0xffff_ffff)
+/// A record's sort key: its latest millisecond within the span, then the commit's first
+/// index — so the records that may hold an id of millisecond `m` are those from `m` on. Below
+/// 2^48, so every store and JSON reader holds it exactly.
+pub fn ids_sort(ms_in_span: i64, first_index: u64) -> u64 {
+    ((ms_in_span.clamp(0, RECORD_SPAN_MS - 1) as u64) << 32) | (first_index & 0xffff_ffff)
 }
 
-/// The lowest sort key a record holding an id of millisecond `ms` can have.
-pub fn ids_sort_from(ms_in_second: i64) -> u64 {
-    ids_sort(ms_in_second, 0)
+/// The lowest sort key a record holding an id of millisecond `ms` (within its span) can have.
+pub fn ids_sort_from(ms_in_span: i64) -> u64 {
+    ids_sort(ms_in_span, 0)
 }
 
-/// The idempotency records of one commit: immutable items, one per second its events fall in,
-/// each holding the ids of that second (newline-separated, gzipped when that is smaller). None
+/// The idempotency records of one commit: immutable items, one per minute its events fall in,
+/// each holding the ids of that minute (newline-separated, gzipped when that is smaller). None
 /// of them grows with density: a commit is bounded, and a later commit writes its own.
 pub fn encode_ids(
     execution_id: &str,
@@ -147,20 +149,20 @@ pub fn encode_ids(
     ids: &[(&str, i64)],
     expires_at: i64,
 ) -> Vec<Item> {
-    let mut by_second: std::collections::BTreeMap<i64, (i64, Vec<&str>)> = Default::default();
+    let mut by_span: std::collections::BTreeMap<i64, (i64, Vec<&str>)> = Default::default();
     for (id, ts) in ids {
-        let e = by_second
+        let e = by_span
             .entry(ts.div_euclid(RECORD_SPAN_MS))
             .or_insert((i64::MIN, Vec::new()));
         e.0 = e.0.max(ts.rem_euclid(RECORD_SPAN_MS));
         e.1.push(id);
     }
-    by_second
+    by_span
         .into_iter()
-        .map(|(second, (latest, ids))| {
+        .map(|(span, (latest, ids))| {
             let text = ids.join("\n");
             let mut item = Item::new();
-            item.insert("execution_id".into(), s(ids_key(execution_id, second)));
+            item.insert("execution_id".into(), s(ids_key(execution_id, span)));
             item.insert("log_index".into(), n(ids_sort(latest, first_index)));
             item.insert("expires_at".into(), n(expires_at));
             let gz = (text.len() > 1024).then(|| gzip(text.as_bytes()));
@@ -356,27 +358,25 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_records_split_by_second_and_round_trip() {
+    fn idempotency_records_split_by_span_and_round_trip() {
+        // Timestamps 59,999, 60,000 and 60,001 ms: the first two minutes.
         let ids: Vec<(String, i64)> = (0..3_000)
             .map(|i| {
-                (
-                    format!("{}-0-{i:032x}", 1_999 + i / 1_000),
-                    1_999 + i as i64 / 1_000,
-                )
+                let ts = 59_999 + i as i64 / 1_000;
+                (format!("{ts}-0-{i:032x}"), ts)
             })
             .collect();
         let refs: Vec<(&str, i64)> = ids.iter().map(|(a, b)| (a.as_str(), *b)).collect();
         let records = encode_ids("ex", 7, &refs, 9);
-        // Timestamps 1999, 2000 and 2001 ms: seconds 1 and 2.
         assert_eq!(records.len(), 2);
         let keys: Vec<String> = records
             .iter()
             .map(|r| get_s(r, "execution_id").unwrap())
             .collect();
-        assert_eq!(keys, ["ex#ids#1", "ex#ids#2"]);
+        assert_eq!(keys, ["ex#ids#0", "ex#ids#1"]);
         assert_eq!(
             get_n::<u64>(&records[0], "log_index").unwrap(),
-            ids_sort(999, 7)
+            ids_sort(59_999, 7)
         );
         assert_eq!(
             get_n::<u64>(&records[1], "log_index").unwrap(),

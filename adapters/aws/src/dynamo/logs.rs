@@ -1,6 +1,6 @@
 //! [`DynamoStore`]: the log store on DynamoDB. A commit is one `TransactWriteItems` of `Put`s:
 //! the head conditioned on its version, the run of lines keyed by its first index, and the
-//! commit's immutable idempotency records (one per second of event timestamps).
+//! commit's immutable idempotency records (one per minute of event timestamps).
 //!
 //! Exactly-once without a per-id condition: the head's version serialises every commit of an
 //! execution, so ids checked against the records read *after* the head at version `v`
@@ -27,9 +27,9 @@ const EVENTS_PER_COMMIT: usize = 2_000;
 /// Message bytes per run item; a single larger event goes alone and continues in part items
 /// (1 MB → at most 3 parts).
 const BYTES_PER_COMMIT: usize = 200_000;
-/// Seconds of timestamps per commit: 1 head + 1 run + at most 3 parts + one record per second
-/// stays within 100 actions.
-const SECONDS_PER_COMMIT: usize = 90;
+/// Minutes of timestamps per commit: 1 head + 1 run + at most 3 parts + one idempotency record
+/// per minute stays within 100 actions.
+const SPANS_PER_COMMIT: usize = 90;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -144,7 +144,7 @@ fn put(
 impl DynamoStore {
     /// Which of `events` (id, timestamp) the idempotency records hold, given that nothing
     /// newer than `frontier` (the head's `last_timestamp`) is committed. One strongly
-    /// consistent Query per second, from the earliest millisecond asked about.
+    /// consistent Query per minute, from the earliest millisecond asked about.
     async fn recorded(
         &self,
         execution_id: &str,
@@ -162,7 +162,7 @@ impl DynamoStore {
             *e = (*e).min(ts.rem_euclid(item::RECORD_SPAN_MS));
         }
         let mut held = HashSet::new();
-        for (second, ms) in earliest {
+        for (span, ms) in earliest {
             let mut start: Option<Item> = None;
             loop {
                 let resp = self
@@ -170,7 +170,7 @@ impl DynamoStore {
                     .query()
                     .table_name(&self.table)
                     .key_condition_expression("execution_id = :p AND log_index >= :from")
-                    .expression_attribute_values(":p", s(item::ids_key(execution_id, second)))
+                    .expression_attribute_values(":p", s(item::ids_key(execution_id, span)))
                     .expression_attribute_values(":from", n(item::ids_sort_from(ms)))
                     .consistent_read(true)
                     .set_exclusive_start_key(start.take())
@@ -202,8 +202,8 @@ impl LogWriter for DynamoStore {
         BYTES_PER_COMMIT
     }
 
-    fn max_commit_seconds(&self) -> usize {
-        SECONDS_PER_COMMIT
+    fn commit_spans(&self) -> (i64, usize) {
+        (item::RECORD_SPAN_MS, SPANS_PER_COMMIT)
     }
 
     async fn known_event_ids(
