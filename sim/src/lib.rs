@@ -7,14 +7,17 @@
 
 pub mod apigw;
 pub mod events;
+mod functions;
 pub mod gate;
 pub mod iam;
 pub mod lambda;
 pub mod moto;
 mod package;
 mod producer;
+mod stack;
 pub mod subscription;
 pub mod template;
+mod triggers;
 pub mod ttl;
 mod wiring;
 

@@ -4,6 +4,9 @@
 //! at once when asked).
 
 use aws_sdk_dynamodb::Client;
+
+use crate::SimError;
+use crate::template::{Resolver, scalar};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 
 /// A table with TTL enabled.
@@ -12,6 +15,30 @@ pub struct TtlTable {
     pub name: String,
     pub attribute: String,
     pub keys: Vec<String>,
+}
+
+/// The stack's tables whose template enables TTL.
+pub fn tables(resolver: &Resolver) -> Result<Vec<TtlTable>, SimError> {
+    let mut tables = Vec::new();
+    for (id, _) in resolver.template().of_type("AWS::DynamoDB::Table") {
+        if !resolver.active(id)? {
+            continue;
+        }
+        let p = resolver.properties(id)?;
+        if p["TimeToLiveSpecification"]["Enabled"] == true {
+            tables.push(TtlTable {
+                name: resolver.physical(id).unwrap_or(id).to_string(),
+                attribute: scalar(&p["TimeToLiveSpecification"]["AttributeName"]),
+                keys: p["KeySchema"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| scalar(&k["AttributeName"]))
+                    .collect(),
+            });
+        }
+    }
+    Ok(tables)
 }
 
 pub struct Sweeper {
