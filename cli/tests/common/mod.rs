@@ -33,6 +33,8 @@ pub struct Stack {
     project: String,
     /// More `deploy up` arguments (sim), e.g. `--template FILE`.
     extra: Vec<String>,
+    /// The test refuses a grant on purpose.
+    pub expect_denials: bool,
 }
 
 impl Drop for Stack {
@@ -43,6 +45,21 @@ impl Drop for Stack {
         {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Every test on the sim runs with the rendered roles: not one call may be refused.
+        if self.kind == Kind::Sim && !self.expect_denials && !std::thread::panicking() {
+            for f in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                if f.file_name().to_string_lossy().starts_with("sim-") {
+                    let log = std::fs::read_to_string(f.path()).unwrap_or_default();
+                    let denied: Vec<&str> =
+                        log.lines().filter(|l| l.contains("IAM denied")).collect();
+                    assert!(
+                        denied.is_empty(),
+                        "the IAM gate refused calls:\n{}",
+                        denied.join("\n")
+                    );
+                }
+            }
         }
     }
 }
@@ -114,6 +131,7 @@ impl Stack {
             key: String::new(),
             chaos: chaos.unwrap_or("").to_string(),
             project: format!("e{}", runvoy_local::state::random_hex(4)),
+            expect_denials: extra.iter().any(|a| a == "--template"),
             extra,
         };
         if kind == Kind::Sim {

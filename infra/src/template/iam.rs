@@ -21,9 +21,9 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     ];
+    // The WebSocket handler stores, reads, advances and forgets one connection; it never lists.
     let conns_all = [
         "dynamodb:GetItem",
-        "dynamodb:Query",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         "dynamodb:PutItem",
