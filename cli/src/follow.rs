@@ -96,17 +96,22 @@ impl<'a> Follow<'a> {
                         return Err(e);
                     }
                     failures += 1;
-                    let wait = backoff(failures);
-                    self.notices.info(&format!(
-                        "{e}; retrying in {:.1}s (resuming after line {})",
-                        wait.as_secs_f64(),
-                        self.follower.last()
-                    ));
-                    tokio::time::sleep(wait).await;
+                    self.wait_to_retry(&e, failures).await;
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Says what failed and waits before retry number `failures` (backoff with jitter).
+    async fn wait_to_retry(&self, e: &CliError, failures: u32) {
+        let wait = backoff(failures);
+        self.notices.info(&format!(
+            "{e}; retrying in {:.1}s (resuming after line {})",
+            wait.as_secs_f64(),
+            self.follower.last()
+        ));
+        tokio::time::sleep(wait).await;
     }
 
     /// Opens the WebSocket from the last printed index; `None` when it cannot (the loop then
@@ -158,13 +163,7 @@ impl<'a> Follow<'a> {
                 }
                 Err(e) if e.is_transient(self.answered) && started.elapsed() < GIVE_UP_AFTER => {
                     failures += 1;
-                    let wait = backoff(failures);
-                    self.notices.info(&format!(
-                        "{e}; retrying in {:.1}s (resuming after line {})",
-                        wait.as_secs_f64(),
-                        self.follower.last()
-                    ));
-                    tokio::time::sleep(wait).await;
+                    self.wait_to_retry(&e, failures).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -550,15 +550,32 @@ fn follower_prints_once_in_order_and_reports_gaps() {
     assert_eq!((f.is_done(), f.exit_code()), (true, Some(1)));
 }
 
-/// A source whose every page takes a second of (simulated) time, and counts its pages.
-struct SlowSource {
+/// A source that counts the pages read from it, and makes each take `page_ms` of (simulated)
+/// time.
+struct CountingSource {
     inner: Arc<MemorySource>,
     clock: Arc<SimClock>,
+    page_ms: i64,
     pages: std::sync::atomic::AtomicUsize,
 }
 
+impl CountingSource {
+    fn new(inner: Arc<MemorySource>, clock: Arc<SimClock>, page_ms: i64) -> CountingSource {
+        CountingSource {
+            inner,
+            clock,
+            page_ms,
+            pages: Default::default(),
+        }
+    }
+
+    fn pages(&self) -> usize {
+        self.pages.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[async_trait::async_trait]
-impl runvoy_core::ports::LogSource for SlowSource {
+impl runvoy_core::ports::LogSource for CountingSource {
     async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
         self.inner.exists(id).await
     }
@@ -570,7 +587,7 @@ impl runvoy_core::ports::LogSource for SlowSource {
         id: &str,
         token: Option<&str>,
     ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
-        self.clock.advance(1_000);
+        self.clock.advance(self.page_ms);
         self.pages
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.page(id, token).await
@@ -586,11 +603,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     for i in 0..100 {
         inner.put("long", 1_699_999_000_000 + i, &format!("line {i}"));
     }
-    let source = Arc::new(SlowSource {
-        inner,
-        clock: clock.clone(),
-        pages: Default::default(),
-    });
+    let source = Arc::new(CountingSource::new(inner, clock.clone(), 1_000));
     let metrics = Arc::new(MemoryMetrics::new());
     let appender = Appender::new(
         store.clone(),
@@ -692,40 +705,12 @@ async fn an_execution_whose_lines_expired_is_never_indexed_again() {
     assert_eq!(r.status, 200);
 }
 
-/// Counts the pages read from a source.
-struct CountingSource {
-    inner: Arc<MemorySource>,
-    pages: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl runvoy_core::ports::LogSource for CountingSource {
-    async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
-        self.inner.exists(id).await
-    }
-    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, runvoy_core::StoreError> {
-        self.inner.newest_timestamp(id).await
-    }
-    async fn page(
-        &self,
-        id: &str,
-        token: Option<&str>,
-    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
-        self.pages
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.page(id, token).await
-    }
-}
-
 #[tokio::test]
 async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
     let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
     let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
     let inner = Arc::new(MemorySource::new(100));
-    let source = Arc::new(CountingSource {
-        inner: inner.clone(),
-        pages: Default::default(),
-    });
+    let source = Arc::new(CountingSource::new(inner.clone(), clock.clone(), 0));
     let metrics = Arc::new(MemoryMetrics::new());
     let appender = Appender::new(
         store.clone(),
@@ -761,7 +746,7 @@ async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
         let (api, clock, source) = (&api, &clock, &source);
         async move {
             clock.advance(after_ms);
-            let before = source.pages.load(std::sync::atomic::Ordering::Relaxed);
+            let before = source.pages();
             let r = call(
                 api,
                 "GET",
@@ -772,7 +757,7 @@ async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
             )
             .await;
             assert_eq!(r.status, 200, "{}", r.body);
-            source.pages.load(std::sync::atomic::Ordering::Relaxed) > before
+            source.pages() > before
         }
     };
     // Each wait is spread over ±25 %: not due before 3/4 of it, due after 5/4.

@@ -31,19 +31,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("  chaos:      {c}");
     }
     if !args.no_config {
-        let path = runvoy_config::default_path()?;
-        let mut cfg = Config::load(&path)?;
-        cfg.upsert(
-            "local",
-            Profile {
-                api_url: stack.http_url(),
-                api_key: stack.api_key.clone(),
-            },
-        );
-        // The stack just started is the one the CLI talks to.
-        cfg.default_profile = Some("local".into());
-        cfg.save(&path)
-            .with_context(|| "writing the CLI config".to_string())?;
+        let path = write_default_profile("local", &stack.http_url(), &stack.api_key)?;
         println!(
             "  CLI config: {} (profile \"local\", the default)",
             path.display()
@@ -55,6 +43,28 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     stack.stop().await;
     eprintln!("stopped");
     Ok(())
+}
+
+/// Writes the CLI profile of a stack this tool runs in the foreground and makes it the
+/// default: the stack just started is the one the CLI talks to.
+pub fn write_default_profile(
+    name: &str,
+    api_url: &str,
+    api_key: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let path = runvoy_config::default_path()?;
+    let mut cfg = Config::load(&path)?;
+    cfg.upsert(
+        name,
+        Profile {
+            api_url: api_url.to_string(),
+            api_key: api_key.to_string(),
+        },
+    );
+    cfg.default_profile = Some(name.to_string());
+    cfg.save(&path)
+        .with_context(|| "writing the CLI config".to_string())?;
+    Ok(path)
 }
 
 pub async fn wait_for_signal() {

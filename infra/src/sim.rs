@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use runvoy_config::{Config, Profile};
 use runvoy_sim::{Deployer, Deployment, FUNCTION_BINARIES, SimConfig, SimStack};
 
 use crate::UpArgs;
@@ -148,18 +147,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         state_dir.display()
     );
     if !args.no_config {
-        let path = runvoy_config::default_path()?;
-        let mut cfg = Config::load(&path)?;
-        cfg.upsert(
-            "sim",
-            Profile {
-                api_url: stack.http_url(),
-                api_key: stack.api_key.clone(),
-            },
-        );
-        cfg.default_profile = Some("sim".into());
-        cfg.save(&path)
-            .with_context(|| "writing the CLI config".to_string())?;
+        let path = crate::local::write_default_profile("sim", &stack.http_url(), &stack.api_key)?;
         println!(
             "  CLI config: {} (profile \"sim\", the default)",
             path.display()

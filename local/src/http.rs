@@ -124,12 +124,6 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .map_err(ApiError::from_denied)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunRequest {
-    command: Vec<String>,
-}
-
 async fn run_command(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         authorize(&app, &headers)?;
@@ -149,17 +143,26 @@ async fn run_command(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
     result.map_or_else(error, respond)
 }
 
+/// `POST /local/v1/streams/{id}/events`: the producer endpoint's body (shared with the sim).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutEvents {
-    events: Vec<PutEvent>,
+pub struct PutEvents {
+    pub events: Vec<PutEvent>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutEvent {
-    timestamp: Option<i64>,
-    message: String,
+pub struct PutEvent {
+    /// Milliseconds; default now.
+    pub timestamp: Option<i64>,
+    pub message: String,
+}
+
+/// `POST /local/v1/executions`: the command to run (shared with the sim).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub command: Vec<String>,
 }
 
 async fn put_events(

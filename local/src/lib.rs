@@ -4,7 +4,7 @@
 
 pub mod chaos;
 mod emulator;
-mod http;
+pub mod http;
 mod pusher;
 pub mod runner;
 pub mod state;

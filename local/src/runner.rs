@@ -20,21 +20,26 @@ pub const MAX_LINE_BYTES: usize = 256 * 1024;
 const BATCH_LINES: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(10);
 
-/// Starts `command`; returns the new execution's id once its stream and head exist.
-pub async fn start(app: Arc<App>, command: Vec<String>) -> Result<String, ApiError> {
+/// Starts `command` with its output piped (it dies with the stack); a clear 400 when it cannot.
+pub fn spawn_command(command: &[String]) -> Result<Child, ApiError> {
     let Some(program) = command.first().filter(|p| !p.is_empty()) else {
         return Err(ApiError::bad_request(
             "command must be a non-empty array of strings, e.g. [\"sh\",\"-c\",\"echo hi\"]",
         ));
     };
-    let child = Command::new(program)
+    Command::new(program)
         .args(&command[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))
+}
+
+/// Starts `command`; returns the new execution's id once its stream and head exist.
+pub async fn start(app: Arc<App>, command: Vec<String>) -> Result<String, ApiError> {
+    let child = spawn_command(&command)?;
     let execution_id = crate::state::random_hex(16);
     let now = app.clock.now_ms();
     app.source.create_stream(&execution_id, now)?;

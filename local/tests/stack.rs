@@ -104,7 +104,9 @@ async fn every_endpoint_rejects_bad_input_with_the_error_json() {
     .await;
     let huge = "x".repeat(17 * 1024 * 1024);
     let big_event = json!({"events":[{"message": "y".repeat(1024 * 1024 + 1)}]}).to_string();
-    let cases: Vec<(&str, &str, Option<&str>, Option<String>, u16, &str)> = vec![
+    // (method, path, key, body, status, code)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<String>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "GET",
             "/api/v1/executions/known/logs",

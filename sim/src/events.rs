@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::lambda::{AsyncConfig, Function, rfc3339_now, uuid_like};
+use crate::lambda::{AsyncConfig, Function, now_ms, rfc3339, uuid_like};
 
 /// One enabled rule and its Lambda targets.
 pub struct Rule {
@@ -40,7 +40,7 @@ impl EventBus {
             "detail-type": detail_type,
             "source": source,
             "account": self.account,
-            "time": rfc3339_now().split('.').next().unwrap_or_default().to_string() + "Z",
+            "time": rfc3339(now_ms()).split('.').next().unwrap_or_default().to_string() + "Z",
             "region": self.region,
             "resources": resources,
             "detail": detail,

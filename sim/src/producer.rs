@@ -4,7 +4,6 @@
 //! millisecond) and emits the ECS "Task State Change" events at its start and stop. Plus the
 //! sim's own controls: `POST /local/v1/sim/ttl-sweep` and `GET /local/v1/sim/stats`.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use runvoy_core::api::{ApiError, validate_execution_id};
+use runvoy_local::http::{PutEvents, RunRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -75,19 +75,6 @@ async fn body_json<T: for<'a> Deserialize<'a>>(body: Body, example: &str) -> Res
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the body must be JSON like {example}: {e}")))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutEvents {
-    events: Vec<PutEvent>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutEvent {
-    timestamp: Option<i64>,
-    message: String,
 }
 
 async fn put_events(
@@ -226,12 +213,6 @@ impl Shared {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunRequest {
-    command: Vec<String>,
-}
-
 async fn run_command(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -253,19 +234,7 @@ async fn run_command(
 /// Starts `command` as an ECS task would run it; returns the execution (task) id once its
 /// stream exists.
 async fn start(shared: Arc<Shared>, command: Vec<String>) -> Result<String, ApiError> {
-    let Some(program) = command.first().filter(|p| !p.is_empty()) else {
-        return Err(ApiError::bad_request(
-            "command must be a non-empty array of strings, e.g. [\"sh\",\"-c\",\"echo hi\"]",
-        ));
-    };
-    let mut child = tokio::process::Command::new(program)
-        .args(&command[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))?;
+    let mut child = runvoy_local::runner::spawn_command(&command)?;
     let id = runvoy_local::state::random_hex(16);
     shared.create_stream(&id).await?;
     let _ = std::fs::create_dir_all(&shared.runs);

@@ -457,9 +457,9 @@ impl WebSocketApi {
             }
             (&Method::GET, _) => {
                 let v = json!({
-                    "ConnectedAt": iso(conn.connected_at),
+                    "ConnectedAt": crate::lambda::rfc3339(conn.connected_at),
                     "Identity": {"SourceIp": conn.source_ip, "UserAgent": conn.user_agent},
-                    "LastActiveAt": iso(conn.last_active),
+                    "LastActiveAt": crate::lambda::rfc3339(conn.last_active),
                 });
                 (StatusCode::OK, v.to_string()).into_response()
             }
@@ -511,16 +511,4 @@ fn connection_id() -> String {
         .collect();
     s.push('=');
     s
-}
-
-fn iso(ms: i64) -> String {
-    let (y, m, d) = crate::lambda::civil(ms / 86_400_000);
-    let rem = (ms / 1000) % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
 }

@@ -470,7 +470,7 @@ impl Function {
             let payload: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
             let record = json!({
                 "version": "1.0",
-                "timestamp": now_rfc3339(),
+                "timestamp": rfc3339(now_ms()),
                 "requestContext": {
                     "requestId": uuid_like(),
                     "functionArn": format!("{}:$LATEST", self.spec.arn),
@@ -492,17 +492,17 @@ impl Function {
     }
 }
 
-fn now_rfc3339() -> String {
-    let ms = now_ms();
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
+/// RFC 3339 UTC with milliseconds, as AWS writes times in events and responses.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        ms % 1000
+        ms.rem_euclid(1000)
     )
 }
 
@@ -520,17 +520,13 @@ pub fn civil(days: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// RFC 3339 time of now, as AWS writes it in events.
-pub fn rfc3339_now() -> String {
-    now_rfc3339()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn civil_dates() {
+        assert_eq!(rfc3339(1_796_128_941_679), "2026-12-01T12:42:21.679Z");
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(20_788), (2026, 12, 1));
         assert_eq!(civil(11_016), (2000, 2, 29));
