@@ -6,8 +6,11 @@ mod http;
 mod notice;
 mod output;
 mod settings;
+mod terminal;
 
 use std::process::ExitCode;
+
+use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +60,10 @@ struct LogArgs {
     /// Prefix each line with its index.
     #[arg(long)]
     index: bool,
+    /// Write messages byte-exact to a terminal too (by default a terminal gets colours and tabs,
+    /// and other control characters shown as ^X; pipes and files always get the bytes).
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +173,7 @@ async fn logs(
         json: args.json,
         timestamps: args.timestamps,
         index: args.index,
+        terminal_safe: !args.raw && std::io::stdout().is_terminal(),
     });
     let follow = Follow::new(client, id, &mut printer, notices, args.since_index);
     if args.no_follow {

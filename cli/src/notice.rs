@@ -21,9 +21,19 @@ impl Notices {
         }
     }
 
+    /// `msg` as it may be shown: on a terminal, control characters of server text visible.
+    fn safe<'a>(&self, msg: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.terminal {
+            crate::terminal::visible_string(msg).into()
+        } else {
+            msg.into()
+        }
+    }
+
     /// A progress notice (reconnecting, waiting): only for a person watching.
     pub fn info(&self, msg: &str) {
         if self.terminal || self.verbose > 0 {
+            let msg = self.safe(msg);
             if self.colour {
                 eprintln!("\x1b[2m{msg}\x1b[0m");
             } else {
@@ -34,10 +44,12 @@ impl Notices {
 
     /// Something the user must always see (the id of a started execution).
     pub fn always(&self, msg: &str) {
+        let msg = self.safe(msg);
         eprintln!("{msg}");
     }
 
     pub fn error(&self, msg: &str) {
+        let msg = self.safe(msg);
         if self.colour {
             eprintln!("\x1b[31merror:\x1b[0m {msg}");
         } else {

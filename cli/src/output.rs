@@ -13,11 +13,14 @@ pub struct Format {
     pub json: bool,
     pub timestamps: bool,
     pub index: bool,
+    /// stdout is a terminal: show control characters visibly (see `terminal`).
+    pub terminal_safe: bool,
 }
 
 pub struct Printer {
     out: BufWriter<Stdout>,
     format: Format,
+    scratch: Vec<u8>,
 }
 
 impl Printer {
@@ -25,6 +28,7 @@ impl Printer {
         Printer {
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             format,
+            scratch: Vec::new(),
         }
     }
 
@@ -42,7 +46,13 @@ impl Printer {
                 if self.format.timestamps {
                     write!(self.out, "{} ", rfc3339_ms(e.timestamp))?;
                 }
-                self.out.write_all(e.message.as_bytes())?;
+                if self.format.terminal_safe {
+                    self.scratch.clear();
+                    crate::terminal::visible(&e.message, true, &mut self.scratch);
+                    self.out.write_all(&self.scratch)?;
+                } else {
+                    self.out.write_all(e.message.as_bytes())?;
+                }
             }
             self.out.write_all(b"\n")?;
         }

@@ -52,7 +52,70 @@ suite! {
         a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog,
         an_execution_past_its_retention_is_expired_not_running,
     ],
-    local: []
+    local: [hostile_log_text_cannot_drive_the_terminal]
+}
+
+/// A logged line cannot set the title, write the clipboard, fake a link, hide text with `\r` or
+/// forge a line on a terminal (a pseudo-terminal made by `script`), keeps its colours and tabs,
+/// and reaches a pipe byte-exact; `--raw` gives the terminal the bytes too.
+async fn hostile_log_text_cannot_drive_the_terminal(kind: Kind) {
+    let s = Stack::start(kind, "tty", None).await;
+    let hostile = vec![
+        "title \x1b]0;pwned\x07 clip \x1b]52;c;ZXZpbA==\x07".to_string(),
+        "link \x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\".to_string(),
+        "\x1b[31mred\x1b[0m\tafter a tab".to_string(),
+        "innocent\rrm -rf".to_string(),
+        "one event\n2 forged line".to_string(),
+    ];
+    s.put_lines("tty-1", &hostile).await;
+    s.complete("tty-1", "SUCCEEDED", Some(0)).await;
+    let in_a_terminal = |extra: &str| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-q", "-e", "-c"])
+            .arg(format!(
+                "{} logs tty-1 {extra}",
+                env!("CARGO_BIN_EXE_runvoy")
+            ))
+            .arg("/dev/null")
+            .env("RUNVOY_API_URL", s.url())
+            .env("RUNVOY_API_KEY", &s.key)
+            .env("XDG_CONFIG_HOME", s.dir.join("config"))
+            .env_remove("RUNVOY_PROFILE");
+        output(c)
+    };
+    let tty = in_a_terminal("").await;
+    assert!(tty.status.success());
+    let shown = String::from_utf8_lossy(&tty.stdout).to_string();
+    for (expected, what) in [
+        (
+            "title ^[]0;pwned^G clip ^[]52;c;ZXZpbA==^G",
+            "title and clipboard",
+        ),
+        ("link ^[]8;;http://evil.example^[\\click", "hyperlink"),
+        (
+            "\x1b[31mred\x1b[0m\tafter a tab\x1b[0m",
+            "colours and tabs kept",
+        ),
+        ("innocent^Mrm -rf", "carriage return"),
+        ("one event^J2 forged line", "forged line"),
+    ] {
+        assert!(shown.contains(expected), "{what}: {shown:?}");
+    }
+    assert!(
+        !shown.contains("\x1b]"),
+        "no OSC reaches the terminal: {shown:?}"
+    );
+
+    let raw = in_a_terminal("--raw").await;
+    assert!(String::from_utf8_lossy(&raw.stdout).contains("\x1b]0;pwned\x07"));
+
+    let piped = output(s.runvoy(&["logs", "tty-1"])).await;
+    let expected: String = hostile.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout),
+        expected,
+        "a pipe gets the bytes"
+    );
 }
 
 async fn late_connection_prints_from_the_first_line(kind: Kind) {

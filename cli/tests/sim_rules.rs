@@ -1,6 +1,7 @@
 //! AWS's rules as the sim enforces them, each shown catching what it exists for: the IAM gate
-//! (both ways), Lambda's 6 MB response, dropped subscription deliveries, and pushes answered 410
-//! while a connection is inside `$connect`.
+//! (both ways), Lambda's 6 MB response, dropped subscription deliveries, pushes answered 410
+//! while a connection is inside `$connect`, the TTL sweeper; and API key rotation on the
+//! deployed functions.
 
 mod common;
 
@@ -225,4 +226,184 @@ async fn the_ttl_sweeper_deletes_what_expired_and_nothing_else() {
     // The head, the run and the idempotency record of the execution (the retention is 7 days).
     assert!(sweep(Some(in_eight_days)).await >= 3);
     assert_eq!(sweep(Some(in_eight_days)).await, 0, "deleted once");
+}
+
+/// `deploy rotate-key` on the sim's stack: the API function (warm, holding the old keys) accepts
+/// the new key within seconds, keeps the old one until `--retire-old`, then refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_rotate_without_downtime() {
+    let s = Stack::start(Kind::Sim, "rotate", None).await;
+    s.put_lines("rot-1", &numbered("r", 1, 3)).await;
+    s.complete("rot-1", "SUCCEEDED", Some(0)).await;
+    let logs_with = |key: String| {
+        let mut c = s.runvoy(&["logs", "rot-1"]);
+        c.env("RUNVOY_API_KEY", key);
+        output(c)
+    };
+    let old = s.key.clone();
+    assert_eq!(stdout_lines(&logs_with(old.clone()).await).len(), 3);
+
+    let deployments = s.dir.join("deployments");
+    std::fs::create_dir_all(&deployments).unwrap();
+    std::fs::write(
+        deployments.join("simkeys.toml"),
+        format!(
+            "stack_name = \"{}\"\nregion = \"us-east-1\"\n",
+            s.sim_stack()
+        ),
+    )
+    .unwrap();
+    let rotate = |extra: &[&str]| {
+        let mut c = std::process::Command::new(common::bin_dir().join("deploy"));
+        c.args([
+            "rotate-key",
+            "--env",
+            "simkeys",
+            "--no-config",
+            "--output",
+            "json",
+        ])
+        .args(extra)
+        .arg("--deployments-dir")
+        .arg(&deployments)
+        .args(["--endpoint-url", s.moto_endpoint()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE");
+        c.output().unwrap()
+    };
+    let json_of = |o: &std::process::Output| -> Value {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let added = json_of(&rotate(&[]));
+    assert_eq!(
+        (added["keys"].as_u64(), added["added"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let secret = std::process::Command::new("aws")
+        .args([
+            "secretsmanager",
+            "get-secret-value",
+            "--region",
+            "us-east-1",
+        ])
+        .args(["--secret-id", &format!("{}/api", s.sim_stack())])
+        .args(["--endpoint-url", s.moto_endpoint()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    let secret: Value = serde_json::from_slice(&secret.stdout).unwrap();
+    let keys: Value = serde_json::from_str(secret["SecretString"].as_str().unwrap()).unwrap();
+    assert_eq!(keys["api_keys"][0], old.as_str(), "the old key is kept");
+    let new = keys["api_keys"][1].as_str().unwrap().to_string();
+
+    // The warm API function learns the new key on the first request that presents it (it may
+    // have read the secret less than 5 s before).
+    let start = Instant::now();
+    while stdout_lines(&logs_with(new.clone()).await).len() != 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the new key is never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("new key accepted after {:?}", start.elapsed());
+    assert_eq!(
+        stdout_lines(&logs_with(old.clone()).await).len(),
+        3,
+        "the old key stays valid until it is retired"
+    );
+
+    let retired = json_of(&rotate(&["--retire-old"]));
+    assert_eq!(
+        (retired["keys"].as_u64(), retired["retired"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let start = Instant::now();
+    loop {
+        let o = logs_with(old.clone()).await;
+        if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr).to_string();
+            assert!(err.contains("API key"), "refused as a bad key: {err}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the retired key still works"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("retired key refused after {:?}", start.elapsed());
+    assert_eq!(stdout_lines(&logs_with(new.clone()).await).len(), 3);
+    let again = rotate(&["--retire-old"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("nothing to retire: the secret holds one API key"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// Two environments on one account (one moto): both pass `deploy smoke`; `deploy down` of one
+/// leaves the other working; the first comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_coexist_on_one_account() {
+    let mut blue = Stack::start(Kind::Sim, "env-blue", None).await;
+    let green = Stack::start_beside(&blue, "env-green").await;
+    assert_ne!(blue.sim_stack(), green.sim_stack());
+    let smoke = |s: &Stack| {
+        let mut c = std::process::Command::new(common::bin_dir().join("deploy"));
+        c.args(["smoke", "--env", "sim", "--lines", "200", "--timeout", "60"])
+            .args(["--api-url", &s.url(), "--api-key", &s.key])
+            .env("XDG_CONFIG_HOME", s.dir.join("config"));
+        output(c)
+    };
+    let passed = |o: &std::process::Output| {
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{t}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(t.contains("200 lines written, 200 committed"), "{t}");
+    };
+    passed(&smoke(&blue).await);
+    passed(&smoke(&green).await);
+
+    // `deploy down` of blue's stack, as an operator does it: an environment file naming it.
+    blue.stop().await;
+    let deployments = blue.dir.join("deployments");
+    std::fs::create_dir_all(&deployments).unwrap();
+    std::fs::write(
+        deployments.join("blue.toml"),
+        format!(
+            "stack_name = \"{}\"\nregion = \"us-east-1\"\n",
+            blue.sim_stack()
+        ),
+    )
+    .unwrap();
+    let down = std::process::Command::new(common::bin_dir().join("deploy"))
+        .args(["down", "--env", "blue", "--yes", "--output", "json"])
+        .arg("--deployments-dir")
+        .arg(&deployments)
+        .args(["--endpoint-url", blue.moto_endpoint()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let v: Value = serde_json::from_slice(&down.stdout).unwrap();
+    assert_eq!(v["status"], "DELETE_COMPLETE");
+    passed(&smoke(&green).await);
+
+    blue.restart().await;
+    passed(&smoke(&blue).await);
 }

@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use std::sync::{Arc, RwLock};
 
 /// Why a credential was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,23 +16,33 @@ pub enum Denied {
     Forbidden,
 }
 
-/// The API keys a deployment accepts.
+/// The API keys a deployment accepts. Clones share the set, so that a key rotation
+/// ([`ApiKeys::replace`]) reaches every service holding one.
 #[derive(Clone)]
 pub struct ApiKeys {
-    keys: Vec<String>,
+    keys: Arc<RwLock<Vec<String>>>,
 }
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeys({} key(s))", self.keys.len())
+        write!(f, "ApiKeys({} key(s))", self.read().len())
     }
 }
 
 impl ApiKeys {
     pub fn new(keys: Vec<String>) -> ApiKeys {
         ApiKeys {
-            keys: keys.into_iter().filter(|k| !k.is_empty()).collect(),
+            keys: Arc::new(RwLock::new(non_empty(keys))),
         }
+    }
+
+    /// Accepts exactly `keys` from now on (a rotation added or retired one).
+    pub fn replace(&self, keys: Vec<String>) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = non_empty(keys);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn check(&self, presented: Option<&str>) -> Result<(), Denied> {
@@ -40,7 +51,7 @@ impl ApiKeys {
         };
         // Compare against every key without stopping early, so timing says nothing.
         let mut ok = false;
-        for k in &self.keys {
+        for k in self.read().iter() {
             ok |= constant_time_eq(k.as_bytes(), presented.as_bytes());
         }
         if ok {
@@ -49,6 +60,10 @@ impl ApiKeys {
             Err(Denied::Unauthorized)
         }
     }
+}
+
+fn non_empty(keys: Vec<String>) -> Vec<String> {
+    keys.into_iter().filter(|k| !k.is_empty()).collect()
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -150,5 +165,14 @@ mod tests {
         assert_eq!(keys.check(Some("ab")), Err(Denied::Unauthorized));
         assert_eq!(keys.check(Some("")), Err(Denied::Unauthorized));
         assert_eq!(keys.check(None), Err(Denied::Unauthorized));
+        // A rotation reaches every clone: the new key is accepted, a retired one is not.
+        let held_by_a_service = keys.clone();
+        keys.replace(vec!["abc".into(), "new".into()]);
+        assert_eq!(held_by_a_service.check(Some("new")), Ok(()));
+        keys.replace(vec!["new".into()]);
+        assert_eq!(
+            held_by_a_service.check(Some("abc")),
+            Err(Denied::Unauthorized)
+        );
     }
 }

@@ -29,10 +29,14 @@ enum Command {
     /// the foreground until Ctrl+C; `sim` runs the AWS path (the template, the function
     /// binaries, AWS's rules) on moto, also in the foreground.
     Up(Box<UpArgs>),
-    /// Show what `up` would change on AWS (a change set, not executed).
+    /// Show what `up` would change on AWS (a change set, not executed). Exit status: 0 no
+    /// changes, 2 changes pending, 1 an error (as `terraform plan -detailed-exitcode`).
     Diff(aws::AwsArgs),
     /// Delete an environment's stack.
     Down(aws::AwsArgs),
+    /// Add a new API key (the old one stays valid) and point the CLI profile at it; with
+    /// --retire-old, remove every key but the newest.
+    RotateKey(RotateArgs),
     /// Print an environment's stack status and outputs.
     Status(aws::AwsArgs),
     /// Write test lines into a live stack and check I1–I6 end to end through its API.
@@ -84,6 +88,13 @@ struct UpArgs {
     /// Do not write the CLI config file.
     #[arg(long)]
     no_config: bool,
+    /// AWS environments: when the stack's creation failed (ROLLBACK_COMPLETE), delete it and
+    /// create it again.
+    #[arg(long)]
+    recreate: bool,
+    /// AWS environments: `json` prints the result as one JSON object on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    output: aws::Output,
     /// AWS region (AWS environments).
     #[arg(long)]
     region: Option<String>,
@@ -120,8 +131,19 @@ impl UpArgs {
             artifacts: self.artifacts,
             deployments_dir: self.deployments_dir,
             no_config: self.no_config,
+            recreate: self.recreate,
+            output: self.output,
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct RotateArgs {
+    #[command(flatten)]
+    aws: aws::AwsArgs,
+    /// Remove every key but the newest (the old ones stop working within 30 s).
+    #[arg(long)]
+    retire_old: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,10 +179,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    // `Ok(code)`: the command ran; some answer with a status of their own (diff: 2 = changes).
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
         match cli.command {
-            Command::Up(args) if args.env == "local" => local::up(*args).await,
-            Command::Up(args) if args.env == "sim" => sim::up(*args).await,
+            Command::Up(args) if args.env == "local" => done(local::up(*args).await),
+            Command::Up(args) if args.env == "sim" => done(sim::up(*args).await),
             Command::Render { json } => {
                 let t = template::backend();
                 if json {
@@ -168,18 +192,21 @@ fn main() -> ExitCode {
                 } else {
                     print!("{}", t.to_yaml());
                 }
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
-            Command::Up(args) => aws::up(&args.into_aws()).await,
-            Command::Diff(a) => aws::diff(&a).await,
-            Command::Down(a) => aws::down(&a).await,
-            Command::Status(a) => aws::status(&a).await,
-            Command::Build(a) => aws::build(&a),
-            Command::Smoke(a) => smoke(a).await,
+            Command::Up(args) => done(aws::up(&args.into_aws()).await),
+            Command::Diff(a) => aws::diff(&a)
+                .await
+                .map(|pending| ExitCode::from(if pending { 2 } else { 0 })),
+            Command::Down(a) => done(aws::down(&a).await),
+            Command::RotateKey(a) => done(aws::keys::rotate_key(&a.aws, a.retire_old).await),
+            Command::Status(a) => done(aws::status(&a).await),
+            Command::Build(a) => done(aws::build(&a)),
+            Command::Smoke(a) => done(smoke(a).await),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

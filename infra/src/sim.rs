@@ -28,6 +28,8 @@ impl Deployer for ToolDeployer {
             artifacts: Some(d.artifacts_dir.clone()),
             deployments_dir: PathBuf::from("deployments"),
             no_config: true,
+            recreate: false,
+            output: crate::aws::Output::Text,
         };
         let target = Target {
             env: EnvFile {

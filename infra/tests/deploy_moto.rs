@@ -131,7 +131,7 @@ async fn a_failing_resource_fails_the_deploy_without_claiming_success() {
     let dynamo = aws_sdk_dynamodb::Client::new(&runvoy_aws::testkit::sdk_config().await);
     runvoy_aws::create_tables(
         &dynamo,
-        &format!("{}-execution-logs", env.project),
+        &format!("{}-itest-execution-logs", env.project),
         &unique("other"),
     )
     .await
@@ -178,16 +178,261 @@ fn bad_input_stops_before_anything_changes() {
         .output()
         .unwrap();
     assert!(!no_creds.status.success());
+    let t = text(&no_creds);
     assert!(
-        text(&no_creds).contains("no AWS credentials found"),
-        "{}",
-        text(&no_creds)
+        t.contains("no AWS credentials could be loaded (") && t.contains("aws sso login"),
+        "the provider's own reason and what to do: {t}"
     );
+    assert_eq!(t.lines().count(), 1, "{t}");
+
+    // Names CloudFormation or S3 would refuse stop before any call.
+    let bad_name = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(["up", "--yes", "--env", "my_env", "--deployments-dir"])
+        .arg(env.dir.join("deployments"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&bad_name).trim(),
+        "error: environment name 'my_env' must be 1-20 lowercase letters, digits or '-', starting with a letter (it becomes part of every resource name, and CloudFormation and S3 refuse '_')"
+    );
+    // No region anywhere: one sentence saying where to set it.
+    std::fs::write(
+        env.dir.join("deployments/noregion.toml"),
+        format!("project = \"{}\"\n", env.project),
+    )
+    .unwrap();
+    let no_region = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(["status", "--env", "noregion", "--deployments-dir"])
+        .arg(env.dir.join("deployments"))
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_CONFIG_FILE", Path::new("/nonexistent"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&no_region).trim(),
+        "error: no region for environment 'noregion': set `region` in deployments/noregion.toml, pass --region, or set AWS_REGION"
+    );
+    // An endpoint that does not answer: the cause, not a dump.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deploy"));
+    let unreachable = c
+        .args(["status", "--env", "itest", "--deployments-dir"])
+        .arg(env.dir.join("deployments"))
+        .args(["--endpoint-url", "http://127.0.0.1:9"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    let t = text(&unreachable);
+    assert!(
+        t.starts_with(&format!(
+            "error: describing stack {}-itest failed: no answer from AWS (",
+            env.project
+        )) && t.contains("check the network, --region and --endpoint-url"),
+        "{t}"
+    );
+    assert_eq!(t.lines().count(), 1, "{t}");
 
     let dry = env.deploy(&["up", "--dry-run"], false);
     let t = ok(dry);
     assert!(
         t.contains("nothing is called") && t.contains("stack:"),
         "{t}"
+    );
+}
+
+/// An environment file of `project` named `env`.
+fn env_file(dir: &Path, env: &str, project: &str) {
+    std::fs::write(
+        dir.join("deployments").join(format!("{env}.toml")),
+        format!("region = \"us-east-1\"\nproject = \"{project}\"\n"),
+    )
+    .unwrap();
+}
+
+fn json(o: Output) -> serde_json::Value {
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
+}
+
+#[test]
+fn environments_coexist_and_rotate() {
+    let base = Env::new("");
+    let artifacts = base.dir.join("artifacts");
+    let env = |name: &str| Env {
+        dir: base.dir.clone(),
+        name: name.into(),
+        project: base.project.clone(),
+    };
+    let (blue, green) = (env("blue"), env("green"));
+    env_file(&base.dir, "blue", &base.project);
+    env_file(&base.dir, "green", &base.project);
+    let up = |e: &Env| {
+        json(e.deploy(
+            &[
+                "up",
+                "--yes",
+                "--output",
+                "json",
+                "--artifacts",
+                artifacts.to_str().unwrap(),
+            ],
+            true,
+        ))
+    };
+    let b = up(&blue);
+    assert_eq!(b["stack"], format!("{}-blue", base.project));
+    assert_eq!(b["status"], "CREATE_COMPLETE");
+    assert!(b["changes"].as_array().unwrap().len() > 10, "{b}");
+    let g = up(&green);
+    assert_eq!(
+        g["status"], "CREATE_COMPLETE",
+        "a second environment in the same account"
+    );
+    let status = |e: &Env| json(e.deploy(&["status", "--output", "json"], true));
+    assert_eq!(status(&blue)["status"], "CREATE_COMPLETE");
+    assert_eq!(status(&green)["status"], "CREATE_COMPLETE");
+    let down = json(blue.deploy(&["down", "--yes", "--output", "json"], true));
+    assert_eq!(down["status"], "DELETE_COMPLETE");
+    assert_eq!(status(&blue)["status"], serde_json::Value::Null);
+    assert_eq!(
+        status(&green)["status"],
+        "CREATE_COMPLETE",
+        "green is left intact"
+    );
+    // Green is usable: its tables are there under its own names.
+    let tables = std::process::Command::new("aws")
+        .args([
+            "dynamodb",
+            "list-tables",
+            "--endpoint-url",
+            &moto_endpoint(),
+            "--region",
+            "us-east-1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout).to_string();
+    assert!(
+        tables.contains(&format!("{}-green-execution-logs", base.project)),
+        "{tables}"
+    );
+    assert!(
+        !tables.contains(&format!("{}-blue-execution-logs", base.project)),
+        "{tables}"
+    );
+    assert_eq!(up(&blue)["status"], "CREATE_COMPLETE", "blue comes back");
+}
+
+#[test]
+fn diff_tells_ci_whether_changes_are_pending() {
+    let env = Env::new("");
+    assert!(env.up().status.success());
+    let diff = |e: &Env| e.deploy(&["diff", "--output", "json"], true);
+    let same = diff(&env);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    let v: serde_json::Value = serde_json::from_slice(&same.stdout).unwrap();
+    assert_eq!(v["pending"], false);
+    std::fs::write(
+        env.dir.join("deployments/itest.toml"),
+        format!(
+            "region = \"us-east-1\"\nproject = \"{}\"\n[parameters]\nRetentionDays = \"14\"\n",
+            env.project
+        ),
+    )
+    .unwrap();
+    let changed = diff(&env);
+    assert_eq!(changed.status.code(), Some(2), "{}", text(&changed));
+    let v: serde_json::Value = serde_json::from_slice(&changed.stdout).unwrap();
+    assert_eq!(v["pending"], true);
+    let text_diff = env.deploy(&["diff"], true);
+    assert_eq!(text_diff.status.code(), Some(2));
+    assert!(
+        !String::from_utf8_lossy(&text_diff.stdout).contains('\x1b'),
+        "no ANSI off a terminal"
+    );
+}
+
+/// `aws` (CLI v1) against moto with the given credentials; stdout as JSON (null when empty).
+fn aws_cli(creds: (&str, &str, Option<&str>), args: &[&str]) -> serde_json::Value {
+    let mut c = Command::new("aws");
+    c.args(args)
+        .args(["--endpoint-url", &moto_endpoint(), "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", creds.0)
+        .env("AWS_SECRET_ACCESS_KEY", creds.1)
+        .env_remove("AWS_PROFILE");
+    match creds.2 {
+        Some(t) => c.env("AWS_SESSION_TOKEN", t),
+        None => c.env_remove("AWS_SESSION_TOKEN"),
+    };
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "aws {args:?}: {}", text(&o));
+    if o.stdout.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+#[test]
+fn a_bucket_of_another_account_is_never_written_to() {
+    let env = Env::new("");
+    // Someone in another account creates the bucket name `deploy` would choose first.
+    let assumed = aws_cli(
+        ("testing", "testing", None),
+        &[
+            "sts",
+            "assume-role",
+            "--role-arn",
+            "arn:aws:iam::111111111111:role/sniper",
+            "--role-session-name",
+            "sniper",
+        ],
+    );
+    let c = &assumed["Credentials"];
+    let sniper = (
+        c["AccessKeyId"].as_str().unwrap(),
+        c["SecretAccessKey"].as_str().unwrap(),
+        c["SessionToken"].as_str(),
+    );
+    let bucket = format!("{}-artifacts-123456789012-us-east-1", env.project);
+    aws_cli(sniper, &["s3api", "create-bucket", "--bucket", &bucket]);
+
+    let up = env.up();
+    assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+    let expected = format!(
+        "error: the artifacts bucket s3://{bucket} exists but does not belong to account 123456789012, so no function code is uploaded to it; set artifacts_bucket in deployments/itest.toml to a bucket of this account"
+    );
+    assert!(
+        String::from_utf8_lossy(&up.stderr).contains(&expected),
+        "{}",
+        text(&up)
+    );
+    let listed = aws_cli(sniper, &["s3api", "list-objects-v2", "--bucket", &bucket]);
+    assert!(listed["Contents"].is_null(), "nothing uploaded: {listed}");
+
+    // A bucket `deploy` creates itself is private and encrypted.
+    let own = Env::new("");
+    assert!(own.up().status.success());
+    let bucket = format!("{}-artifacts-123456789012-us-east-1", own.project);
+    let me = ("testing", "testing", None);
+    let block = aws_cli(
+        me,
+        &["s3api", "get-public-access-block", "--bucket", &bucket],
+    );
+    assert_eq!(
+        block["PublicAccessBlockConfiguration"]["BlockPublicPolicy"],
+        true
+    );
+    let sse = aws_cli(me, &["s3api", "get-bucket-encryption", "--bucket", &bucket]);
+    assert_eq!(
+        sse["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256"
     );
 }

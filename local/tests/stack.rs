@@ -105,7 +105,14 @@ async fn every_endpoint_rejects_bad_input_with_the_error_json() {
     let huge = "x".repeat(17 * 1024 * 1024);
     let big_event = json!({"events":[{"message": "y".repeat(1024 * 1024 + 1)}]}).to_string();
     // (method, path, key, body, status, code)
-    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<String>, u16, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<String>,
+        u16,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
             "GET",

@@ -96,8 +96,8 @@ pub(crate) async fn read_stack(
 }
 
 /// Creates the stack's Secrets Manager secrets in moto (its CloudFormation skips them), with
-/// `GenerateSecretString` as CloudFormation runs it. An existing secret keeps its generated
-/// value; the fields the template sets are brought up to date.
+/// `GenerateSecretString` as CloudFormation runs it. An existing secret keeps its values
+/// (generated or rotated); fields the template gained are added.
 pub(crate) async fn emulate_secrets(
     resolver: &mut Resolver,
     sdk: &aws_config::SdkConfig,
@@ -134,8 +134,13 @@ pub(crate) async fn emulate_secrets(
                     .secret_string()
                     .and_then(|s| serde_json::from_str(s).ok())
                     .unwrap_or_default();
+                // As CloudFormation, which leaves a secret alone while its properties do not
+                // change: values already there (a rotated key list) stay, fields the template
+                // gained are added.
                 let mut merged = old.clone();
-                merged.extend(value);
+                for (k, v) in value {
+                    merged.entry(k).or_insert(v);
+                }
                 if merged != old {
                     sm.put_secret_value()
                         .secret_id(&name)

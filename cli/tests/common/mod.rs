@@ -136,18 +136,44 @@ impl Stack {
         };
         if kind == Kind::Sim {
             s.start_moto();
-            // A free port may be taken by another test before the sim binds it: pick again.
-            for _ in 0..5 {
-                match s.try_start_sim().await {
-                    Ok(()) => return s,
-                    Err(log) if log.contains("Address already in use") => s.port = free_pair(),
-                    Err(log) => panic!("the sim did not start:\n{log}"),
-                }
-            }
-            panic!("no free ports for the sim");
+            s.start_sim().await;
+            return s;
         }
         s.restart().await;
         s
+    }
+
+    /// A second sim (another project, so another stack) on the same moto as `other`, as a
+    /// second environment in the same account and region.
+    pub async fn start_beside(other: &Stack, tag: &str) -> Stack {
+        let mut s = Stack {
+            kind: Kind::Sim,
+            stack: None,
+            sim: None,
+            moto: None,
+            moto_endpoint: other.moto_endpoint.clone(),
+            dir: temp_dir(tag),
+            port: free_pair(),
+            key: String::new(),
+            chaos: String::new(),
+            project: format!("e{}", runvoy_local::state::random_hex(4)),
+            expect_denials: false,
+            extra: Vec::new(),
+        };
+        s.start_sim().await;
+        s
+    }
+
+    async fn start_sim(&mut self) {
+        // A free port may be taken by another test before the sim binds it: pick again.
+        for _ in 0..5 {
+            match self.try_start_sim().await {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => self.port = free_pair(),
+                Err(log) => panic!("the sim did not start:\n{log}"),
+            }
+        }
+        panic!("no free ports for the sim");
     }
 
     fn start_moto(&mut self) {
@@ -293,6 +319,16 @@ impl Stack {
             .await
             .unwrap();
         }
+    }
+
+    /// The moto the sim runs on (sim).
+    pub fn moto_endpoint(&self) -> &str {
+        &self.moto_endpoint
+    }
+
+    /// The sim's CloudFormation stack (sim).
+    pub fn sim_stack(&self) -> String {
+        format!("{}-sim", self.project)
     }
 
     pub fn url(&self) -> String {

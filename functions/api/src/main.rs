@@ -3,17 +3,22 @@
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use runvoy_lambda::api;
-use runvoy_lambda::wiring::Deployment;
+use runvoy_lambda::wiring::{Deployment, KeyRefresh};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let d = Deployment::from_env("api").await?;
     let (keys, signer) = d.credentials().await?;
     let config = runvoy_core_api_config(&d);
+    let refresh = KeyRefresh::new(keys.clone());
     let service = d.services.api(keys, signer, config);
-    let (service, d) = (&service, &d);
+    let (service, d, refresh) = (&service, &d, &refresh);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            let presented = event.payload.headers.get("x-api-key");
+            refresh
+                .before(d, presented.and_then(|v| v.to_str().ok()))
+                .await;
             let response = api::handle(service, event.payload).await;
             d.metrics.flush(runvoy_lambda::emf::now_ms());
             Ok::<_, Error>(response)

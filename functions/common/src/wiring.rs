@@ -86,6 +86,10 @@ impl Deployment {
 
     /// Reads the API keys and the token secret from Secrets Manager.
     pub async fn credentials(&self) -> Result<(ApiKeys, TokenSigner), HandlerError> {
+        parse_secret(&self.secret_text().await?)
+    }
+
+    async fn secret_text(&self) -> Result<String, HandlerError> {
         let arn = self.settings.secret_arn.as_deref().ok_or_else(|| {
             HandlerError::Config("environment variable RUNVOY_SECRET_ARN is not set".into())
         })?;
@@ -96,14 +100,72 @@ impl Deployment {
             .send()
             .await
             .map_err(|e| HandlerError::Config(format!("cannot read secret {arn}: {e}")))?;
-        let text = out
-            .secret_string()
-            .ok_or_else(|| HandlerError::Config(format!("secret {arn} has no string value")))?;
-        parse_secret(text)
+        out.secret_string()
+            .map(str::to_string)
+            .ok_or_else(|| HandlerError::Config(format!("secret {arn} has no string value")))
+    }
+}
+
+/// Keeps a warm function's API keys current after `deploy rotate-key`: the secret is read
+/// again when a request presents a key the function does not know (at most once per
+/// [`KeyRefresh::MISS_INTERVAL`], so wrong keys cannot turn into a flood of reads) and at
+/// least once per [`KeyRefresh::MAX_AGE`] (so a retired key stops working within it).
+pub struct KeyRefresh {
+    keys: ApiKeys,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl KeyRefresh {
+    pub const MISS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// `keys` were read just now (at cold start).
+    pub fn new(keys: ApiKeys) -> KeyRefresh {
+        KeyRefresh {
+            keys,
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Whether keys read `age` ago must be read again before answering a request whose key
+    /// is `known` (or not).
+    pub fn due(age: std::time::Duration, known: bool) -> bool {
+        age >= Self::MAX_AGE || (!known && age >= Self::MISS_INTERVAL)
+    }
+
+    /// Called before each request with the key it presents.
+    pub async fn before(&self, d: &Deployment, presented: Option<&str>) {
+        let known = self.keys.check(presented).is_ok();
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if !Self::due(last.elapsed(), known) {
+                return;
+            }
+            // Counted as read even if it fails: a failing secret is not asked again at once.
+            *last = std::time::Instant::now();
+        }
+        match d.secret_text().await.and_then(|t| parse_secret_keys(&t)) {
+            Ok(keys) => self.keys.replace(keys),
+            // The keys held stay in force; the next attempt is after the interval.
+            Err(e) => eprintln!("keeping the API keys read before: {e}"),
+        }
     }
 }
 
 pub fn parse_secret(text: &str) -> Result<(ApiKeys, TokenSigner), HandlerError> {
+    let s = secret(text)?;
+    Ok((
+        ApiKeys::new(s.api_keys),
+        TokenSigner::new(s.token_secret.into_bytes(), TOKEN_TTL_SECS),
+    ))
+}
+
+/// The API keys of the secret, checked as at cold start.
+pub fn parse_secret_keys(text: &str) -> Result<Vec<String>, HandlerError> {
+    Ok(secret(text)?.api_keys)
+}
+
+fn secret(text: &str) -> Result<Secret, HandlerError> {
     let s: Secret = serde_json::from_str(text).map_err(|e| {
         HandlerError::Config(format!(
             "the API secret must be JSON like {{\"api_keys\":[\"…\"],\"token_secret\":\"…\"}}: {e}"
@@ -115,8 +177,30 @@ pub fn parse_secret(text: &str) -> Result<(ApiKeys, TokenSigner), HandlerError> 
                 .into(),
         ));
     }
-    Ok((
-        ApiKeys::new(s.api_keys),
-        TokenSigner::new(s.token_secret.into_bytes(), TOKEN_TTL_SECS),
-    ))
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn keys_are_read_again_on_an_unknown_key_and_when_old() {
+        let fresh = Duration::from_secs(1);
+        assert!(!KeyRefresh::due(fresh, true));
+        assert!(
+            !KeyRefresh::due(fresh, false),
+            "wrong keys cannot flood the secret"
+        );
+        assert!(KeyRefresh::due(KeyRefresh::MISS_INTERVAL, false));
+        assert!(!KeyRefresh::due(KeyRefresh::MISS_INTERVAL, true));
+        assert!(
+            KeyRefresh::due(KeyRefresh::MAX_AGE, true),
+            "a retired key expires"
+        );
+        let two = r#"{"api_keys":["old-key-0123456789","new-key-0123456789"],"token_secret":"0123456789abcdef"}"#;
+        assert_eq!(parse_secret_keys(two).unwrap().len(), 2);
+        assert!(parse_secret_keys(r#"{"api_keys":[],"token_secret":"0123456789abcdef"}"#).is_err());
+    }
 }

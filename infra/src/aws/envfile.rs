@@ -12,7 +12,8 @@ use serde::Deserialize;
 pub struct EnvFile {
     /// AWS region (overridden by `--region`).
     pub region: Option<String>,
-    /// Prefix of every resource name (`ProjectName`), default `runvoy`.
+    /// The project: the default stack name is `{project}-{env}`, and every resource's name
+    /// starts with the stack name. Default `runvoy`.
     #[serde(default = "default_project")]
     pub project: String,
     /// Stack name, default `{project}-{env}`.
@@ -37,7 +38,7 @@ fn default_arch() -> String {
 
 /// Parameters the tool sets itself; an env file may not.
 pub const MANAGED: [&str; 7] = [
-    "ProjectName",
+    "Architecture",
     "ArtifactsBucket",
     "ForwarderCodeKey",
     "ApiCodeKey",
@@ -52,12 +53,10 @@ pub fn path_of(dir: &Path, env: &str) -> PathBuf {
 
 impl EnvFile {
     pub fn load(dir: &Path, env: &str) -> anyhow::Result<EnvFile> {
-        if env.is_empty()
-            || !env
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            anyhow::bail!("environment name '{env}' must be letters, digits, '-' or '_'");
+        if !is_name(env, 1, 20) {
+            anyhow::bail!(
+                "environment name '{env}' must be 1-20 lowercase letters, digits or '-', starting with a letter (it becomes part of every resource name, and CloudFormation and S3 refuse '_')"
+            );
         }
         let path = path_of(dir, env);
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -80,16 +79,24 @@ impl EnvFile {
                 file.architecture
             );
         }
-        let project_ok = file.project.len() >= 2
-            && file.project.len() <= 31
-            && file.project.starts_with(|c: char| c.is_ascii_lowercase())
-            && file
-                .project
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !project_ok {
+        if !is_name(&file.project, 2, 20) {
             anyhow::bail!(
-                "{}: project must be 2-31 lowercase letters, digits or '-', starting with a letter",
+                "{}: project must be 2-20 lowercase letters, digits or '-', starting with a letter",
+                path.display()
+            );
+        }
+        let stack = file.stack_name(env);
+        if !is_name(&stack, 1, MAX_STACK_NAME) {
+            anyhow::bail!(
+                "{}: stack name '{stack}' must be at most {MAX_STACK_NAME} lowercase letters, digits or '-', starting with a letter (function and queue names are built from it)",
+                path.display()
+            );
+        }
+        if let Some(b) = &file.artifacts_bucket
+            && !is_bucket_name(b)
+        {
+            anyhow::bail!(
+                "{}: artifacts_bucket '{b}' is not a valid S3 bucket name (3-63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit)",
                 path.display()
             );
         }
@@ -103,7 +110,27 @@ impl EnvFile {
                 path.display()
             );
         }
+        let template = crate::template::backend();
+        for (k, v) in &file.parameters {
+            template
+                .check_parameter(k, v)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
         Ok(file)
+    }
+
+    /// The bucket the zips go to: `artifacts_bucket`, or `{project}-artifacts-{account}-{region}`.
+    pub fn bucket(&self, account: &str, region: &str) -> anyhow::Result<String> {
+        let b = self
+            .artifacts_bucket
+            .clone()
+            .unwrap_or_else(|| format!("{}-artifacts-{account}-{region}", self.project));
+        if !is_bucket_name(&b) {
+            anyhow::bail!(
+                "the artifacts bucket name '{b}' is not valid for S3 (at most 63 characters); set a shorter project or artifacts_bucket in the environment file"
+            );
+        }
+        Ok(b)
     }
 
     pub fn stack_name(&self, env: &str) -> String {
@@ -111,6 +138,27 @@ impl EnvFile {
             .clone()
             .unwrap_or_else(|| format!("{}-{env}", self.project))
     }
+}
+
+/// The longest stack name: `{stack}-completion-failures` must stay a valid queue name and
+/// `{stack}-completion` a function name (64).
+pub const MAX_STACK_NAME: usize = 40;
+
+/// Lowercase letters, digits and '-', starting with a letter, `min..=max` long.
+fn is_name(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// S3's rules for bucket names (without the rarely useful dotted forms).
+fn is_bucket_name(s: &str) -> bool {
+    (3..=63).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -146,6 +194,63 @@ mod tests {
         write(&dir, "managed", "[parameters]\nApiKey = \"x\"");
         assert!(err("managed").contains("set by the deploy tool"));
         assert!(err("../etc").contains("environment name"));
+        assert!(
+            err("my_env").contains("refuse '_'"),
+            "names CloudFormation and S3 refuse are refused before any call"
+        );
+        write(&dir, "longproj", "project = \"a-very-long-project-name\"");
+        assert!(err("longproj").contains("project must be 2-20"));
+        write(
+            &dir,
+            "longstack",
+            &format!("stack_name = \"{}\"", "s".repeat(41)),
+        );
+        assert!(err("longstack").contains("at most 40"));
+        // Parameters are checked as CloudFormation will, before any call.
+        write(
+            &dir,
+            "stream",
+            "[parameters]\nStreamTemplate = \"task/runner\"",
+        );
+        assert!(
+            err("stream").ends_with(
+                "StreamTemplate = 'task/runner' must contain {execution_id} once, e.g. task/runner/{execution_id}"
+            ),
+            "{}",
+            err("stream")
+        );
+        write(&dir, "days", "[parameters]\nRetentionDays = \"2\"");
+        assert!(
+            err("days").ends_with(
+                "RetentionDays = '2' must be one of 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365"
+            ),
+            "{}",
+            err("days")
+        );
+        write(&dir, "unknown", "[parameters]\nRetentionDayz = \"7\"");
+        assert!(err("unknown").contains("RetentionDayz is not a parameter of the template"));
+        write(
+            &dir,
+            "container",
+            "[parameters]\nRunnerContainerName = \"my runner\"",
+        );
+        assert!(err("container").contains("RunnerContainerName = 'my runner' must match"));
+        write(&dir, "bucket", "artifacts_bucket = \"Bad_Bucket\"");
+        assert!(err("bucket").contains("not a valid S3 bucket name"));
+        let f = EnvFile::load(&dir, "ok").unwrap();
+        assert!(f.bucket("123456789012", "ap-southeast-1").is_ok());
+        let long = EnvFile {
+            project: "a-twenty-char-projec".into(),
+            ..f.clone()
+        };
+        // With a 20-character project the default name stays within 63 characters in every
+        // region that exists today; a longer region name (or partition) must not slip through.
+        assert!(long.bucket("123456789012", "ap-southeast-1").is_ok());
+        let e = long
+            .bucket("123456789012", "xx-someplace-central-1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 63"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

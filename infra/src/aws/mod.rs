@@ -3,7 +3,11 @@
 
 pub mod artifacts;
 pub mod envfile;
+mod errors;
+pub mod keys;
 pub mod stack;
+
+pub use errors::readable;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -46,6 +50,19 @@ pub struct AwsArgs {
     /// Do not write the CLI config file.
     #[arg(long)]
     pub no_config: bool,
+    /// When the stack's creation failed (ROLLBACK_COMPLETE), delete it and create it again.
+    #[arg(long)]
+    pub recreate: bool,
+    /// `json`: the result as one JSON object on stdout (progress stays on stderr).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 pub(crate) struct Target {
@@ -54,25 +71,29 @@ pub(crate) struct Target {
     pub stack: String,
 }
 
+/// The environment. Its region is `--region`, else the file's `region`, else (empty here,
+/// resolved by [`sdk`]) what the AWS configuration says: `AWS_REGION`, `AWS_DEFAULT_REGION`,
+/// the profile's `region`.
 fn target(args: &AwsArgs) -> anyhow::Result<Target> {
     let env = EnvFile::load(&args.deployments_dir, &args.env)?;
     let region = args
         .region
         .clone()
         .or_else(|| env.region.clone())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no region for environment '{}': set `region` in its file or pass --region",
-                args.env
-            )
-        })?;
+        .unwrap_or_default();
     let stack = env.stack_name(&args.env);
     Ok(Target { env, region, stack })
 }
 
-async fn sdk(args: &AwsArgs, region: &str) -> anyhow::Result<aws_config::SdkConfig> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()));
+/// An SDK configuration with credentials, as the AWS CLI finds them: `--profile`, else
+/// `AWS_PROFILE`, else the environment's keys, web identity (CI's OIDC role), the default
+/// profile (SSO, `credential_process`, `role_arn` + `source_profile` included), the instance
+/// role. Fills in the target's region when only the AWS configuration names it.
+async fn sdk(args: &AwsArgs, t: &mut Target) -> anyhow::Result<aws_config::SdkConfig> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if !t.region.is_empty() {
+        loader = loader.region(aws_config::Region::new(t.region.clone()));
+    }
     if let Some(p) = &args.profile {
         loader = loader.profile_name(p);
     }
@@ -80,19 +101,39 @@ async fn sdk(args: &AwsArgs, region: &str) -> anyhow::Result<aws_config::SdkConf
         loader = loader.endpoint_url(url);
     }
     let sdk = loader.load().await;
-    let provider = sdk.credentials_provider().ok_or_else(no_credentials)?;
+    if t.region.is_empty() {
+        t.region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no region for environment '{}': set `region` in deployments/{}.toml, pass --region, or set AWS_REGION",
+                args.env,
+                args.env
+            )
+        })?;
+    }
+    let provider = sdk
+        .credentials_provider()
+        .ok_or_else(|| no_credentials("no credentials provider is configured".into()))?;
     use aws_credential_types::provider::ProvideCredentials;
     provider
         .provide_credentials()
         .await
-        .map_err(|_| no_credentials())?;
+        .map_err(|e| no_credentials(root_cause(&e)))?;
     Ok(sdk)
+}
+
+/// The innermost cause of an error, which says what really went wrong.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// The environment, an SDK configuration with credentials, and its stack.
 async fn open(args: &AwsArgs) -> anyhow::Result<(Target, aws_config::SdkConfig, Stacks)> {
-    let t = target(args)?;
-    let sdk = sdk(args, &t.region).await?;
+    let mut t = target(args)?;
+    let sdk = sdk(args, &mut t).await?;
     let stacks = Stacks {
         client: aws_sdk_cloudformation::Client::new(&sdk),
         name: t.stack.clone(),
@@ -100,9 +141,9 @@ async fn open(args: &AwsArgs) -> anyhow::Result<(Target, aws_config::SdkConfig, 
     Ok((t, sdk, stacks))
 }
 
-fn no_credentials() -> anyhow::Error {
+fn no_credentials(why: String) -> anyhow::Error {
     anyhow::anyhow!(
-        "no AWS credentials found; set AWS_PROFILE (or pass --profile) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        "no AWS credentials could be loaded ({why}); pass --profile or set AWS_PROFILE (for an SSO profile, run `aws sso login` first), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     )
 }
 
@@ -138,7 +179,12 @@ pub async fn up(args: &AwsArgs) -> anyhow::Result<()> {
     let arts = artifacts::find(&dir);
     if args.dry_run {
         println!("plan for environment '{}' (nothing is called)", args.env);
-        println!("  stack:        {} in {}", t.stack, t.region);
+        let region = if t.region.is_empty() {
+            "the region of the AWS configuration"
+        } else {
+            t.region.as_str()
+        };
+        println!("  stack:        {} in {region}", t.stack);
         println!(
             "  bucket:       {}",
             t.env
@@ -162,14 +208,27 @@ pub async fn up(args: &AwsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let arts = arts?;
-    let sdk = sdk(args, &t.region).await?;
-    let (outputs, new_key) =
-        apply(args, &t, &sdk, &arts, &template::backend().to_yaml(), None).await?;
-    for (k, v) in &outputs {
-        println!("{k} = {v}");
+    let mut t = t;
+    let sdk = sdk(args, &mut t).await?;
+    let applied = apply(args, &t, &sdk, &arts, &template::backend().to_yaml(), None).await?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            stack_json(
+                &t.stack,
+                Some(&applied.status),
+                &applied.outputs,
+                &applied.changes
+            )
+        ),
+        Output::Text => {
+            for (k, v) in &applied.outputs {
+                println!("{k} = {v}");
+            }
+        }
     }
     if !args.no_config {
-        write_profile(args, &sdk, &outputs, new_key).await?;
+        write_profile(args, &sdk, &applied.outputs, applied.new_key).await?;
     }
     Ok(())
 }
@@ -184,31 +243,27 @@ pub(crate) async fn apply(
     arts: &[artifacts::Artifact],
     body: &str,
     api_key: Option<String>,
-) -> anyhow::Result<(Vec<(String, String)>, Option<String>)> {
+) -> anyhow::Result<Applied> {
     let s3 = s3_client(sdk, args.endpoint_url.is_some());
-    let bucket = match &t.env.artifacts_bucket {
-        Some(b) => b.clone(),
-        None => {
-            let id = aws_sdk_sts::Client::new(sdk)
-                .get_caller_identity()
-                .send()
-                .await
-                .context("finding the AWS account")?;
-            format!(
-                "{}-artifacts-{}-{}",
-                t.env.project,
-                id.account().unwrap_or("account"),
-                t.region
-            )
-        }
-    };
-    ensure_bucket(&s3, &bucket, &t.region).await?;
+    // Every S3 call names the account that must own the bucket: a bucket of the same name
+    // created first by someone else is refused, never written to.
+    let account = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| readable("finding the AWS account (STS GetCallerIdentity)", e))?
+        .account()
+        .unwrap_or_default()
+        .to_string();
+    let bucket = t.env.bucket(&account, &t.region)?;
+    ensure_bucket(&s3, &bucket, &t.region, &account, &args.env).await?;
     for a in arts {
         let key = a.key();
         if s3
             .head_object()
             .bucket(&bucket)
             .key(&key)
+            .expected_bucket_owner(&account)
             .send()
             .await
             .is_ok()
@@ -220,23 +275,46 @@ pub(crate) async fn apply(
         s3.put_object()
             .bucket(&bucket)
             .key(&key)
+            .expected_bucket_owner(&account)
             .body(body)
             .send()
             .await
-            .with_context(|| format!("uploading {}", a.path.display()))?;
+            .map_err(|e| {
+                readable(
+                    &format!("uploading {} to s3://{bucket}/{key}", a.path.display()),
+                    e,
+                )
+            })?;
         eprintln!("  uploaded     s3://{bucket}/{key}");
     }
     let stacks = Stacks {
         client: aws_sdk_cloudformation::Client::new(sdk),
         name: t.stack.clone(),
     };
-    let exists = stacks.status().await?.is_some();
+    let exists = match stacks.status().await? {
+        None => false,
+        Some(status) => match stack::next_step(&t.stack, &args.env, &status) {
+            stack::Next::Update => true,
+            stack::Next::Recreate if args.recreate => {
+                eprintln!(
+                    "deleting stack {} ({}) to create it again",
+                    t.stack,
+                    status.as_str()
+                );
+                stacks.delete().await?;
+                false
+            }
+            stack::Next::Recreate => {
+                anyhow::bail!(stack::recreate_advice(&t.stack, &args.env, &status))
+            }
+            stack::Next::Refuse(why) => anyhow::bail!(why),
+        },
+    };
     let new_key = match api_key {
         Some(k) => Some(k),
         None => (!exists).then(|| runvoy_local::state::random_hex(24)),
     };
     let mut params: Vec<(String, Option<String>)> = vec![
-        ("ProjectName".into(), Some(t.env.project.clone())),
         ("ArtifactsBucket".into(), Some(bucket.clone())),
         ("Architecture".into(), Some(t.env.architecture.clone())),
         ("ApiKey".into(), new_key.clone()),
@@ -247,21 +325,61 @@ pub(crate) async fn apply(
     for (k, v) in &t.env.parameters {
         params.push((k.clone(), Some(v.clone())));
     }
-    match stacks.plan(body, &params).await? {
-        Plan::NoChanges => eprintln!("no changes: stack {} is up to date", t.stack),
-        Plan::Changes { name, kind, lines } => {
+    let changes = match stacks.plan(body, &params).await? {
+        Plan::NoChanges => {
+            eprintln!("no changes: stack {} is up to date", t.stack);
+            Vec::new()
+        }
+        Plan::Changes {
+            name,
+            kind,
+            changes,
+        } => {
             eprintln!("change set for {} ({}):", t.stack, kind.as_str());
-            for l in &lines {
-                eprintln!("  {l}");
+            for c in &changes {
+                eprintln!("  {c}");
             }
             if !confirm(args)? {
                 stacks.discard(&name).await?;
                 anyhow::bail!("not applied");
             }
             stacks.apply(&name).await?;
+            changes
         }
-    }
-    Ok((stacks.outputs().await?, new_key))
+    };
+    Ok(Applied {
+        status: stacks
+            .status()
+            .await?
+            .map_or_else(String::new, |s| s.as_str().to_string()),
+        outputs: stacks.outputs().await?,
+        new_key,
+        changes,
+    })
+}
+
+/// What `up` did.
+pub(crate) struct Applied {
+    pub status: String,
+    pub outputs: Vec<(String, String)>,
+    /// The API key the stack was created with (when it was).
+    pub new_key: Option<String>,
+    pub changes: Vec<stack::Change>,
+}
+
+/// A stack as `--output json` prints it.
+fn stack_json(
+    stack: &str,
+    status: Option<&str>,
+    outputs: &[(String, String)],
+    changes: &[stack::Change],
+) -> serde_json::Value {
+    serde_json::json!({
+        "stack": stack,
+        "status": status,
+        "outputs": outputs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "changes": changes,
+    })
 }
 
 fn confirm(args: &AwsArgs) -> anyhow::Result<bool> {
@@ -284,9 +402,41 @@ fn s3_client(sdk: &aws_config::SdkConfig, emulator: bool) -> aws_sdk_s3::Client 
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> anyhow::Result<()> {
-    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
-        return Ok(());
+/// The sentence for a bucket this account does not own.
+fn not_our_bucket(bucket: &str, account: &str, env: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the artifacts bucket s3://{bucket} exists but does not belong to account {account}, so no function code is uploaded to it; set artifacts_bucket in deployments/{env}.toml to a bucket of this account"
+    )
+}
+
+/// The artifacts bucket, owned by `account`: checked, or created private and encrypted.
+async fn ensure_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: &str,
+    account: &str,
+    env: &str,
+) -> anyhow::Result<()> {
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    match s3
+        .head_bucket()
+        .bucket(bucket)
+        .expected_bucket_owner(account)
+        .send()
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(404) => {}
+            // Another account's bucket (or one this account may not read): never ours.
+            Some(403) => return Err(not_our_bucket(bucket, account, env)),
+            _ => {
+                return Err(readable(
+                    &format!("checking the artifacts bucket s3://{bucket}"),
+                    e,
+                ));
+            }
+        },
     }
     let mut req = s3.create_bucket().bucket(bucket);
     if region != "us-east-1" {
@@ -296,14 +446,16 @@ async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> a
                 .build(),
         );
     }
-    req.send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "creating bucket {bucket}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(e)
-        )
-    })?;
+    if let Err(e) = req.send().await {
+        return Err(match e.code() {
+            // Taken between the check and the creation.
+            Some("BucketAlreadyExists") => not_our_bucket(bucket, account, env),
+            _ => readable(&format!("creating the artifacts bucket {bucket}"), e),
+        });
+    }
     s3.put_public_access_block()
         .bucket(bucket)
+        .expected_bucket_owner(account)
         .public_access_block_configuration(
             aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
                 .block_public_acls(true)
@@ -314,8 +466,26 @@ async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> a
         )
         .send()
         .await
-        .context("blocking public access to the artifacts bucket")?;
-    eprintln!("  created      s3://{bucket}");
+        .map_err(|e| readable(&format!("blocking public access to s3://{bucket}"), e))?;
+    let sse = aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+        .build()?;
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .expected_bucket_owner(account)
+        .server_side_encryption_configuration(
+            aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    aws_sdk_s3::types::ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(sse)
+                        .build(),
+                )
+                .build()?,
+        )
+        .send()
+        .await
+        .map_err(|e| readable(&format!("enabling encryption of s3://{bucket}"), e))?;
+    eprintln!("  created      s3://{bucket} (private, encrypted)");
     Ok(())
 }
 
@@ -357,11 +527,14 @@ async fn profile_from(
                 .secret_id(&arn)
                 .send()
                 .await
-                .context("reading the API key from the stack's secret")?;
+                .map_err(|e| readable(&format!("reading the API key from secret {arn}"), e))?;
             let v: serde_json::Value =
                 serde_json::from_str(secret.secret_string().unwrap_or("{}"))?;
-            v["api_keys"][0]
-                .as_str()
+            // Newest last: after `rotate-key`, the new key.
+            v["api_keys"]
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(|k| k.as_str())
                 .context("the API secret holds no key")?
                 .to_string()
         }
@@ -369,45 +542,83 @@ async fn profile_from(
     Ok(Some(Profile { api_url, api_key }))
 }
 
-/// `deploy diff --env NAME`: the change set, not executed.
-pub async fn diff(args: &AwsArgs) -> anyhow::Result<()> {
+/// `deploy diff --env NAME`: the change set, not executed. Returns whether changes are pending.
+pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
     let (t, _, stacks) = open(args).await?;
     let mut params: Vec<(String, Option<String>)> = envfile::MANAGED
         .iter()
         .map(|k| (k.to_string(), None))
         .collect();
-    params.retain(|(k, _)| k != "ProjectName");
-    params.push(("ProjectName".into(), Some(t.env.project.clone())));
+    // What the environment file decides is compared, not kept.
+    params.retain(|(k, _)| k != "Architecture");
+    params.push(("Architecture".into(), Some(t.env.architecture.clone())));
     for (k, v) in &t.env.parameters {
         params.push((k.clone(), Some(v.clone())));
     }
     if stacks.status().await?.is_none() {
-        anyhow::bail!("stack {} does not exist yet; `up` creates it", t.stack);
-    }
-    match stacks.plan(&template::backend().to_yaml(), &params).await? {
-        Plan::NoChanges => println!("no changes"),
-        Plan::Changes { name, lines, .. } => {
-            if lines.is_empty() {
-                println!("parameters change; no resource changes are reported");
+        // Everything is pending (as `terraform plan` on an empty state): `up` creates it.
+        match args.output {
+            Output::Json => {
+                let mut v = stack_json(&t.stack, None, &[], &[]);
+                v["pending"] = serde_json::json!(true);
+                println!("{v}");
             }
-            lines.iter().for_each(|l| println!("{l}"));
-            stacks.discard(&name).await?;
+            Output::Text => println!("stack {} does not exist yet; `up` creates it", t.stack),
         }
+        return Ok(true);
     }
-    Ok(())
+    let changes = match stacks.plan(&template::backend().to_yaml(), &params).await? {
+        Plan::NoChanges => None,
+        Plan::Changes { name, changes, .. } => {
+            stacks.discard(&name).await?;
+            Some(changes)
+        }
+    };
+    match args.output {
+        Output::Json => {
+            let status = stacks.status().await?.map(|s| s.as_str().to_string());
+            let mut v = stack_json(
+                &t.stack,
+                status.as_deref(),
+                &[],
+                changes.as_deref().unwrap_or_default(),
+            );
+            v["pending"] = serde_json::json!(changes.is_some());
+            println!("{v}");
+        }
+        Output::Text => match &changes {
+            None => println!("no changes"),
+            Some(list) if list.is_empty() => {
+                println!("parameters change; no resource changes are reported")
+            }
+            Some(list) => list.iter().for_each(|c| println!("{c}")),
+        },
+    }
+    Ok(changes.is_some())
 }
 
 /// `deploy status --env NAME`
 pub async fn status(args: &AwsArgs) -> anyhow::Result<()> {
     let (t, _, stacks) = open(args).await?;
-    match stacks.status().await? {
-        None => println!("{}: not deployed", t.stack),
-        Some(s) => {
-            println!("{}: {}", t.stack, s.as_str());
-            for (k, v) in stacks.outputs().await? {
-                println!("{k} = {v}");
+    let status = stacks.status().await?;
+    let outputs = match status {
+        Some(_) => stacks.outputs().await?,
+        None => Vec::new(),
+    };
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            stack_json(&t.stack, status.as_ref().map(|s| s.as_str()), &outputs, &[])
+        ),
+        Output::Text => match &status {
+            None => println!("{}: not deployed", t.stack),
+            Some(s) => {
+                println!("{}: {}", t.stack, s.as_str());
+                for (k, v) in &outputs {
+                    println!("{k} = {v}");
+                }
             }
-        }
+        },
     }
     Ok(())
 }
@@ -415,16 +626,24 @@ pub async fn status(args: &AwsArgs) -> anyhow::Result<()> {
 /// `deploy down --env NAME`
 pub async fn down(args: &AwsArgs) -> anyhow::Result<()> {
     let (t, _, stacks) = open(args).await?;
-    if stacks.status().await?.is_none() {
-        println!("{}: not deployed", t.stack);
-        return Ok(());
+    let deleted = if stacks.status().await?.is_none() {
+        false
+    } else {
+        eprintln!("deleting stack {}", t.stack);
+        if !confirm(args)? {
+            anyhow::bail!("not deleted");
+        }
+        stacks.delete().await?;
+        true
+    };
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"stack": t.stack, "status": if deleted { "DELETE_COMPLETE" } else { "NOT_DEPLOYED" }})
+        ),
+        Output::Text if deleted => println!("{}: deleted", t.stack),
+        Output::Text => println!("{}: not deployed", t.stack),
     }
-    eprintln!("deleting stack {}", t.stack);
-    if !confirm(args)? {
-        anyhow::bail!("not deleted");
-    }
-    stacks.delete().await?;
-    println!("{}: deleted", t.stack);
     Ok(())
 }
 
@@ -458,6 +677,8 @@ impl AwsOnly {
             artifacts: None,
             deployments_dir: self.deployments_dir.clone(),
             no_config: true,
+            recreate: false,
+            output: crate::aws::Output::Text,
         };
         let (t, sdk, stacks) = open(&args).await?;
         let group = stacks

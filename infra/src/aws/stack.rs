@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::Context;
+use super::readable;
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Parameter, StackStatus};
 
@@ -14,8 +14,27 @@ pub enum Plan {
     Changes {
         name: String,
         kind: ChangeSetType,
-        lines: Vec<String>,
+        changes: Vec<Change>,
     },
+}
+
+/// One resource a change set adds, modifies or removes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub action: String,
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<8} {:<34} {}",
+            self.action, self.resource, self.resource_type
+        )
+    }
 }
 
 pub struct Stacks {
@@ -57,11 +76,7 @@ impl Stacks {
             {
                 Ok(None)
             }
-            Err(e) => Err(anyhow::anyhow!(
-                "describing stack {}: {}",
-                self.name,
-                aws_sdk_cloudformation::error::DisplayErrorContext(e)
-            )),
+            Err(e) => Err(readable(&format!("describing stack {}", self.name), e)),
         }
     }
 
@@ -71,7 +86,8 @@ impl Stacks {
             .describe_stacks()
             .stack_name(&self.name)
             .send()
-            .await?;
+            .await
+            .map_err(|e| readable(&format!("reading the outputs of stack {}", self.name), e))?;
         Ok(out
             .stacks()
             .first()
@@ -119,12 +135,7 @@ impl Stacks {
             .capabilities(Capability::CapabilityIam)
             .send()
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "creating a change set: {}",
-                    aws_sdk_cloudformation::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(|e| readable(&format!("creating a change set for stack {}", self.name), e))?;
         // Address the change set by its ARN from here on: names are only unique per stack.
         let name = created.id().map(str::to_string).unwrap_or(name);
         for _ in 0..600 {
@@ -134,27 +145,29 @@ impl Stacks {
                 .stack_name(&self.name)
                 .change_set_name(&name)
                 .send()
-                .await?;
+                .await
+                .map_err(|e| readable(&format!("reading change set {name}"), e))?;
             let status = cs
                 .status()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default();
             match status.as_str() {
                 "CREATE_COMPLETE" => {
-                    let lines = cs
+                    let changes = cs
                         .changes()
                         .iter()
                         .filter_map(|c| c.resource_change())
-                        .map(|rc| {
-                            format!(
-                                "{:<8} {:<34} {}",
-                                rc.action().map(|a| a.as_str()).unwrap_or("?"),
-                                rc.logical_resource_id().unwrap_or("?"),
-                                rc.resource_type().unwrap_or("?")
-                            )
+                        .map(|rc| Change {
+                            action: rc.action().map_or("?", |a| a.as_str()).to_string(),
+                            resource: rc.logical_resource_id().unwrap_or("?").to_string(),
+                            resource_type: rc.resource_type().unwrap_or("?").to_string(),
                         })
                         .collect();
-                    return Ok(Plan::Changes { name, kind, lines });
+                    return Ok(Plan::Changes {
+                        name,
+                        kind,
+                        changes,
+                    });
                 }
                 "FAILED" => {
                     let reason = cs.status_reason().unwrap_or_default().to_string();
@@ -191,7 +204,8 @@ impl Stacks {
             .stack_name(&self.name)
             .change_set_name(change_set)
             .send()
-            .await?;
+            .await
+            .map_err(|e| readable(&format!("discarding change set {change_set}"), e))?;
         Ok(())
     }
 
@@ -207,11 +221,11 @@ impl Stacks {
             .await;
         if let Err(e) = executed {
             let failures = self.failed_resources(since).await.unwrap_or_default();
-            anyhow::bail!(
-                "executing the change set failed: {}{}",
-                aws_sdk_cloudformation::error::DisplayErrorContext(e),
-                failure_list(&failures)
+            let e = readable(
+                &format!("executing the change set of stack {}", self.name),
+                e,
             );
+            anyhow::bail!("{e}{}", failure_list(&failures));
         }
         self.follow(since, false).await
     }
@@ -223,7 +237,7 @@ impl Stacks {
             .stack_name(&self.name)
             .send()
             .await
-            .context("deleting the stack")?;
+            .map_err(|e| readable(&format!("deleting stack {}", self.name), e))?;
         self.follow(since, true).await
     }
 
@@ -235,7 +249,8 @@ impl Stacks {
             .describe_stack_events()
             .stack_name(&self.name)
             .send()
-            .await?;
+            .await
+            .map_err(|e| readable(&format!("reading the events of stack {}", self.name), e))?;
         Ok(events
             .stack_events()
             .iter()
@@ -312,6 +327,41 @@ impl Stacks {
     }
 }
 
+/// What `up` can do with a stack in a given state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Update,
+    /// Its creation failed: it can only be deleted (and created again).
+    Recreate,
+    /// Nothing now; the sentence says why and what to do.
+    Refuse(String),
+}
+
+pub fn next_step(stack: &str, env: &str, status: &StackStatus) -> Next {
+    let s = status.as_str();
+    match status {
+        StackStatus::RollbackComplete
+        | StackStatus::RollbackFailed
+        | StackStatus::DeleteFailed
+        | StackStatus::ImportRollbackComplete => Next::Recreate,
+        StackStatus::UpdateRollbackFailed => Next::Refuse(format!(
+            "stack {stack} is in UPDATE_ROLLBACK_FAILED: CloudFormation could not roll back its last update; finish the rollback (aws cloudformation continue-update-rollback --stack-name {stack}), then run `deploy up --env {env}` again"
+        )),
+        _ if s.ends_with("_IN_PROGRESS") => Next::Refuse(format!(
+            "stack {stack} is busy ({s}); wait until `deploy status --env {env}` shows it settled, then run `deploy up --env {env}` again"
+        )),
+        _ => Next::Update,
+    }
+}
+
+/// The sentence for a stack that can only be recreated.
+pub fn recreate_advice(stack: &str, env: &str, status: &StackStatus) -> String {
+    format!(
+        "stack {stack} is in {}: its creation failed and CloudFormation cannot update it; see why with `deploy status --env {env}`, then run `deploy up --env {env} --recreate` (or `deploy down --env {env}` and `up` again)",
+        status.as_str()
+    )
+}
+
 fn failure_list(failures: &[String]) -> String {
     if failures.is_empty() {
         String::new()
@@ -340,6 +390,38 @@ mod tests {
             .resource_status_reason(reason)
             .timestamp(DateTime::from_secs(4_000_000_000))
             .build()
+    }
+
+    #[test]
+    fn stacks_that_cannot_be_updated_say_what_to_do() {
+        assert_eq!(
+            next_step("s", "e", &StackStatus::UpdateComplete),
+            Next::Update
+        );
+        assert_eq!(
+            next_step("s", "e", &StackStatus::CreateComplete),
+            Next::Update
+        );
+        assert_eq!(
+            next_step("s", "e", &StackStatus::UpdateRollbackComplete),
+            Next::Update
+        );
+        assert_eq!(
+            next_step("s", "e", &StackStatus::RollbackComplete),
+            Next::Recreate
+        );
+        assert_eq!(
+            recreate_advice("runvoy-prod", "prod", &StackStatus::RollbackComplete),
+            "stack runvoy-prod is in ROLLBACK_COMPLETE: its creation failed and CloudFormation cannot update it; see why with `deploy status --env prod`, then run `deploy up --env prod --recreate` (or `deploy down --env prod` and `up` again)"
+        );
+        assert_eq!(
+            next_step("runvoy-prod", "prod", &StackStatus::UpdateInProgress),
+            Next::Refuse("stack runvoy-prod is busy (UPDATE_IN_PROGRESS); wait until `deploy status --env prod` shows it settled, then run `deploy up --env prod` again".into())
+        );
+        assert!(matches!(
+            next_step("s", "e", &StackStatus::UpdateRollbackFailed),
+            Next::Refuse(m) if m.contains("continue-update-rollback --stack-name s")
+        ));
     }
 
     #[tokio::test]

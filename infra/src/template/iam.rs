@@ -39,7 +39,7 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
     let own_logs = statement(
         &["logs:CreateLogStream", "logs:PutLogEvents"],
         vec![sub(&format!(
-            "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{ProjectName}}-{function}:*"
+            "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{AWS::StackName}}-{function}:*"
         ))],
     );
     let conns = att("ConnectionsTable", "Arn");

@@ -63,6 +63,50 @@ impl Template {
         self.parameters.push((name.into(), spec));
     }
 
+    /// Checks a value for parameter `name` as CloudFormation will (`AllowedValues`,
+    /// `AllowedPattern` over the whole value, `Number`), so that a bad value is refused before
+    /// any call; `Err` is the sentence to show.
+    pub fn check_parameter(&self, name: &str, value: &str) -> Result<(), String> {
+        let Some((_, spec)) = self.parameters.iter().find(|(k, _)| k == name) else {
+            let known: Vec<&str> = self.parameters.iter().map(|(k, _)| k.as_str()).collect();
+            return Err(format!(
+                "{name} is not a parameter of the template (it has {})",
+                known.join(", ")
+            ));
+        };
+        let because = |default: String| {
+            spec["ConstraintDescription"]
+                .as_str()
+                .map_or(default, str::to_string)
+        };
+        if spec["Type"] == "Number" && value.parse::<f64>().is_err() {
+            return Err(format!("{name} = '{value}' must be a number"));
+        }
+        if let Some(allowed) = spec["AllowedValues"].as_array() {
+            let allowed: Vec<String> = allowed
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect();
+            if !allowed.iter().any(|a| a == value) {
+                return Err(format!(
+                    "{name} = '{value}' {}",
+                    because(format!("must be one of {}", allowed.join(", ")))
+                ));
+            }
+        }
+        if let Some(p) = spec["AllowedPattern"].as_str() {
+            let re = regex_lite::Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| format!("{name}: the template's pattern {p} is invalid: {e}"))?;
+            if !re.is_match(value) {
+                return Err(format!(
+                    "{name} = '{value}' {}",
+                    because(format!("must match {p}"))
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn condition(&mut self, name: &'static str, expr: Value) {
         self.conditions.push((name, expr));
     }

@@ -46,11 +46,6 @@ pub(super) fn runner_group_arn() -> Value {
 
 fn parameters(t: &mut Template) {
     t.parameter(
-        "ProjectName",
-        json!({"Type": "String", "Default": "runvoy", "AllowedPattern": "^[a-z][a-z0-9-]{1,30}$",
-        "Description": "Prefix of every resource name."}),
-    );
-    t.parameter(
         "ArtifactsBucket",
         json!({"Type": "String", "Description": "S3 bucket holding the function zips."}),
     );
@@ -63,11 +58,18 @@ fn parameters(t: &mut Template) {
         "Description": "Architecture the function zips were built for."}),
     );
     t.parameter("RunnerLogGroupName", json!({"Type": "String", "Default": "",
-        "Description": "Existing log group the executions write to; empty creates /aws/ecs/{ProjectName}/runner."}));
+        "Description": "Existing log group the executions write to; empty creates /aws/ecs/{stack name}/runner."}));
     t.parameter(
         "StreamTemplate",
         json!({"Type": "String", "Default": "task/runner/{execution_id}",
-        "Description": "Log stream name of an execution."}),
+        "AllowedPattern": "^[^{}]*\\{execution_id\\}[^{}]*$",
+        "ConstraintDescription": "must contain {execution_id} once, e.g. task/runner/{execution_id}",
+        "Description": "Log stream name of an execution: the ECS awslogs prefix, the container name, then the task id."}),
+    );
+    t.parameter(
+        "RunnerContainerName",
+        json!({"Type": "String", "Default": "runner", "AllowedPattern": "^[a-zA-Z0-9_-]{1,255}$",
+        "Description": "The container of an ECS task whose exit code is the execution's; only tasks with it complete executions."}),
     );
     t.parameter(
         "RetentionDays",
@@ -137,7 +139,7 @@ fn conditions(t: &mut Template) {
 
 fn tables(t: &mut Template) {
     let logs = json!({
-        "TableName": sub("${ProjectName}-execution-logs"),
+        "TableName": sub("${AWS::StackName}-execution-logs"),
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [
             {"AttributeName": "execution_id", "AttributeType": "S"},
@@ -166,7 +168,7 @@ fn tables(t: &mut Template) {
         Resource::new(
             "AWS::DynamoDB::Table",
             json!({
-                "TableName": sub("${ProjectName}-connections"),
+                "TableName": sub("${AWS::StackName}-connections"),
                 "BillingMode": "PAY_PER_REQUEST",
                 "AttributeDefinitions": [
                     {"AttributeName": "pk", "AttributeType": "S"},
@@ -194,7 +196,7 @@ fn functions(t: &mut Template) {
         Resource::new(
             "AWS::Logs::LogGroup",
             json!({
-                "LogGroupName": sub("/aws/ecs/${ProjectName}/runner"),
+                "LogGroupName": sub("/aws/ecs/${AWS::StackName}/runner"),
                 "RetentionInDays": r("RetentionDays"),
             }),
         )
@@ -202,7 +204,7 @@ fn functions(t: &mut Template) {
         .policy("Delete"),
     );
     t.resource("ApiSecret", Resource::new("AWS::SecretsManager::Secret", json!({
-        "Name": sub("${ProjectName}/api"),
+        "Name": sub("${AWS::StackName}/api"),
         "Description": "API keys accepted in X-API-Key and the secret that signs WebSocket tokens.",
         "GenerateSecretString": {
             "SecretStringTemplate": sub("{\"api_keys\":[\"${ApiKey}\"]}"),
@@ -220,7 +222,7 @@ fn functions(t: &mut Template) {
             Resource::new(
                 "AWS::SQS::Queue",
                 json!({
-                    "QueueName": sub(&format!("${{ProjectName}}-{name}")),
+                    "QueueName": sub(&format!("${{AWS::StackName}}-{name}")),
                     "MessageRetentionPeriod": 1_209_600,
                     "SqsManagedSseEnabled": true,
                 }),
@@ -234,7 +236,7 @@ fn functions(t: &mut Template) {
             Resource::new(
                 "AWS::Logs::LogGroup",
                 json!({
-                    "LogGroupName": sub(&format!("/aws/lambda/${{ProjectName}}-{bin}")),
+                    "LogGroupName": sub(&format!("/aws/lambda/${{AWS::StackName}}-{bin}")),
                     "RetentionInDays": r("FunctionLogRetentionDays"),
                 }),
             )
@@ -250,7 +252,7 @@ fn functions(t: &mut Template) {
             Resource::new(
                 "AWS::Lambda::Function",
                 json!({
-                    "FunctionName": sub(&format!("${{ProjectName}}-{bin}")),
+                    "FunctionName": sub(&format!("${{AWS::StackName}}-{bin}")),
                     "Runtime": "provided.al2023",
                     "Handler": "bootstrap",
                     "Architectures": [r("Architecture")],
@@ -265,6 +267,7 @@ fn functions(t: &mut Template) {
                         "RUNVOY_LOG_GROUP": runner_group_name(),
                         "RUNVOY_STREAM_TEMPLATE": r("StreamTemplate"),
                         "RUNVOY_RETENTION_DAYS": r("RetentionDays"),
+                        "RUNVOY_RUNNER_CONTAINER": r("RunnerContainerName"),
                         "RUNVOY_SECRET_ARN": r("ApiSecret"),
                         "RUNVOY_WEBSOCKET_URL": websocket_url("wss"),
                         "RUNVOY_WEBSOCKET_ENDPOINT": websocket_url("https"),
@@ -314,7 +317,7 @@ fn apis(t: &mut Template) {
         Resource::new(
             "AWS::ApiGatewayV2::Api",
             json!({
-                "Name": sub("${ProjectName}-logs-websocket"),
+                "Name": sub("${AWS::StackName}-logs-websocket"),
                 "ProtocolType": "WEBSOCKET",
                 "RouteSelectionExpression": "$request.body.action",
             }),
@@ -370,7 +373,7 @@ fn apis(t: &mut Template) {
         Resource::new(
             "AWS::ApiGatewayV2::Api",
             json!({
-                "Name": sub("${ProjectName}-logs-http"),
+                "Name": sub("${AWS::StackName}-logs-http"),
                 "ProtocolType": "HTTP",
             }),
         ),
@@ -425,8 +428,10 @@ fn apis(t: &mut Template) {
 }
 
 fn completion_rule(t: &mut Template) {
+    // Only tasks with the runner container: other tasks in the account stop too.
     let detail = |cluster: Option<Value>| {
-        let mut d = json!({"lastStatus": ["STOPPED"]});
+        let mut d =
+            json!({"lastStatus": ["STOPPED"], "containers": {"name": [r("RunnerContainerName")]}});
         if let Some(c) = cluster {
             d["clusterArn"] = json!([c]);
         }
@@ -588,4 +593,71 @@ pub fn backend() -> Template {
     alarms(&mut t);
     outputs(&mut t);
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `v` with `{"Ref": name}` replaced by the parameter's value.
+    fn with_params(v: &Value, params: &[(&str, &str)]) -> Value {
+        match v {
+            Value::Object(m) if m.len() == 1 && m.contains_key("Ref") => {
+                let name = m["Ref"].as_str().unwrap();
+                params
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map_or_else(|| v.clone(), |(_, val)| json!(val))
+            }
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (k.clone(), with_params(x, params)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(|x| with_params(x, params)).collect()),
+            _ => v.clone(),
+        }
+    }
+
+    #[test]
+    fn the_completion_rule_matches_only_runner_tasks_with_or_without_a_cluster() {
+        let t = backend().to_value();
+        let pattern = &t["Resources"]["TaskStoppedRule"]["Properties"]["EventPattern"]["Fn::If"];
+        let cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/jobs";
+        let params = [
+            ("RunnerContainerName", "runner"),
+            ("EcsClusterArn", cluster),
+        ];
+        let (any, one) = (
+            with_params(&pattern[1], &params),
+            with_params(&pattern[2], &params),
+        );
+        let task = |containers: &[&str], cluster: &str| {
+            json!({"source": "aws.ecs", "detail-type": "ECS Task State Change",
+                "detail": {"lastStatus": "STOPPED", "clusterArn": cluster,
+                    "containers": containers.iter().map(|n| json!({"name": n, "exitCode": 0})).collect::<Vec<_>>()}})
+        };
+        let m = |p: &Value, e: &Value| runvoy_sim::events::matches(p, e).unwrap();
+        for p in [&any, &one] {
+            assert!(m(p, &task(&["runner", "sidecar"], cluster)));
+            assert!(
+                !m(p, &task(&["web"], cluster)),
+                "another service's task in the account is not an execution"
+            );
+        }
+        assert!(m(
+            &any,
+            &task(
+                &["runner"],
+                "arn:aws:ecs:us-east-1:123456789012:cluster/other"
+            )
+        ));
+        assert!(!m(
+            &one,
+            &task(
+                &["runner"],
+                "arn:aws:ecs:us-east-1:123456789012:cluster/other"
+            )
+        ));
+    }
 }
