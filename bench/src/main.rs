@@ -216,6 +216,7 @@ async fn fanout() {
                     cursor: 0,
                     connected_at: 0,
                     expires_at: i64::MAX,
+                    resumed_at: 0,
                 })
                 .await
                 .unwrap();

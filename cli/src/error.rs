@@ -16,6 +16,10 @@ pub enum CliError {
     NotFound(String),
     #[error("the API answered {0}: {1}")]
     Server(u16, String),
+    #[error(
+        "the API answered {0} with a redirect to {1}; the API key is not sent there: set --api-url to the API's own address"
+    )]
+    Redirected(u16, String),
     #[error("{0}")]
     Config(String),
     #[error("the API sent something unexpected: {0}")]

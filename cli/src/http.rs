@@ -20,6 +20,8 @@ impl ApiClient {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("runvoy/", env!("CARGO_PKG_VERSION")))
+            // The key goes only where --api-url points: a redirect is reported, not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CliError::Config(format!("cannot set up HTTP: {e}")))?;
         Ok(ApiClient { http, settings })
@@ -66,6 +68,15 @@ impl ApiClient {
             .await
             .map_err(|e| CliError::Unreachable(self.settings.api_url.clone(), root_cause(&e)))?;
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("?")
+                .to_string();
+            return Err(CliError::Redirected(status, to));
+        }
         let body = resp
             .bytes()
             .await

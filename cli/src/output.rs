@@ -17,6 +17,14 @@ pub struct Format {
     pub terminal_safe: bool,
 }
 
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    index: u64,
+    event_id: &'a str,
+    timestamp: i64,
+    message: &'a str,
+}
+
 pub struct Printer {
     out: BufWriter<Stdout>,
     format: Format,
@@ -38,7 +46,14 @@ impl Printer {
         }
         for e in events {
             if self.format.json {
-                serde_json::to_writer(&mut self.out, e).map_err(std::io::Error::from)?;
+                // Always `message`: the base64 form exists only for Lambda's response limit.
+                let line = JsonLine {
+                    index: e.index,
+                    event_id: &e.event_id,
+                    timestamp: e.timestamp,
+                    message: &e.message,
+                };
+                serde_json::to_writer(&mut self.out, &line).map_err(std::io::Error::from)?;
             } else {
                 if self.format.index {
                     write!(self.out, "{} ", e.index)?;

@@ -150,6 +150,41 @@ async fn pages_stay_below_lambdas_6_mb_response() {
     assert_eq!(stdout_lines(&all), lines);
 }
 
+/// A line of 1,000,000 control characters escapes to 7 MB of JSON, more than a Lambda response
+/// may hold: it is served base64-encoded (a third larger) and printed byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_escaping_would_blow_up_is_still_served() {
+    let s = Stack::start(Kind::Sim, "escape", None).await;
+    let hostile = "\u{1}".repeat(1_000_000);
+    let lines = vec!["before".to_string(), hostile.clone(), "after".to_string()];
+    for line in &lines {
+        s.put_lines("esc-1", std::slice::from_ref(line)).await;
+    }
+    s.complete("esc-1", "SUCCEEDED", Some(0)).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/executions/esc-1/logs", s.url()))
+        .header("X-API-Key", &s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["events"][1]["message_base64"].is_string(),
+        "{}",
+        v["events"][0]
+    );
+    let all = output(s.runvoy(&["logs", "esc-1"])).await;
+    assert_eq!(
+        all.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    let expected: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert!(all.stdout == expected.as_bytes(), "printed byte-exact");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_during_connect_is_refused_and_the_connection_survives_it() {
     // API Gateway opens connections 3 s after `$connect` succeeded: pushes meanwhile get 410.

@@ -88,18 +88,10 @@ impl Config {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(write)?;
+            create_private_dir(dir).map_err(write)?;
         }
         let text = toml::to_string_pretty(self).expect("config always serializes");
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(write)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-                .map_err(write)?;
-        }
-        std::fs::rename(&tmp, path).map_err(write)
+        write_private(path, text.as_bytes()).map_err(write)
     }
 
     /// Sets a profile, making it the default when there is none yet.
@@ -114,6 +106,49 @@ impl Config {
     pub fn profile(&self, name: Option<&str>) -> Option<&Profile> {
         let name = name.or(self.default_profile.as_deref())?;
         self.profiles.get(name)
+    }
+}
+
+/// Creates `dir` (and its parents) readable by its owner only (0700 on Unix); an existing one
+/// keeps its mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Writes a file holding secrets: created readable by its owner only (0600 on Unix) from its
+/// first byte — never written first and restricted after — and put in place atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!(
+        "tmp{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let result = o.open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    match result.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
 }
 

@@ -115,7 +115,8 @@ impl TokenSigner {
         )
     }
 
-    pub fn verify(&self, token: &str, execution_id: &str, now_secs: i64) -> Result<(), Denied> {
+    /// Checks a token for `execution_id` at `now_secs`; returns when it expires (Unix seconds).
+    pub fn verify(&self, token: &str, execution_id: &str, now_secs: i64) -> Result<i64, Denied> {
         let (p, m) = token.split_once('.').ok_or(Denied::Unauthorized)?;
         let payload = URL_SAFE_NO_PAD
             .decode(p)
@@ -135,7 +136,7 @@ impl TokenSigner {
         if exec != execution_id {
             return Err(Denied::Forbidden);
         }
-        Ok(())
+        Ok(expiry)
     }
 }
 
@@ -147,7 +148,7 @@ mod tests {
     fn tokens_are_scoped_and_expire() {
         let s = TokenSigner::new(b"secret".to_vec(), 60);
         let t = s.sign("exec-1", 1_000);
-        assert_eq!(s.verify(&t, "exec-1", 1_000), Ok(()));
+        assert_eq!(s.verify(&t, "exec-1", 1_000), Ok(1_060));
         assert_eq!(s.verify(&t, "exec-2", 1_000), Err(Denied::Forbidden));
         assert_eq!(s.verify(&t, "exec-1", 1_061), Err(Denied::Unauthorized));
         let other = TokenSigner::new(b"other".to_vec(), 60);

@@ -420,6 +420,7 @@ impl LogSource for MemorySource {
 pub struct RecordingPusher {
     sent: Mutex<HashMap<String, Vec<String>>>,
     gone: Mutex<HashSet<String>>,
+    closed: Mutex<HashSet<String>>,
 }
 
 impl RecordingPusher {
@@ -432,6 +433,14 @@ impl RecordingPusher {
             .lock()
             .expect("pusher lock")
             .insert(connection_id.to_string());
+    }
+
+    /// Whether the connection was closed by the server.
+    pub fn was_closed(&self, connection_id: &str) -> bool {
+        self.closed
+            .lock()
+            .expect("pusher lock")
+            .contains(connection_id)
     }
 
     /// Messages pushed to a connection so far, taken out.
@@ -462,6 +471,14 @@ impl Pusher for RecordingPusher {
             .entry(connection_id.to_string())
             .or_default()
             .push(text.to_string());
+        Ok(())
+    }
+
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        self.closed
+            .lock()
+            .expect("pusher lock")
+            .insert(connection_id.to_string());
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! Domain model: executions' heads, committed log events, source events and connections.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle status of an execution (spec §4). Only `Running` is non-terminal.
@@ -46,7 +48,13 @@ pub struct SourceEvent {
 }
 
 /// A committed line: immutable once written (I3).
+///
+/// On the wire it is `{"index","event_id","timestamp","message"}`; a message whose escaped form
+/// would exceed [`BASE64_ABOVE`] bytes (1 MB of control characters escapes to 7 MB, more than a
+/// Lambda response may hold) is sent as `"message_base64"` instead, which grows by a third at
+/// most. Reading accepts either.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "WireEvent", try_from = "WireEvent")]
 pub struct LogEvent {
     pub index: u64,
     pub event_id: String,
@@ -54,13 +62,65 @@ pub struct LogEvent {
     pub message: String,
 }
 
+/// Messages whose escaped size is above this travel base64-encoded.
+pub const BASE64_ABOVE: usize = 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct WireEvent {
+    index: u64,
+    event_id: String,
+    timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_base64: Option<String>,
+}
+
+impl From<LogEvent> for WireEvent {
+    fn from(e: LogEvent) -> WireEvent {
+        let (message, message_base64) = if e.travels_base64() {
+            (None, Some(STANDARD.encode(e.message.as_bytes())))
+        } else {
+            (Some(e.message), None)
+        };
+        WireEvent {
+            index: e.index,
+            event_id: e.event_id,
+            timestamp: e.timestamp,
+            message,
+            message_base64,
+        }
+    }
+}
+
+impl TryFrom<WireEvent> for LogEvent {
+    type Error = String;
+
+    fn try_from(w: WireEvent) -> Result<LogEvent, String> {
+        let message = match (w.message, w.message_base64) {
+            (Some(m), None) => m,
+            (None, Some(b)) => STANDARD
+                .decode(b.as_bytes())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or("message_base64 is not base64 of UTF-8 text")?,
+            _ => return Err("an event has exactly one of message and message_base64".into()),
+        };
+        Ok(LogEvent {
+            index: w.index,
+            event_id: w.event_id,
+            timestamp: w.timestamp,
+            message,
+        })
+    }
+}
+
 impl LogEvent {
-    /// At most how many bytes this event takes in a Lambda response: the page is JSON, and API
+    /// The message's size as JSON inside a Lambda proxy response: the page is JSON, and API
     /// Gateway's proxy response carries that JSON as a string, escaped a second time (a quote
-    /// becomes `\\\"`, a control character `\\u0001`). Used to bound pages below Lambda's 6 MB.
-    pub fn wire_size(&self) -> usize {
-        let escaped: usize = self
-            .message
+    /// becomes `\\\"`, a control character `\\u0001`).
+    fn escaped_size(&self) -> usize {
+        self.message
             .bytes()
             .map(|b| match b {
                 b'"' | b'\\' => 4,
@@ -68,8 +128,23 @@ impl LogEvent {
                 0..=0x1f => 7,
                 _ => 1,
             })
-            .sum();
-        escaped + 2 * self.event_id.len() + 96
+            .sum()
+    }
+
+    /// Whether the message is sent as `message_base64`.
+    pub fn travels_base64(&self) -> bool {
+        self.escaped_size() > BASE64_ABOVE
+    }
+
+    /// At most how many bytes this event takes in a Lambda response. Used to bound pages below
+    /// Lambda's 6 MB.
+    pub fn wire_size(&self) -> usize {
+        let message = if self.travels_base64() {
+            self.message.len().div_ceil(3) * 4
+        } else {
+            self.escaped_size()
+        };
+        message + 2 * self.event_id.len() + 96
     }
 }
 
@@ -148,4 +223,46 @@ pub struct Connection {
     pub connected_at: i64,
     /// Unix seconds; connections never outlive API Gateway's 2 h maximum by much.
     pub expires_at: i64,
+    /// When the client last sent `resume` (ms; 0: never), to limit how often it may.
+    #[serde(default)]
+    pub resumed_at: i64,
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    fn event(message: String) -> LogEvent {
+        LogEvent {
+            index: 1,
+            event_id: "e1".into(),
+            timestamp: 5,
+            message,
+        }
+    }
+
+    #[test]
+    fn a_message_that_escaping_would_blow_up_travels_base64() {
+        let hostile = event("\u{1}".repeat(1024 * 1024));
+        let json = serde_json::to_string(&hostile).unwrap();
+        assert!(json.contains("\"message_base64\":") && !json.contains("\"message\":"));
+        assert!(json.len() < 1_500_000, "{} bytes, not 7 MB", json.len());
+        assert!(hostile.wire_size() < 1_500_000);
+        let back: LogEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, hostile, "byte-exact");
+        // Ordinary lines, coloured ones included, keep `message`.
+        let coloured = event("\u{1b}[31mred\u{1b}[0m".repeat(1000));
+        let json = serde_json::to_string(&coloured).unwrap();
+        assert!(json.contains("\"message\":"));
+        assert!(
+            serde_json::from_str::<LogEvent>(r#"{"index":1,"event_id":"e","timestamp":1}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<LogEvent>(
+                r#"{"index":1,"event_id":"e","timestamp":1,"message_base64":"!!"}"#
+            )
+            .is_err()
+        );
+    }
 }

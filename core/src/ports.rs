@@ -121,7 +121,8 @@ pub trait ConnectionStore: Send + Sync {
     async fn put(&self, connection: Connection) -> Result<(), StoreError>;
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
     async fn remove(&self, connection_id: &str) -> Result<(), StoreError>;
-    /// Every connection of the execution that finished connecting, strongly consistent.
+    /// Every connection of the execution, strongly consistent; those past `expires_at` too
+    /// (the fan-out closes them), as long as the store still holds them.
     async fn list(&self, execution_id: &str) -> Result<Vec<Connection>, StoreError>;
     /// Raises the connection's cursor to `cursor` if it is higher; returns the cursor it had
     /// (`None`: the connection is gone).
@@ -166,6 +167,8 @@ pub enum PushError {
 #[async_trait]
 pub trait Pusher: Send + Sync {
     async fn push(&self, connection_id: &str, text: &str) -> Result<(), PushError>;
+    /// Closes the connection (its token expired); one already gone is not an error.
+    async fn close(&self, connection_id: &str) -> Result<(), PushError>;
 }
 
 /// Time, waiting and randomness: injected so the simulation can control them.
@@ -188,6 +191,8 @@ pub enum Metric {
     PushesSent,
     PushFailures,
     ConnectionsPruned,
+    /// Connections closed because their token expired.
+    ConnectionsExpired,
     EventsReconciled,
     EventsAfterCompletion,
     AppendFailures,
@@ -197,7 +202,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 14] = [
         Metric::EventsAppended,
         Metric::DuplicatesDropped,
         Metric::OutOfOrder,
@@ -206,6 +211,7 @@ impl Metric {
         Metric::PushesSent,
         Metric::PushFailures,
         Metric::ConnectionsPruned,
+        Metric::ConnectionsExpired,
         Metric::EventsReconciled,
         Metric::EventsAfterCompletion,
         Metric::AppendFailures,
@@ -223,6 +229,7 @@ impl Metric {
             Metric::PushesSent => "pushes_sent",
             Metric::PushFailures => "push_failures",
             Metric::ConnectionsPruned => "connections_pruned",
+            Metric::ConnectionsExpired => "connections_expired",
             Metric::EventsReconciled => "events_reconciled",
             Metric::EventsAfterCompletion => "events_after_completion",
             Metric::AppendFailures => "append_failures",

@@ -18,6 +18,10 @@ pub const CONNECTION_TTL_SECS: i64 = 2 * 3600 + 600;
 pub const NOT_CONNECTED: &str = "not_connected";
 /// Largest client message accepted.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
+/// The code of the error frame that refuses a `resume` sent too soon after the last one.
+pub const RATE_LIMITED: &str = "rate_limited";
+/// Least time between two `resume`s of a connection that are served.
+pub const RESUME_INTERVAL_MS: i64 = 1_000;
 
 #[derive(Clone)]
 pub struct WsService {
@@ -59,13 +63,13 @@ impl WsService {
         validate_execution_id(execution_id)?;
         let token = query.get("token").map(String::as_str);
         let now_secs = self.clock.now_ms() / 1000;
-        match token {
+        let token_expiry = match token {
             Some(t) => self
                 .signer
                 .verify(t, execution_id, now_secs)
                 .map_err(ApiError::from_denied)?,
             None => return Err(ApiError::from_denied(crate::auth::Denied::Unauthorized)),
-        }
+        };
         let since = parse_index("since_index", query.get("since_index"), 0)?;
         if self.reader.head(execution_id).await?.is_none() {
             return Err(CoreError::NotFound(execution_id.clone()).into());
@@ -75,7 +79,9 @@ impl WsService {
             execution_id: execution_id.clone(),
             cursor: since,
             connected_at: self.clock.now_ms(),
-            expires_at: now_secs + CONNECTION_TTL_SECS,
+            // The connection lives as long as its token (or API Gateway's 2 h, if shorter).
+            expires_at: token_expiry.min(now_secs + CONNECTION_TTL_SECS),
+            resumed_at: 0,
         };
         self.fanout.connections().put(conn.clone()).await?;
         Ok(conn)
@@ -106,9 +112,12 @@ impl WsService {
         }
     }
 
-    /// Moves the connection's cursor to `since_index` and pushes everything after it (and the
-    /// terminal status, if any). A connection without a record (pruned, or expired) is told so
-    /// with an error frame, so its client reconnects instead of waiting for pushes.
+    /// Moves the connection's cursor to `since_index` and pushes one backlog page after it (and
+    /// the terminal status, when that page reaches the end); the client reads any more over
+    /// HTTP. A `resume` within [`RESUME_INTERVAL_MS`] of the last one is refused with an error
+    /// frame, so no client can make the server re-read and re-push faster than that. A
+    /// connection without a record (pruned, or expired) is told so with an error frame, so its
+    /// client reconnects instead of waiting for pushes.
     pub async fn resume(&self, connection_id: &str, since_index: u64) -> Result<(), CoreError> {
         let connections = self.fanout.connections();
         let Some(mut conn) = connections.get(connection_id).await? else {
@@ -119,10 +128,26 @@ impl WsService {
             let _ = self.pusher.push(connection_id, &msg.to_json()).await;
             return Ok(());
         };
+        let now = self.clock.now_ms();
+        if self.fanout.close_if_expired(&conn).await? {
+            return Ok(());
+        }
+        if conn.resumed_at != 0 && now - conn.resumed_at < RESUME_INTERVAL_MS {
+            let msg = ServerMessage::Error {
+                code: RATE_LIMITED.into(),
+                error: format!(
+                    "resume at most once per {RESUME_INTERVAL_MS} ms; read the lines after {since_index} over HTTP (GET /api/v1/executions/{}/logs?since_index={since_index})",
+                    conn.execution_id
+                ),
+            };
+            let _ = self.pusher.push(connection_id, &msg.to_json()).await;
+            return Ok(());
+        }
         conn.cursor = since_index;
+        conn.resumed_at = now;
         connections.put(conn.clone()).await?;
         if let Some(head) = self.reader.head(&conn.execution_id).await? {
-            self.fanout.deliver(&conn, &head, &[]).await?;
+            self.fanout.deliver_one_page(&conn, &head).await?;
         }
         Ok(())
     }

@@ -389,6 +389,7 @@ async fn websocket_connect_checks_token_scope_and_pushes_from_cursor() {
     let err = e.pusher.take("c1");
     assert!(err[0].contains(r#""type":"error""#) && err[0].contains("bad_message"));
     // A 410 while the connection may still be inside `$connect` does not drop it.
+    e.clock.advance(runvoy_core::ws::RESUME_INTERVAL_MS);
     e.pusher.mark_gone("c1");
     e.ws.message("c1", r#"{"action":"resume","since_index":0}"#)
         .await
@@ -781,4 +782,87 @@ async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
         read_after(6_300).await,
         "back to 5 s after lines went missing"
     );
+}
+
+/// One `resume` costs at most one backlog page, and not more than one per second is served:
+/// a token holder cannot make the server re-read and re-push a whole backlog at will.
+#[tokio::test]
+async fn a_resume_pushes_one_page_at_most_once_a_second() {
+    let e = env();
+    write(&e, "ex9", 2_500);
+    let all = e.source.events("ex9");
+    e.appender.append("ex9", all, None).await.unwrap();
+    let token = e.signer.sign("ex9", 1_700_000_000);
+    e.ws.connect("c9", &format!("execution_id=ex9&token={token}"))
+        .await
+        .unwrap();
+    let pushed = |e: &Env| -> (usize, Vec<String>) {
+        let mut lines = 0;
+        let mut errors = Vec::new();
+        for m in e.pusher.take("c9") {
+            match serde_json::from_str(&m).unwrap() {
+                ServerMessage::Logs { events, .. } => lines += events.len(),
+                ServerMessage::Error { code, .. } => errors.push(code),
+                ServerMessage::Status { .. } => {}
+            }
+        }
+        (lines, errors)
+    };
+    let resume = |since: u64| format!(r#"{{"action":"resume","since_index":{since}}}"#);
+    e.ws.message("c9", &resume(0)).await.unwrap();
+    assert_eq!(
+        pushed(&e),
+        (runvoy_core::services::BACKLOG_PAGE, vec![]),
+        "one page, not the backlog of 2,500"
+    );
+    e.ws.message("c9", &resume(0)).await.unwrap();
+    assert_eq!(
+        pushed(&e),
+        (0, vec![runvoy_core::ws::RATE_LIMITED.to_string()])
+    );
+    e.clock.advance(runvoy_core::ws::RESUME_INTERVAL_MS);
+    e.ws.message("c9", &resume(2_000)).await.unwrap();
+    assert_eq!(
+        pushed(&e),
+        (500, vec![]),
+        "the next page from where the client is"
+    );
+}
+
+/// A connection lives as long as its token: after it expires, the next push closes the
+/// connection instead of sending (its client reconnects with a fresh token).
+#[tokio::test]
+async fn a_connection_is_closed_when_its_token_expires() {
+    let e = env();
+    write(&e, "ex10", 2);
+    let first: Vec<SourceEvent> = e.source.events("ex10").into_iter().take(1).collect();
+    e.appender.append("ex10", first, None).await.unwrap();
+    let now_secs = e.clock.now_ms() / 1000;
+    let token = e.signer.sign("ex10", now_secs);
+    let conn =
+        e.ws.connect(
+            "c10",
+            &format!("execution_id=ex10&token={token}&since_index=1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.expires_at,
+        now_secs + 600,
+        "the token's expiry, not 2 h"
+    );
+    // Past the token's expiry, a new line is not sent: the connection is closed.
+    e.clock.advance(601_000);
+    let rest: Vec<SourceEvent> = e.source.events("ex10").into_iter().skip(1).collect();
+    let out = e.appender.append("ex10", rest, None).await.unwrap();
+    let head = e.appender.store().head("ex10").await.unwrap().unwrap();
+    e.fanout.notify(&head, &[]).await.unwrap();
+    let _ = out;
+    assert!(
+        e.pusher.take("c10").is_empty(),
+        "nothing after the token expired"
+    );
+    assert!(e.pusher.was_closed("c10"));
+    assert!(e.fanout.connections().get("c10").await.unwrap().is_none());
+    assert_eq!(e.metrics.get(Metric::ConnectionsExpired), 1);
 }

@@ -18,6 +18,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         state_dir: state_dir.clone(),
         api_key: args.api_key,
         chaos: args.chaos.unwrap_or_default(),
+        allow_remote: args.allow_remote,
         ..LocalConfig::default()
     };
     let chaos = (!config.chaos.is_calm()).then(|| format!("{:?}", config.chaos));

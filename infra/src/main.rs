@@ -64,7 +64,7 @@ struct UpArgs {
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// API key to accept (default: generated once and kept in the state directory).
-    #[arg(long, env = "RUNVOY_LOCAL_API_KEY")]
+    #[arg(long, env = "RUNVOY_LOCAL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Make the subscription emulator misbehave, e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500;
     /// ws-cut-ms=2000 cuts every WebSocket connection 2 s after it opened.
@@ -88,6 +88,10 @@ struct UpArgs {
     /// Do not write the CLI config file.
     #[arg(long)]
     no_config: bool,
+    /// local, sim: accept a --listen address other machines reach (plain HTTP; needs a key of
+    /// 32 or more characters).
+    #[arg(long)]
+    allow_remote: bool,
     /// AWS environments: when the stack's creation failed (ROLLBACK_COMPLETE), delete it and
     /// create it again.
     #[arg(long)]

@@ -108,6 +108,7 @@ fn build_functions() -> anyhow::Result<PathBuf> {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    runvoy_local::check_exposure(args.listen, args.allow_remote, args.api_key.as_deref())?;
     let template = match &args.template {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the template {}", path.display()))?,

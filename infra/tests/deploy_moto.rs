@@ -436,3 +436,23 @@ fn a_bucket_of_another_account_is_never_written_to() {
         "AES256"
     );
 }
+
+#[test]
+fn the_functions_clients_invoke_can_have_their_concurrency_capped() {
+    let env = Env::new("WebsocketReservedConcurrency = \"5\"\n");
+    ok(env.up());
+    let me = ("testing", "testing", None);
+    let of = |f: &str| {
+        aws_cli(
+            me,
+            &[
+                "lambda",
+                "get-function-concurrency",
+                "--function-name",
+                &format!("{}-itest-{f}", env.project),
+            ],
+        )
+    };
+    assert_eq!(of("websocket")["ReservedConcurrentExecutions"], 5);
+    assert_eq!(of("api"), serde_json::Value::Null, "empty reserves none");
+}

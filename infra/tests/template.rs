@@ -81,3 +81,46 @@ fn iam_policies_name_actions_without_wildcards() {
     }
     assert_eq!(roles, 4, "one role per function");
 }
+
+#[test]
+fn only_the_api_function_can_read_the_api_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(["render", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let readers = |secret: &str| -> Vec<String> {
+        let r = serde_json::json!({"Ref": secret});
+        let mut who: Vec<String> = doc["Resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, res)| res["Type"] == "AWS::IAM::Role")
+            .filter(|(_, res)| {
+                res["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|st| {
+                        st["Action"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&"secretsmanager:GetSecretValue".into())
+                            && st["Resource"].as_array().unwrap().contains(&r)
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        who.sort();
+        who
+    };
+    assert_eq!(readers("ApiSecret"), ["ApiRole"], "the API keys");
+    assert_eq!(
+        readers("TokenSecret"),
+        ["ApiRole", "WebsocketRole"],
+        "the token secret"
+    );
+    let env = |f: &str| &doc["Resources"][f]["Properties"]["Environment"]["Variables"];
+    assert!(env("WebsocketFunction")["RUNVOY_SECRET_ARN"].is_null());
+    assert!(env("ForwarderFunction")["RUNVOY_TOKEN_SECRET_ARN"].is_null());
+}

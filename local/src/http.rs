@@ -25,7 +25,7 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 /// CloudWatch's event size limit.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<App>, guard: Arc<crate::guard::Guard>) -> Router {
     Router::new()
         .route("/api/{*rest}", any(api))
         .route("/ws", get(websocket))
@@ -44,9 +44,13 @@ pub fn router(app: Arc<App>) -> Router {
             )
         })
         .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::guard::guard,
+        ))
 }
 
-fn respond(r: HttpResponse) -> Response {
+pub(crate) fn respond(r: HttpResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
 }
@@ -96,6 +100,10 @@ async fn api(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The key before the body: nobody without it makes the stack read (up to) a body.
+    if let Err(denied) = app.keys.check(api_key(&headers).as_deref()) {
+        return error(ApiError::from_denied(denied));
+    }
     let body = match read_body(body, runvoy_core::api::MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(e) => return error(e),
@@ -282,7 +290,14 @@ async fn session(
                         break;
                     }
                 }
-                None => break,
+                // Closed by the server (the token expired): say so, as API Gateway does.
+                None => {
+                    let _ = tx.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 1000,
+                        reason: "closed by the server; reconnect with a fresh token".into(),
+                    }))).await;
+                    break;
+                }
             },
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {

@@ -4,7 +4,9 @@
 
 pub mod chaos;
 mod emulator;
+pub mod guard;
 pub mod http;
+mod listener;
 mod pusher;
 pub mod runner;
 pub mod state;
@@ -50,6 +52,41 @@ pub struct LocalConfig {
     pub chaos: Chaos,
     /// How often running executions that someone watches are reconciled from the source.
     pub reconcile_every: Duration,
+    /// Accept listening on an address other machines reach (`--allow-remote`).
+    pub allow_remote: bool,
+    /// Connections served at once; more wait until one closes.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// The shortest API key accepted when the stack is reachable from other machines.
+pub const MIN_REMOTE_KEY: usize = 32;
+
+/// Refuses an address other machines reach unless `allow_remote`, and then a short key
+/// (`key` `None`: generated, 48 characters); warns loudly when it is allowed.
+pub fn check_exposure(
+    listen: SocketAddr,
+    allow_remote: bool,
+    key: Option<&str>,
+) -> Result<(), LocalError> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !allow_remote {
+        return Err(LocalError::Usage(format!(
+            "--listen {listen} is reachable from other machines: anyone who reaches it with the key runs commands on this one, over plain HTTP; listen on 127.0.0.1, or pass --allow-remote to accept that"
+        )));
+    }
+    if key.is_some_and(|k| k.len() < MIN_REMOTE_KEY) {
+        return Err(LocalError::Usage(format!(
+            "--allow-remote needs an API key of at least {MIN_REMOTE_KEY} characters; omit --api-key to use the generated one (48)"
+        )));
+    }
+    eprintln!(
+        "WARNING: listening on {listen}, reachable from other machines over plain HTTP; whoever has the API key can run commands here"
+    );
+    Ok(())
 }
 
 impl Default for LocalConfig {
@@ -60,6 +97,9 @@ impl Default for LocalConfig {
             api_key: None,
             chaos: Chaos::default(),
             reconcile_every: Duration::from_secs(2),
+            allow_remote: false,
+            max_connections: 512,
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -82,6 +122,8 @@ pub struct App {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// `--chaos ws-cut-ms=N`: WebSocket sessions are cut this long after they open.
     pub(crate) ws_cut: Option<Duration>,
+    /// The commands it runs, each in a process group of its own.
+    pub(crate) groups: runner::ProcessGroups,
 }
 
 impl App {
@@ -175,6 +217,11 @@ impl LocalStack {
 
     /// Opens the state, binds the address and serves until [`LocalStack::stop`].
     pub async fn start(config: LocalConfig) -> Result<LocalStack, LocalError> {
+        check_exposure(
+            config.listen,
+            config.allow_remote,
+            config.api_key.as_deref(),
+        )?;
         let creds = state::credentials(&config.state_dir, config.api_key.as_deref())?;
         let db = Db::open(&state::database_path(&config.state_dir))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -200,12 +247,20 @@ impl LocalStack {
         }
         tokio::spawn(reconcile_loop(app.clone(), config.reconcile_every));
 
-        let router = http::router(app.clone());
+        let router = http::router(app.clone(), Arc::new(guard::Guard::new(addr)));
+        let (max_connections, idle_timeout) = (config.max_connections, config.idle_timeout);
         let rx = shutdown_tx.subscribe();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped(rx))
-                .await;
+            use axum::serve::ListenerExt;
+            // `tap_io` only so that the peer address reaches the guard (`ConnectInfo`).
+            let listener =
+                listener::Limited::new(listener, max_connections, idle_timeout).tap_io(|_| {});
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped(rx))
+            .await;
         });
         Ok(LocalStack {
             addr,
@@ -220,6 +275,7 @@ impl LocalStack {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        self.app.groups.end_all().await;
     }
 }
 
@@ -278,6 +334,7 @@ fn wire(
         keys,
         shutdown,
         ws_cut: config.chaos.ws_cut_ms.map(Duration::from_millis),
+        groups: runner::ProcessGroups::default(),
     }
 }
 

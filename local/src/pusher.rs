@@ -55,4 +55,10 @@ impl Pusher for LocalPusher {
             )),
         }
     }
+
+    /// Ends the session: its queue closes, and the session sends a close frame.
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        self.unregister(connection_id);
+        Ok(())
+    }
 }

@@ -1,8 +1,9 @@
 //! Runs a command as an execution: its stdout and stderr lines go to the local log source (and
 //! on to the subscription emulator), its exit becomes the completion with its exit code.
 
+use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runvoy_core::Status;
@@ -20,26 +21,84 @@ pub const MAX_LINE_BYTES: usize = 256 * 1024;
 const BATCH_LINES: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(10);
 
-/// Starts `command` with its output piped (it dies with the stack); a clear 400 when it cannot.
-pub fn spawn_command(command: &[String]) -> Result<Child, ApiError> {
-    let Some(program) = command.first().filter(|p| !p.is_empty()) else {
-        return Err(ApiError::bad_request(
-            "command must be a non-empty array of strings, e.g. [\"sh\",\"-c\",\"echo hi\"]",
-        ));
-    };
-    Command::new(program)
-        .args(&command[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))
+/// The process groups of the commands a stack started and that have not ended (their
+/// leaders' pids): each command runs in a group of its own, so that what it starts ends with it.
+#[derive(Debug, Default)]
+pub struct ProcessGroups {
+    pids: Mutex<BTreeSet<u32>>,
+}
+
+impl ProcessGroups {
+    fn pids(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts `command` with its output piped, in a process group of its own; a clear 400
+    /// when it cannot.
+    pub fn spawn(&self, command: &[String]) -> Result<Child, ApiError> {
+        let Some(program) = command.first().filter(|p| !p.is_empty()) else {
+            return Err(ApiError::bad_request(
+                "command must be a non-empty array of strings, e.g. [\"sh\",\"-c\",\"echo hi\"]",
+            ));
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(&command[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        cmd.process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| ApiError::bad_request(format!("cannot start '{program}': {e}")))?;
+        if let Some(pid) = child.id() {
+            self.pids().insert(pid);
+        }
+        Ok(child)
+    }
+
+    /// Waits for a command to exit, then ends what it left running in its group (as ECS
+    /// stops a task when its main process exits).
+    pub async fn wait(&self, child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+        let pid = child.id();
+        let status = child.wait().await;
+        if let Some(pid) = pid {
+            signal_group(pid, "KILL");
+            self.pids().remove(&pid);
+        }
+        status
+    }
+
+    /// Ends every running command's group: `TERM`, then `KILL` a second later. Called when
+    /// the stack stops.
+    pub async fn end_all(&self) {
+        let pids: Vec<u32> = std::mem::take(&mut *self.pids()).into_iter().collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in &pids {
+            signal_group(*pid, "TERM");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for pid in &pids {
+            signal_group(*pid, "KILL");
+        }
+    }
+}
+
+/// `kill -SIG -- -PGID` (the `kill` utility: this crate has no unsafe code for `kill(2)`).
+fn signal_group(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Starts `command`; returns the new execution's id once its stream and head exist.
 pub async fn start(app: Arc<App>, command: Vec<String>) -> Result<String, ApiError> {
-    let child = spawn_command(&command)?;
+    let child = app.groups.spawn(&command)?;
     let execution_id = crate::state::random_hex(16);
     let now = app.clock.now_ms();
     app.source.create_stream(&execution_id, now)?;
@@ -81,7 +140,7 @@ async fn pump(app: Arc<App>, execution_id: String, mut child: Child) {
     if !buf.is_empty() {
         app.write_source(&execution_id, buf);
     }
-    let (status, code) = match child.wait().await {
+    let (status, code) = match app.groups.wait(&mut child).await {
         Ok(s) => exit_status(s),
         Err(_) => (Status::Failed, None),
     };

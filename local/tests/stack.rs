@@ -483,3 +483,189 @@ async fn metrics_are_served_as_prometheus_text() {
     assert_eq!(appended, 2);
     s.stop().await;
 }
+
+/// Reachable from other machines only by consent and with a long key; on loopback, only to
+/// this machine's names (DNS rebinding); wrong keys from one address are refused for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exposure_needs_consent_and_guessing_keys_is_stopped() {
+    let dir = state_dir("exposure");
+    let remote = |allow_remote: bool, api_key: Option<&str>| LocalConfig {
+        listen: ([0, 0, 0, 0], 0).into(),
+        state_dir: dir.clone(),
+        api_key: api_key.map(str::to_string),
+        allow_remote,
+        ..LocalConfig::default()
+    };
+    let err = LocalStack::start(remote(false, None))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "--listen 0.0.0.0:0 is reachable from other machines: anyone who reaches it with the key runs commands on this one, over plain HTTP; listen on 127.0.0.1, or pass --allow-remote to accept that"
+    );
+    let err = LocalStack::start(remote(true, Some("short-but-8+")))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "--allow-remote needs an API key of at least 32 characters; omit --api-key to use the generated one (48)"
+    );
+    let open = LocalStack::start(remote(true, None)).await.unwrap();
+    open.stop().await;
+
+    let s = start(&state_dir("rebind"), 0).await;
+    let http = reqwest::Client::new();
+    let get = |host: &str, key: &str| {
+        http.get(format!("{}/api/v1/executions/none", s.http_url()))
+            .header("Host", host)
+            .header("X-API-Key", key)
+            .send()
+    };
+    let port = s.addr.port();
+    let rebound = get("attacker.example", &s.api_key).await.unwrap();
+    assert_eq!(rebound.status(), 421);
+    let body: Value = rebound.json().await.unwrap();
+    assert_eq!(body["code"], "wrong_host", "{body}");
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        assert_eq!(
+            get(&host, &s.api_key).await.unwrap().status(),
+            404,
+            "{host}"
+        );
+    }
+    let host = format!("127.0.0.1:{port}");
+    for _ in 0..runvoy_local::guard::MAX_BAD_KEYS {
+        assert_eq!(get(&host, "wrong-key").await.unwrap().status(), 401);
+    }
+    let blocked = get(&host, &s.api_key).await.unwrap();
+    assert_eq!(
+        blocked.status(),
+        429,
+        "even the right key waits out the window"
+    );
+    let body: Value = blocked.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("more than 20 requests with a wrong API key from 127.0.0.1"),
+        "{body}"
+    );
+}
+
+/// What a command leaves running in the background ends with it, and a stopping stack ends the
+/// commands it runs with everything they started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_end_with_everything_they_started() {
+    let dir = state_dir("groups");
+    let s = start(&dir, 0).await;
+    let c = Client::new(&s);
+    // Running: /proc has it, and not as a zombie waiting for a parent to reap it.
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    };
+    let pid_of = |name: &str| {
+        let file = dir.join(name);
+        async move {
+            for _ in 0..100 {
+                if let Ok(p) = std::fs::read_to_string(&file)
+                    && !p.trim().is_empty()
+                {
+                    return p.trim().to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{} never written", file.display());
+        }
+    };
+    let background = |file: &str, then: &str| {
+        json!({"command": ["sh", "-c", format!(
+            "sleep 300 >/dev/null 2>&1 & echo $! > {}; {then}",
+            dir.join(file).display()
+        )]})
+    };
+    // The main process exits at once; its background `sleep` is ended with it.
+    c.ok(
+        "POST",
+        "/local/v1/executions",
+        background("left", "echo done"),
+    )
+    .await;
+    let left = pid_of("left").await;
+    let mut gone = false;
+    for _ in 0..100 {
+        if !alive(&left) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone,
+        "the background process of a finished command still runs"
+    );
+    // A command still running when the stack stops ends with all it started.
+    c.ok(
+        "POST",
+        "/local/v1/executions",
+        background("running", "sleep 300"),
+    )
+    .await;
+    let running = pid_of("running").await;
+    assert!(alive(&running));
+    s.stop().await;
+    assert!(!alive(&running), "the stopped stack left a process behind");
+}
+
+/// At most `max_connections` at once, and a connection that sends nothing for `idle_timeout`
+/// is closed (slow or stuck clients cannot hold the stack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_their_number_is_capped() {
+    use tokio::io::AsyncReadExt;
+    let s = LocalStack::start(LocalConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        state_dir: state_dir("cap"),
+        max_connections: 2,
+        idle_timeout: Duration::from_millis(800),
+        ..LocalConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let health = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(400))
+            .build()
+            .unwrap()
+            .get(format!("{}/healthz", s.http_url()))
+            .send()
+    };
+    assert!(
+        health().await.is_err(),
+        "a third connection waits while two are held"
+    );
+    // The idle ones are closed by the server...
+    let mut buf = [0u8; 1];
+    for c in &mut idle {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("the server closes an idle connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    // ... and their places serve others.
+    assert_eq!(health().await.unwrap().status(), 200);
+    s.stop().await;
+}

@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     pub functions: Vec<Arc<Function>>,
     pub policies: Vec<(String, Arc<Policy>)>,
     pub ws: Arc<WebSocketApi>,
+    /// The commands it runs as tasks, each in a process group of its own.
+    pub groups: runvoy_local::runner::ProcessGroups,
 }
 
 impl Shared {
@@ -220,5 +222,6 @@ impl SimStack {
         for s in self.servers {
             let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
         }
+        self.shared.groups.end_all().await;
     }
 }

@@ -234,7 +234,7 @@ async fn run_command(
 /// Starts `command` as an ECS task would run it; returns the execution (task) id once its
 /// stream exists.
 async fn start(shared: Arc<Shared>, command: Vec<String>) -> Result<String, ApiError> {
-    let mut child = runvoy_local::runner::spawn_command(&command)?;
+    let mut child = shared.groups.spawn(&command)?;
     let id = runvoy_local::state::random_hex(16);
     shared.create_stream(&id).await?;
     let _ = std::fs::create_dir_all(&shared.runs);
@@ -269,7 +269,7 @@ async fn start(shared: Arc<Shared>, command: Vec<String>) -> Result<String, ApiE
             }
         }
         write(&shared, &task_id, &mut buf).await;
-        let code = match child.wait().await {
+        let code = match shared.groups.wait(&mut child).await {
             Ok(s) => runvoy_local::runner::exit_status(s).1,
             Err(_) => None,
         };

@@ -119,13 +119,18 @@ pub(crate) async fn emulate_secrets(
             str::to_string,
         );
         let generate = &p["GenerateSecretString"];
-        let mut value: serde_json::Map<String, Value> =
-            match generate["SecretStringTemplate"].as_str() {
-                Some(t) => serde_json::from_str(t).map_err(|e| {
-                    SimError::Template(format!("{id}: SecretStringTemplate is not JSON: {e}"))
-                })?,
-                None => serde_json::Map::new(),
-            };
+        // The value: `SecretString`, or `GenerateSecretString`'s template plus its generated key.
+        let mut value: serde_json::Map<String, Value> = match generate["SecretStringTemplate"]
+            .as_str()
+            .or_else(|| p["SecretString"].as_str())
+        {
+            Some(t) => serde_json::from_str(t).map_err(|e| {
+                SimError::Template(format!(
+                    "{id}: the secret's string is not a JSON object (the sim emulates JSON secrets only): {e}"
+                ))
+            })?,
+            None => serde_json::Map::new(),
+        };
         let fail = |e: String| SimError::Moto(format!("secret {name}: {e}"));
         let existing = sm.get_secret_value().secret_id(&name).send().await;
         let arn = match existing {

@@ -167,6 +167,7 @@ pub(crate) async fn start(
 
     let shared = Arc::new(Shared {
         keys: ApiKeys::new(vec![creds.api_key.clone()]),
+        groups: Default::default(),
         logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
         group,
         stream_template: resolver

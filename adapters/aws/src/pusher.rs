@@ -46,4 +46,18 @@ impl Pusher for ApiGatewayPusher {
             Err(e) => Err(PushError::Failed(describe(&e))),
         }
     }
+
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        let r = self
+            .client
+            .delete_connection()
+            .connection_id(connection_id)
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_gone_exception()) => Ok(()),
+            Err(e) => Err(PushError::Failed(describe(&e))),
+        }
+    }
 }

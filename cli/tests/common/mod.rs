@@ -28,6 +28,8 @@ pub struct Stack {
     moto_endpoint: String,
     pub dir: PathBuf,
     pub port: u16,
+    /// The sim's WebSocket API port (0: the port after `port`).
+    ws_port: u16,
     pub key: String,
     pub chaos: String,
     project: String,
@@ -128,6 +130,7 @@ impl Stack {
             } else {
                 free_port()
             },
+            ws_port: 0,
             key: String::new(),
             chaos: chaos.unwrap_or("").to_string(),
             project: format!("e{}", runvoy_local::state::random_hex(4)),
@@ -154,6 +157,7 @@ impl Stack {
             moto_endpoint: other.moto_endpoint.clone(),
             dir: temp_dir(tag),
             port: free_pair(),
+            ws_port: 0,
             key: String::new(),
             chaos: String::new(),
             project: format!("e{}", runvoy_local::state::random_hex(4)),
@@ -216,6 +220,7 @@ impl Stack {
             api_key: None,
             chaos,
             reconcile_every: Duration::from_millis(500),
+            ..LocalConfig::default()
         };
         let mut last = None;
         for _ in 0..50 {
@@ -233,9 +238,18 @@ impl Stack {
     }
 
     async fn restart_sim(&mut self) {
-        if let Err(log) = self.try_start_sim().await {
-            panic!("the sim did not restart:\n{log}");
+        for _ in 0..5 {
+            match self.try_start_sim().await {
+                Ok(()) => return,
+                // Another test took the WebSocket port while the sim was down: clients find
+                // the new one in the `websocket_url` the HTTP API hands out, as on AWS.
+                Err(log) if log.contains("the WebSocket API listens") => {
+                    self.ws_port = free_port();
+                }
+                Err(log) => panic!("the sim did not restart:\n{log}"),
+            }
         }
+        panic!("no free port for the sim's WebSocket API");
     }
 
     /// Starts `deploy up --env sim`; `Err` holds what it printed when it did not come up.
@@ -263,6 +277,10 @@ impl Stack {
             .stderr(std::fs::File::create(&log_path).unwrap());
         if !self.chaos.is_empty() {
             cmd.args(["--chaos", &self.chaos]);
+        }
+        if self.ws_port != 0 {
+            cmd.arg("--websocket-listen")
+                .arg(format!("127.0.0.1:{}", self.ws_port));
         }
         cmd.args(&self.extra);
         let mut child = cmd

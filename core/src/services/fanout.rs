@@ -13,8 +13,8 @@ pub const FRAME_BYTES: usize = 32 * 1024;
 /// API Gateway refuses messages above 128 KB.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// Events (and bytes) read from the store per backlog page.
-const BACKLOG_PAGE: usize = 1_000;
-const BACKLOG_BYTES: usize = 2 * 1024 * 1024;
+pub const BACKLOG_PAGE: usize = 1_000;
+pub const BACKLOG_BYTES: usize = 2 * 1024 * 1024;
 /// A connection this young may still be inside `$connect`, where API Gateway answers every push
 /// with 410 although the connection is about to open: it is never pruned on a 410.
 pub const HANDSHAKE_GRACE_MS: i64 = 30_000;
@@ -55,9 +55,25 @@ impl FanOut {
     pub async fn notify(&self, head: &Head, fresh: &[LogEvent]) -> Result<(), CoreError> {
         let connections = self.connections.list(&head.execution_id).await?;
         for conn in connections {
-            self.deliver(&conn, head, fresh).await?;
+            if !self.close_if_expired(&conn).await? {
+                self.deliver(&conn, head, fresh).await?;
+            }
         }
         Ok(())
+    }
+
+    /// A connection whose token expired gets nothing more: it is closed (its client reconnects
+    /// with a fresh token) and forgotten. Returns whether it was.
+    pub async fn close_if_expired(&self, conn: &Connection) -> Result<bool, CoreError> {
+        if conn.expires_at > self.clock.now_ms() / 1000 {
+            return Ok(false);
+        }
+        if let Err(PushError::Failed(_)) = self.pusher.close(&conn.connection_id).await {
+            self.metrics.incr(Metric::PushFailures, 1);
+        }
+        self.connections.remove(&conn.connection_id).await?;
+        self.metrics.incr(Metric::ConnectionsExpired, 1);
+        Ok(true)
     }
 
     /// Pushes to one connection what it has not been sent, up to `head.last_index`: only a
@@ -74,9 +90,26 @@ impl FanOut {
         head: &Head,
         fresh: &[LogEvent],
     ) -> Result<(), CoreError> {
+        self.deliver_pages(conn, head, fresh, usize::MAX).await
+    }
+
+    /// [`FanOut::deliver`], stopping after one backlog page (at most [`BACKLOG_PAGE`] events and
+    /// [`BACKLOG_BYTES`]): what a client's `resume` may cost; the client reads the rest over
+    /// HTTP.
+    pub async fn deliver_one_page(&self, conn: &Connection, head: &Head) -> Result<(), CoreError> {
+        self.deliver_pages(conn, head, &[], 1).await
+    }
+
+    async fn deliver_pages(
+        &self,
+        conn: &Connection,
+        head: &Head,
+        fresh: &[LogEvent],
+        pages: usize,
+    ) -> Result<(), CoreError> {
         let target = head.last_index;
         let mut from = conn.cursor;
-        loop {
+        for _ in 0..pages {
             let (events, whole) = self.sendable(conn, from, target, fresh).await?;
             let end = events.last().map_or(from, |e| e.index);
             let previous = match self.connections.advance(conn, end).await? {
@@ -112,6 +145,7 @@ impl FanOut {
             }
             from = reached;
         }
+        Ok(())
     }
 
     /// The contiguous events after `from`, up to `through`, that fit in messages — `fresh` when

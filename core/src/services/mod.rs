@@ -10,7 +10,7 @@ mod wiring;
 
 pub use append::{AppendOutcome, Appender, EngineConfig};
 pub use completion::Completer;
-pub use fanout::{FanOut, HANDSHAKE_GRACE_MS, pack_messages};
+pub use fanout::{BACKLOG_BYTES, BACKLOG_PAGE, FanOut, HANDSHAKE_GRACE_MS, pack_messages};
 pub use forward::Forwarder;
 pub use read::{LogsPage, Reader};
 pub use reconcile::{ReconcileOutcome, Reconciler};

@@ -505,6 +505,7 @@ pub mod connections {
             cursor,
             connected_at: 1_700_000_000_000,
             expires_at: *EXPIRES.get_or_init(tomorrow),
+            resumed_at: 1_700_000_000_500,
         }
     }
 

@@ -12,8 +12,10 @@ pub struct Settings {
     pub log_group: String,
     /// `RUNVOY_STREAM_TEMPLATE`, default `task/runner/{execution_id}`.
     pub stream_template: String,
-    /// `RUNVOY_SECRET_ARN`: the secret holding `{"api_keys":[…],"token_secret":"…"}`.
+    /// `RUNVOY_SECRET_ARN`: the secret holding the API keys, `{"api_keys":[…]}` (newest last).
     pub secret_arn: Option<String>,
+    /// `RUNVOY_TOKEN_SECRET_ARN`: the secret signing WebSocket tokens, `{"token_secret":"…"}`.
+    pub token_secret_arn: Option<String>,
     /// `RUNVOY_WEBSOCKET_URL`: `wss://…/{stage}`, handed to clients.
     pub websocket_url: Option<String>,
     /// `RUNVOY_WEBSOCKET_ENDPOINT`: the management endpoint (`https://…/{stage}`) for pushes.
@@ -49,6 +51,7 @@ impl Settings {
             stream_template: var("RUNVOY_STREAM_TEMPLATE")
                 .unwrap_or_else(|| "task/runner/{execution_id}".into()),
             secret_arn: var("RUNVOY_SECRET_ARN"),
+            token_secret_arn: var("RUNVOY_TOKEN_SECRET_ARN"),
             websocket_url: var("RUNVOY_WEBSOCKET_URL"),
             websocket_endpoint: var("RUNVOY_WEBSOCKET_ENDPOINT"),
             retention_days,

@@ -24,10 +24,15 @@ pub struct Deployment {
     pub sdk: aws_config::SdkConfig,
 }
 
-/// The secret the stack creates: `{"api_keys":["…"],"token_secret":"…"}`.
+/// The API key secret: `{"api_keys":["…"]}`, newest last.
 #[derive(Debug, Deserialize)]
-pub struct Secret {
+pub struct KeySecret {
     pub api_keys: Vec<String>,
+}
+
+/// The token secret: `{"token_secret":"…"}`.
+#[derive(Debug, Deserialize)]
+pub struct TokenSecret {
     pub token_secret: String,
 }
 
@@ -84,14 +89,31 @@ impl Deployment {
         })
     }
 
-    /// Reads the API keys and the token secret from Secrets Manager.
+    /// Reads the API keys and the token secret from Secrets Manager (the API function).
     pub async fn credentials(&self) -> Result<(ApiKeys, TokenSigner), HandlerError> {
-        parse_secret(&self.secret_text().await?)
+        let keys = parse_api_keys(&self.api_key_text().await?)?;
+        Ok((ApiKeys::new(keys), self.token_signer().await?))
     }
 
-    async fn secret_text(&self) -> Result<String, HandlerError> {
-        let arn = self.settings.secret_arn.as_deref().ok_or_else(|| {
-            HandlerError::Config("environment variable RUNVOY_SECRET_ARN is not set".into())
+    /// Reads the token secret only (the WebSocket function, which may not read the keys).
+    pub async fn token_signer(&self) -> Result<TokenSigner, HandlerError> {
+        let text = self
+            .secret_text(
+                self.settings.token_secret_arn.as_deref(),
+                "RUNVOY_TOKEN_SECRET_ARN",
+            )
+            .await?;
+        parse_token_secret(&text)
+    }
+
+    async fn api_key_text(&self) -> Result<String, HandlerError> {
+        self.secret_text(self.settings.secret_arn.as_deref(), "RUNVOY_SECRET_ARN")
+            .await
+    }
+
+    async fn secret_text(&self, arn: Option<&str>, var: &str) -> Result<String, HandlerError> {
+        let arn = arn.ok_or_else(|| {
+            HandlerError::Config(format!("environment variable {var} is not set"))
         })?;
         let client = aws_sdk_secretsmanager::Client::new(&self.sdk);
         let out = client
@@ -144,7 +166,7 @@ impl KeyRefresh {
             // Counted as read even if it fails: a failing secret is not asked again at once.
             *last = std::time::Instant::now();
         }
-        match d.secret_text().await.and_then(|t| parse_secret_keys(&t)) {
+        match d.api_key_text().await.and_then(|t| parse_api_keys(&t)) {
             Ok(keys) => self.keys.replace(keys),
             // The keys held stay in force; the next attempt is after the interval.
             Err(e) => eprintln!("keeping the API keys read before: {e}"),
@@ -152,32 +174,37 @@ impl KeyRefresh {
     }
 }
 
-pub fn parse_secret(text: &str) -> Result<(ApiKeys, TokenSigner), HandlerError> {
-    let s = secret(text)?;
-    Ok((
-        ApiKeys::new(s.api_keys),
-        TokenSigner::new(s.token_secret.into_bytes(), TOKEN_TTL_SECS),
-    ))
-}
-
-/// The API keys of the secret, checked as at cold start.
-pub fn parse_secret_keys(text: &str) -> Result<Vec<String>, HandlerError> {
-    Ok(secret(text)?.api_keys)
-}
-
-fn secret(text: &str) -> Result<Secret, HandlerError> {
-    let s: Secret = serde_json::from_str(text).map_err(|e| {
+/// The API keys of the key secret; at least one of 16 or more characters.
+pub fn parse_api_keys(text: &str) -> Result<Vec<String>, HandlerError> {
+    let s: KeySecret = serde_json::from_str(text).map_err(|e| {
         HandlerError::Config(format!(
-            "the API secret must be JSON like {{\"api_keys\":[\"…\"],\"token_secret\":\"…\"}}: {e}"
+            "the API key secret must be JSON like {{\"api_keys\":[\"…\"]}}: {e}"
         ))
     })?;
-    if s.api_keys.iter().all(|k| k.len() < 16) || s.token_secret.len() < 16 {
+    if s.api_keys.iter().all(|k| k.len() < 16) {
         return Err(HandlerError::Config(
-            "the API secret needs at least one API key and a token secret of 16 or more characters"
-                .into(),
+            "the API key secret needs at least one key of 16 or more characters".into(),
         ));
     }
-    Ok(s)
+    Ok(s.api_keys)
+}
+
+/// The signer of the token secret (16 or more characters).
+pub fn parse_token_secret(text: &str) -> Result<TokenSigner, HandlerError> {
+    let s: TokenSecret = serde_json::from_str(text).map_err(|e| {
+        HandlerError::Config(format!(
+            "the token secret must be JSON like {{\"token_secret\":\"…\"}}: {e}"
+        ))
+    })?;
+    if s.token_secret.len() < 16 {
+        return Err(HandlerError::Config(
+            "the token secret must have 16 or more characters".into(),
+        ));
+    }
+    Ok(TokenSigner::new(
+        s.token_secret.into_bytes(),
+        TOKEN_TTL_SECS,
+    ))
 }
 
 #[cfg(test)]
@@ -199,8 +226,8 @@ mod tests {
             KeyRefresh::due(KeyRefresh::MAX_AGE, true),
             "a retired key expires"
         );
-        let two = r#"{"api_keys":["old-key-0123456789","new-key-0123456789"],"token_secret":"0123456789abcdef"}"#;
-        assert_eq!(parse_secret_keys(two).unwrap().len(), 2);
-        assert!(parse_secret_keys(r#"{"api_keys":[],"token_secret":"0123456789abcdef"}"#).is_err());
+        let two = r#"{"api_keys":["old-key-0123456789","new-key-0123456789"]}"#;
+        assert_eq!(parse_api_keys(two).unwrap().len(), 2);
+        assert!(parse_api_keys(r#"{"api_keys":[]}"#).is_err());
     }
 }

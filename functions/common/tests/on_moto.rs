@@ -8,7 +8,7 @@ use runvoy_core::Status;
 use runvoy_core::api::HttpRequest;
 use runvoy_lambda::completion::Outcome;
 use runvoy_lambda::settings::Settings;
-use runvoy_lambda::wiring::{Deployment, parse_secret};
+use runvoy_lambda::wiring::{Deployment, parse_api_keys, parse_token_secret};
 use runvoy_lambda::{ApiConfig, completion, forwarder};
 use serde_json::Value;
 
@@ -21,6 +21,7 @@ async fn forwarder_api_and_completion_over_moto() {
         log_group: format!("/aws/ecs/{}/runner", unique("fn")),
         stream_template: "task/runner/{execution_id}".into(),
         secret_arn: None,
+        token_secret_arn: None,
         websocket_url: Some("wss://example.execute-api.us-east-1.amazonaws.com/prod".into()),
         websocket_endpoint: Some(moto_endpoint()),
         retention_days: 7,
@@ -116,10 +117,10 @@ async fn forwarder_api_and_completion_over_moto() {
         }
     );
 
-    let (keys, signer) = parse_secret(
-        r#"{"api_keys":["0123456789abcdef0123"],"token_secret":"fedcba9876543210fedcba"}"#,
-    )
-    .unwrap();
+    let keys = runvoy_core::auth::ApiKeys::new(
+        parse_api_keys(r#"{"api_keys":["0123456789abcdef0123"]}"#).unwrap(),
+    );
+    let signer = parse_token_secret(r#"{"token_secret":"fedcba9876543210fedcba"}"#).unwrap();
     let api = d.services.api(keys, signer, ApiConfig::default());
     let r = api
         .handle(HttpRequest {
@@ -147,9 +148,8 @@ async fn forwarder_api_and_completion_over_moto() {
 
 #[test]
 fn secrets_must_be_complete() {
-    assert!(parse_secret("{}").is_err());
-    assert!(
-        parse_secret(r#"{"api_keys":["short"],"token_secret":"fedcba9876543210fedcba"}"#).is_err()
-    );
-    assert!(parse_secret(r#"{"api_keys":["0123456789abcdef0123"],"token_secret":"x"}"#).is_err());
+    assert!(parse_api_keys("{}").is_err());
+    assert!(parse_api_keys(r#"{"api_keys":["short"]}"#).is_err());
+    assert!(parse_token_secret("{}").is_err());
+    assert!(parse_token_secret(r#"{"token_secret":"x"}"#).is_err());
 }

@@ -8,7 +8,8 @@ use runvoy_lambda::wiring::Deployment;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let d = Deployment::from_env("websocket").await?;
-    let (_, signer) = d.credentials().await?;
+    // Only the token secret: this function cannot read the API keys.
+    let signer = d.token_signer().await?;
     let ws = d.services.ws(signer);
     let (ws, d) = (&ws, &d);
     lambda_runtime::run(service_fn(

@@ -25,6 +25,10 @@ pub struct Change {
     pub resource: String,
     #[serde(rename = "type")]
     pub resource_type: String,
+    /// For a `Modify`: `True`, `Conditional` or `False` — whether CloudFormation replaces the
+    /// resource (a replaced table loses its items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
 }
 
 impl std::fmt::Display for Change {
@@ -33,7 +37,12 @@ impl std::fmt::Display for Change {
             f,
             "{:<8} {:<34} {}",
             self.action, self.resource, self.resource_type
-        )
+        )?;
+        match self.replacement.as_deref() {
+            Some("True") => write!(f, " (replaced)"),
+            Some("Conditional") => write!(f, " (may be replaced)"),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -161,6 +170,7 @@ impl Stacks {
                             action: rc.action().map_or("?", |a| a.as_str()).to_string(),
                             resource: rc.logical_resource_id().unwrap_or("?").to_string(),
                             resource_type: rc.resource_type().unwrap_or("?").to_string(),
+                            replacement: rc.replacement().map(|r| r.as_str().to_string()),
                         })
                         .collect();
                     return Ok(Plan::Changes {

@@ -28,14 +28,25 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
         "dynamodb:DeleteItem",
         "dynamodb:PutItem",
     ];
+    // POST pushes; DELETE closes a connection whose token expired.
     let push = statement(
         &["execute-api:ManageConnections"],
-        vec![sub(
-            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/prod/POST/@connections/*",
-        )],
+        ["POST", "DELETE"]
+            .iter()
+            .map(|m| {
+                sub(&format!(
+                    "arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{WebSocketApi}}/prod/{m}/@connections/*"
+                ))
+            })
+            .collect(),
     );
     let read_source = statement(&["logs:GetLogEvents"], vec![runner_group_arn()]);
-    let secret = statement(&["secretsmanager:GetSecretValue"], vec![r("ApiSecret")]);
+    let secrets = |ids: &[&str]| {
+        statement(
+            &["secretsmanager:GetSecretValue"],
+            ids.iter().map(|id| r(id)).collect(),
+        )
+    };
     let own_logs = statement(
         &["logs:CreateLogStream", "logs:PutLogEvents"],
         vec![sub(&format!(
@@ -58,7 +69,7 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
             s.push(statement(&logs_rw, vec![logs_table_arn()]));
             s.push(statement(&conns_fanout, vec![conns]));
             s.push(read_source);
-            s.push(secret);
+            s.push(secrets(&["ApiSecret", "TokenSecret"]));
             s.push(push);
         }
         "websocket" => {
@@ -67,7 +78,8 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
                 vec![logs_table_arn()],
             ));
             s.push(statement(&conns_all, vec![conns]));
-            s.push(secret);
+            // The token secret only: a WebSocket client can never reach the API keys.
+            s.push(secrets(&["TokenSecret"]));
             s.push(push);
         }
         _ => {

@@ -103,6 +103,14 @@ fn parameters(t: &mut Template) {
         json!({"Type": "String", "Default": "",
         "Description": "Only complete executions of this ECS cluster; empty for any cluster."}),
     );
+    for (id, what) in [("Api", "HTTP API"), ("Websocket", "WebSocket API")] {
+        t.parameter(
+            format!("{id}ReservedConcurrency"),
+            json!({"Type": "String", "Default": "", "AllowedPattern": "^[0-9]*$",
+            "ConstraintDescription": "must be a whole number, or empty to reserve none",
+            "Description": format!("Concurrent executions reserved for (and the most allowed to) the {what} function, so that its clients cannot use the account's whole concurrency; empty reserves none (accounts whose limit is 10 cannot reserve any).")}),
+        );
+    }
     t.parameter(
         "AlarmTopicArn",
         json!({"Type": "String", "Default": "",
@@ -131,6 +139,12 @@ fn conditions(t: &mut Template) {
         "AnyCluster",
         json!({"Fn::Equals": [r("EcsClusterArn"), ""]}),
     );
+    for id in ["Api", "Websocket"] {
+        t.condition(
+            Box::leak(format!("Reserve{id}Concurrency").into_boxed_str()),
+            json!({"Fn::Not": [{"Fn::Equals": [r(&format!("{id}ReservedConcurrency")), ""]}]}),
+        );
+    }
     t.condition(
         "HasAlarmTopic",
         json!({"Fn::Not": [{"Fn::Equals": [r("AlarmTopicArn"), ""]}]}),
@@ -203,16 +217,37 @@ fn functions(t: &mut Template) {
         .when("CreateRunnerLogGroup")
         .policy("Delete"),
     );
-    t.resource("ApiSecret", Resource::new("AWS::SecretsManager::Secret", json!({
-        "Name": sub("${AWS::StackName}/api"),
-        "Description": "API keys accepted in X-API-Key and the secret that signs WebSocket tokens.",
-        "GenerateSecretString": {
-            "SecretStringTemplate": sub("{\"api_keys\":[\"${ApiKey}\"]}"),
-            "GenerateStringKey": "token_secret",
-            "PasswordLength": 48,
-            "ExcludePunctuation": true,
-        },
-    })).policy("Delete"));
+    // Two secrets, so that the WebSocket function can check tokens without being able to
+    // read the API keys. `deploy rotate-key` owns the key list after creation.
+    t.resource(
+        "ApiSecret",
+        Resource::new(
+            "AWS::SecretsManager::Secret",
+            json!({
+                "Name": sub("${AWS::StackName}/api"),
+                "Description": "API keys accepted in X-API-Key, newest last (deploy rotate-key).",
+                "SecretString": sub("{\"api_keys\":[\"${ApiKey}\"]}"),
+            }),
+        )
+        .policy("Delete"),
+    );
+    t.resource(
+        "TokenSecret",
+        Resource::new(
+            "AWS::SecretsManager::Secret",
+            json!({
+                "Name": sub("${AWS::StackName}/token"),
+                "Description": "Signs the execution-scoped WebSocket tokens the API hands out.",
+                "GenerateSecretString": {
+                    "SecretStringTemplate": "{}",
+                    "GenerateStringKey": "token_secret",
+                    "PasswordLength": 48,
+                    "ExcludePunctuation": true,
+                },
+            }),
+        )
+        .policy("Delete"),
+    );
     for (id, name) in [
         ("ForwarderDeadLetterQueue", "forwarder-failures"),
         ("CompletionDeadLetterQueue", "completion-failures"),
@@ -247,11 +282,7 @@ fn functions(t: &mut Template) {
                 "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
             "Policies": [{"PolicyName": bin, "PolicyDocument": {"Version": "2012-10-17", "Statement": permissions(bin)}}],
         })));
-        t.resource(
-            format!("{id}Function"),
-            Resource::new(
-                "AWS::Lambda::Function",
-                json!({
+        let mut properties = json!({
                     "FunctionName": sub(&format!("${{AWS::StackName}}-{bin}")),
                     "Runtime": "provided.al2023",
                     "Handler": "bootstrap",
@@ -261,19 +292,20 @@ fn functions(t: &mut Template) {
                     "MemorySize": 256,
                     "Timeout": timeout,
                     "LoggingConfig": {"LogGroup": r(&format!("{id}LogGroup"))},
-                    "Environment": {"Variables": {
-                        "RUNVOY_LOGS_TABLE": logs_table_name(),
-                        "RUNVOY_CONNECTIONS_TABLE": r("ConnectionsTable"),
-                        "RUNVOY_LOG_GROUP": runner_group_name(),
-                        "RUNVOY_STREAM_TEMPLATE": r("StreamTemplate"),
-                        "RUNVOY_RETENTION_DAYS": r("RetentionDays"),
-                        "RUNVOY_RUNNER_CONTAINER": r("RunnerContainerName"),
-                        "RUNVOY_SECRET_ARN": r("ApiSecret"),
-                        "RUNVOY_WEBSOCKET_URL": websocket_url("wss"),
-                        "RUNVOY_WEBSOCKET_ENDPOINT": websocket_url("https"),
-                    }},
-                }),
-            ),
+                    "Environment": {"Variables": environment(bin)},
+        });
+        // The functions clients invoke at will: their concurrency can be capped (issue: a
+        // client must not be able to use the account's whole concurrency).
+        if matches!(id, "Api" | "Websocket") {
+            properties["ReservedConcurrentExecutions"] = if_(
+                &format!("Reserve{id}Concurrency"),
+                r(&format!("{id}ReservedConcurrency")),
+                no_value(),
+            );
+        }
+        t.resource(
+            format!("{id}Function"),
+            Resource::new("AWS::Lambda::Function", properties),
         );
     }
     for id in ["Forwarder", "Completion"] {
@@ -425,6 +457,27 @@ fn apis(t: &mut Template) {
         "Principal": "apigateway.amazonaws.com",
         "SourceArn": sub("arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*"),
     })));
+}
+
+/// A function's environment: what every function needs, and the secrets only where used.
+fn environment(function: &str) -> Value {
+    let mut v = json!({
+        "RUNVOY_LOGS_TABLE": logs_table_name(),
+        "RUNVOY_CONNECTIONS_TABLE": r("ConnectionsTable"),
+        "RUNVOY_LOG_GROUP": runner_group_name(),
+        "RUNVOY_STREAM_TEMPLATE": r("StreamTemplate"),
+        "RUNVOY_RETENTION_DAYS": r("RetentionDays"),
+        "RUNVOY_RUNNER_CONTAINER": r("RunnerContainerName"),
+        "RUNVOY_WEBSOCKET_URL": websocket_url("wss"),
+        "RUNVOY_WEBSOCKET_ENDPOINT": websocket_url("https"),
+    });
+    if function == "api" {
+        v["RUNVOY_SECRET_ARN"] = r("ApiSecret");
+    }
+    if matches!(function, "api" | "websocket") {
+        v["RUNVOY_TOKEN_SECRET_ARN"] = r("TokenSecret");
+    }
+    v
 }
 
 fn completion_rule(t: &mut Template) {

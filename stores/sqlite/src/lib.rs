@@ -43,6 +43,17 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql)?;
         conn.execute_batch(schema::SCHEMA).map_err(sql)?;
+        // Databases made before `resumed_at` existed.
+        let has_resumed_at: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('connections') WHERE name = 'resumed_at'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(sql)?;
+        if !has_resumed_at {
+            conn.execute_batch(
+                "ALTER TABLE connections ADD COLUMN resumed_at INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(sql)?;
+        }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS connections (
     execution_id  TEXT NOT NULL,
     cursor        INTEGER NOT NULL,
     connected_at  INTEGER NOT NULL,
-    expires_at    INTEGER NOT NULL
+    expires_at    INTEGER NOT NULL,
+    resumed_at    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS connections_by_execution ON connections (execution_id);
 

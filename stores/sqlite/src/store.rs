@@ -207,6 +207,7 @@ fn row_to_connection(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         cursor: r.get(2)?,
         connected_at: r.get(3)?,
         expires_at: r.get(4)?,
+        resumed_at: r.get(5)?,
     })
 }
 
@@ -216,9 +217,9 @@ impl ConnectionStore for SqliteStore {
         self.db
             .lock()
             .execute(
-                "INSERT OR REPLACE INTO connections (connection_id, execution_id, cursor, connected_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![c.connection_id, c.execution_id, c.cursor, c.connected_at, c.expires_at],
+                "INSERT OR REPLACE INTO connections (connection_id, execution_id, cursor, connected_at, expires_at, resumed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![c.connection_id, c.execution_id, c.cursor, c.connected_at, c.expires_at, c.resumed_at],
             )
             .map_err(sql)?;
         Ok(())
@@ -228,7 +229,7 @@ impl ConnectionStore for SqliteStore {
         self.db
             .lock()
             .query_row(
-                "SELECT connection_id, execution_id, cursor, connected_at, expires_at
+                "SELECT connection_id, execution_id, cursor, connected_at, expires_at, resumed_at
                  FROM connections WHERE connection_id = ?1",
                 [connection_id],
                 row_to_connection,
@@ -252,12 +253,12 @@ impl ConnectionStore for SqliteStore {
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT connection_id, execution_id, cursor, connected_at, expires_at
-                 FROM connections WHERE execution_id = ?1 AND expires_at > ?2 ORDER BY connection_id",
+                "SELECT connection_id, execution_id, cursor, connected_at, expires_at, resumed_at
+                 FROM connections WHERE execution_id = ?1 ORDER BY connection_id",
             )
             .map_err(sql)?;
         let rows = stmt
-            .query_map(params![execution_id, unix_now_secs()], row_to_connection)
+            .query_map(params![execution_id], row_to_connection)
             .map_err(sql)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sql)
     }

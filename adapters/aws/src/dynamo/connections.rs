@@ -14,7 +14,6 @@ use runvoy_core::{Connection, StoreError};
 
 use super::item::{Item, get_n, get_s, n, s};
 use super::logs::map_sdk;
-use super::unix_now_secs;
 
 #[derive(Clone)]
 pub struct DynamoConnections {
@@ -43,6 +42,10 @@ fn from_item(item: &Item) -> Result<Connection, StoreError> {
         cursor: get_n(item, "cursor")?,
         connected_at: get_n(item, "connected_at")?,
         expires_at: get_n(item, "expires_at")?,
+        resumed_at: match item.get("resumed_at") {
+            Some(_) => get_n(item, "resumed_at")?,
+            None => 0,
+        },
     })
 }
 
@@ -98,6 +101,9 @@ impl ConnectionStore for DynamoConnections {
         member.insert("cursor".into(), n(c.cursor));
         member.insert("connected_at".into(), n(c.connected_at));
         member.insert("expires_at".into(), n(c.expires_at));
+        if c.resumed_at != 0 {
+            member.insert("resumed_at".into(), n(c.resumed_at));
+        }
         let mut lookup = lookup_key(&c.connection_id);
         lookup.insert("execution_id".into(), s(&c.execution_id));
         lookup.insert("expires_at".into(), n(c.expires_at));
@@ -155,7 +161,6 @@ impl ConnectionStore for DynamoConnections {
     }
 
     async fn list(&self, execution_id: &str) -> Result<Vec<Connection>, StoreError> {
-        let now = unix_now_secs();
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -171,10 +176,7 @@ impl ConnectionStore for DynamoConnections {
                 .await
                 .map_err(|e| map_sdk(&e, "Query"))?;
             for it in resp.items.unwrap_or_default() {
-                let c = from_item(&it)?;
-                if c.expires_at > now {
-                    out.push(c);
-                }
+                out.push(from_item(&it)?);
             }
             start = resp.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {

@@ -1,0 +1,60 @@
+//! The API key goes only where `--api-url` points: a redirect (to another origin or not) is
+//! reported, and the key never reaches its target.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[test]
+fn a_redirect_is_reported_and_never_followed_with_the_key() {
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    {
+        let reached = reached.clone();
+        std::thread::spawn(move || {
+            for s in target.incoming().flatten() {
+                reached.fetch_add(1, Ordering::SeqCst);
+                drop(s);
+            }
+        });
+    }
+    let api = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_addr = api.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in api.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target_addr}/api/v1/executions/x/logs\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runvoy"))
+        .args(["logs", "x", "--no-follow"])
+        .env("RUNVOY_API_URL", format!("http://{api_addr}"))
+        .env("RUNVOY_API_KEY", "the-secret-key-0123456789")
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("runvoy-redirects-none"),
+        )
+        .env_remove("RUNVOY_PROFILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the API answered 307 with a redirect to http://{target_addr}/api/v1/executions/x/logs; the API key is not sent there"
+        )),
+        "{err}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the target was never contacted"
+    );
+}

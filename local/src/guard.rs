@@ -1,0 +1,137 @@
+//! What stands before every route of the local stack: the `Host` check that defeats DNS
+//! rebinding on a loopback address, and the back-off after repeated wrong keys.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use runvoy_core::api::ApiError;
+
+/// Wrong keys from one address within [`BAD_KEY_WINDOW`] before it is refused until the window
+/// ends.
+pub const MAX_BAD_KEYS: u32 = 20;
+pub const BAD_KEY_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Guard {
+    /// `Host` values accepted: set on a loopback address (names of this machine), `None` when
+    /// remote access is allowed (any name may lead here).
+    hosts: Option<Vec<String>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Guard {
+    pub fn new(addr: SocketAddr) -> Guard {
+        let port = addr.port();
+        let hosts = addr.ip().is_loopback().then(|| {
+            ["127.0.0.1", "localhost", "[::1]"]
+                .iter()
+                .flat_map(|h| [h.to_string(), format!("{h}:{port}")])
+                .collect()
+        });
+        Guard {
+            hosts,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `ip` sent too many wrong keys lately.
+    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match f.get(&ip) {
+            Some((_, since)) if now.duration_since(*since) >= BAD_KEY_WINDOW => {
+                f.remove(&ip);
+                false
+            }
+            Some((n, _)) => *n >= MAX_BAD_KEYS,
+            None => false,
+        }
+    }
+
+    fn failed(&self, ip: IpAddr, now: Instant) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() > 10_000 {
+            f.retain(|_, (_, since)| now.duration_since(*since) < BAD_KEY_WINDOW);
+        }
+        f.entry(ip).or_insert((0, now)).0 += 1;
+    }
+}
+
+fn refuse(status: u16, code: &'static str, message: String) -> Response {
+    let r = ApiError::new(status, code, message).into_response();
+    crate::http::respond(r)
+}
+
+/// The middleware.
+pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    if let Some(hosts) = &g.hosts {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return refuse(
+                421,
+                "wrong_host",
+                format!(
+                    "this stack answers only to 127.0.0.1 or localhost, not Host '{host}' (a page of another site cannot reach it by renaming itself); use the address it printed"
+                ),
+            );
+        }
+    }
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = ip
+        && g.blocked(ip, Instant::now())
+    {
+        return refuse(
+            429,
+            "too_many_bad_keys",
+            format!(
+                "more than {MAX_BAD_KEYS} requests with a wrong API key from {ip} within {} s; wait and use the key the stack printed",
+                BAD_KEY_WINDOW.as_secs()
+            ),
+        );
+    }
+    let response = next.run(req).await;
+    if response.status() == 401
+        && let Some(ip) = ip
+    {
+        g.failed(ip, Instant::now());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_keys_block_an_address_for_the_window_only() {
+        let g = Guard::new("127.0.0.1:8787".parse().unwrap());
+        let (ip, other): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..MAX_BAD_KEYS {
+            assert!(!g.blocked(ip, t0));
+            g.failed(ip, t0);
+        }
+        assert!(g.blocked(ip, t0));
+        assert!(!g.blocked(other, t0), "only the address that guessed");
+        assert!(!g.blocked(ip, t0 + BAD_KEY_WINDOW), "the window ends");
+        assert!(
+            g.hosts
+                .as_ref()
+                .unwrap()
+                .contains(&"localhost:8787".to_string())
+        );
+        assert!(Guard::new("0.0.0.0:8787".parse().unwrap()).hosts.is_none());
+    }
+}
