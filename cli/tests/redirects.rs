@@ -1,5 +1,5 @@
 //! The API key goes only where `--api-url` points: a redirect (to another origin or not) is
-//! reported, and the key never reaches its target.
+//! reported, and the key never reaches its target; nor does `--help` show it.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -57,4 +57,16 @@ fn a_redirect_is_reported_and_never_followed_with_the_key() {
         0,
         "the target was never contacted"
     );
+}
+
+#[test]
+fn help_never_shows_the_key_from_the_environment() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runvoy"))
+        .args(["logs", "--help"])
+        .env("RUNVOY_API_KEY", "key-from-the-environment-0123456789")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--api-key"), "{help}");
+    assert!(!help.contains("key-from-the-environment"), "{help}");
 }

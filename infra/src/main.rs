@@ -158,8 +158,8 @@ struct SmokeArgs {
     /// API URL (default: the environment's CLI profile or stack output).
     #[arg(long)]
     api_url: Option<String>,
-    /// API key (default: the environment's CLI profile).
-    #[arg(long)]
+    /// API key (default: RUNVOY_API_KEY, else the environment's CLI profile).
+    #[arg(long, env = "RUNVOY_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Lines to write.
     #[arg(long, default_value_t = 200)]
