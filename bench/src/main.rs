@@ -1,4 +1,4 @@
-//! `cargo run --release -p runvoy-bench -- [append|fanout|client|latency|functions|all]`:
+//! `cargo run --release -p runvoy-bench -- [append|density|fanout|client|latency|functions|all]`:
 //! prints the tables of docs/performance.md. Not a test: numbers, not assertions.
 
 mod billing;
@@ -22,6 +22,9 @@ async fn main() {
     let all = what == "all";
     if all || what == "append" {
         append().await;
+    }
+    if all || what == "density" {
+        density().await;
     }
     if all || what == "fanout" {
         fanout().await;
@@ -173,6 +176,66 @@ async fn append() {
                 let (r, u, f) = run_append(store, total, size, batch.min(total), appenders).await;
                 println!(
                     "| dynamodb (moto) | {size} B | {batch} | {appenders} | {total} | {r:.0} | {u:.2} | {f} |"
+                );
+            }
+        }
+    }
+    println!();
+}
+
+/// Write units per line by burst density (lines sharing one millisecond, as ECS output does),
+/// on the DynamoDB store (moto), computed from the items each commit writes.
+async fn density() {
+    println!("## Write units by burst density (DynamoDB store on moto)\n");
+    println!(
+        "Lines per millisecond of timestamps; one appender; WRU per line from the items the DynamoDB store writes (head, run and its parts, idempotency records). Target: ≤ 0.2 WRU per 100 B line and ≤ 1.2 per 1 KB line at batches of 100 or more.\n"
+    );
+    println!("| line | lines/ms | batch | lines | commits | WRU/line | lines/s (moto) |");
+    println!("|---|---|---|---|---|---|---|");
+    let sdk = runvoy_aws::testkit::sdk_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    for size in [100, 1024] {
+        for per_ms in [1usize, 100, 1_000, 10_000] {
+            for batch in [1usize, 100, 1_000, 10_000] {
+                let total = if batch == 1 { 200 } else { 20_000 };
+                let table = runvoy_aws::testkit::unique("bench-density");
+                let conns = runvoy_aws::testkit::unique("bench-density-conns");
+                runvoy_aws::create_tables(&dynamo, &table, &conns)
+                    .await
+                    .unwrap();
+                let store = Arc::new(runvoy_aws::DynamoStore::new(dynamo.clone(), table));
+                let billed = Arc::new(Billed::new(store));
+                let appender = Appender::new(
+                    billed.clone(),
+                    Arc::new(SystemClock),
+                    Arc::new(MemoryMetrics::new()),
+                    EngineConfig::default(),
+                );
+                let exec = runvoy_core::testkit::fresh_id("density");
+                let mut all = lines(total, size, &exec);
+                // Recent timestamps (older ones would be past the retention), `per_ms` a millisecond.
+                let base = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64
+                    - 60_000;
+                for (i, e) in all.iter_mut().enumerate() {
+                    e.timestamp = base + (i / per_ms) as i64;
+                }
+                let start = Instant::now();
+                for b in all.chunks(batch) {
+                    appender
+                        .append(&exec, b.to_vec(), None)
+                        .await
+                        .expect("append");
+                }
+                let secs = start.elapsed().as_secs_f64();
+                let units = billed.units.load(std::sync::atomic::Ordering::Relaxed) as f64;
+                let commits = billed.commits.load(std::sync::atomic::Ordering::Relaxed);
+                println!(
+                    "| {size} B | {per_ms} | {batch} | {total} | {commits} | {:.3} | {:.0} |",
+                    units / total as f64,
+                    total as f64 / secs
                 );
             }
         }

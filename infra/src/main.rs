@@ -96,6 +96,10 @@ struct UpArgs {
     /// create it again.
     #[arg(long)]
     recreate: bool,
+    /// AWS environments: apply a change set that replaces or removes the logs table, the
+    /// runner log group or the API key secret (their data is lost).
+    #[arg(long)]
+    allow_data_loss: bool,
     /// AWS environments: `json` prints the result as one JSON object on stdout.
     #[arg(long, value_enum, default_value = "text")]
     output: aws::Output,
@@ -136,6 +140,7 @@ impl UpArgs {
             deployments_dir: self.deployments_dir,
             no_config: self.no_config,
             recreate: self.recreate,
+            allow_data_loss: self.allow_data_loss,
             output: self.output,
         }
     }

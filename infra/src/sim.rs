@@ -29,6 +29,7 @@ impl Deployer for ToolDeployer {
             deployments_dir: PathBuf::from("deployments"),
             no_config: true,
             recreate: false,
+            allow_data_loss: false,
             output: crate::aws::Output::Text,
         };
         let target = Target {

@@ -20,7 +20,7 @@ if [ "$1" = lambda ]; then
     shift
   done
   for f in forwarder api websocket completion; do
-    mkdir -p "$dir/$f" && echo "$f ci" > "$dir/$f/bootstrap.zip"
+    mkdir -p "$dir/$f" && echo "$f ${CODE_VERSION:-v1}" > "$dir/$f/bootstrap.zip"
   done
   exit 0
 fi
@@ -41,7 +41,12 @@ fn text(o: &Output) -> String {
 fn the_documented_ci_step_deploys_with_web_identity_only() {
     let script = std::fs::read_to_string(workspace().join("scripts/ci-deploy")).unwrap();
     let doc = std::fs::read_to_string(workspace().join("docs/ci.md")).unwrap();
-    let body = script.splitn(3, '\n').nth(2).unwrap();
+    // The script without its shebang and leading comment.
+    let body: String = script
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert!(
         doc.contains(&format!("```sh\n{body}```")),
         "docs/ci.md shows scripts/ci-deploy as it is"
@@ -67,9 +72,11 @@ fn the_documented_ci_step_deploys_with_web_identity_only() {
     )
     .unwrap();
 
-    let run = || {
+    let run = |phase: &str, code: &str| {
         Command::new("bash")
             .arg(workspace().join("scripts/ci-deploy"))
+            .arg(phase)
+            .env("CODE_VERSION", code)
             .current_dir(&dir)
             .env(
                 "PATH",
@@ -97,7 +104,11 @@ fn the_documented_ci_step_deploys_with_web_identity_only() {
         serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
     };
 
-    let first = run();
+    let built = run("build", "v1");
+    assert!(built.status.success(), "{}", text(&built));
+    assert!(dir.join("dist/api/bootstrap.zip").exists());
+
+    let first = run("apply", "v1");
     assert!(first.status.success(), "{}", text(&first));
     assert!(text(&first).contains("prod deployed"), "{}", text(&first));
     assert_eq!(json("diff.json")["pending"], true, "nothing deployed yet");
@@ -116,7 +127,7 @@ fn the_documented_ci_step_deploys_with_web_identity_only() {
         "--no-config leaves no key on the runner"
     );
 
-    let second = run();
+    let second = run("apply", "v1");
     assert!(second.status.success(), "{}", text(&second));
     assert!(
         text(&second).contains("prod is up to date"),
@@ -125,9 +136,21 @@ fn the_documented_ci_step_deploys_with_web_identity_only() {
     );
     assert_eq!(json("diff.json")["pending"], false);
 
+    // A change of code alone is pending, and deployed.
+    assert!(run("build", "v2").status.success());
+    let third = run("apply", "v2");
+    assert!(third.status.success(), "{}", text(&third));
+    assert_eq!(json("diff.json")["pending"], true, "{}", text(&third));
+    assert!(text(&third).contains("prod deployed"), "{}", text(&third));
+    assert!(
+        text(&third).contains("uploaded"),
+        "the new zips went up: {}",
+        text(&third)
+    );
+
     // An error is an error: exit status 1, the pipeline stops.
     std::fs::write(dir.join("deployments/prod.toml"), "regoin = \"x\"\n").unwrap();
-    let broken = run();
+    let broken = run("apply", "v2");
     assert_eq!(broken.status.code(), Some(1), "{}", text(&broken));
     assert!(text(&broken).contains("unknown field"), "{}", text(&broken));
 }

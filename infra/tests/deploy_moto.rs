@@ -406,7 +406,7 @@ fn a_bucket_of_another_account_is_never_written_to() {
     let up = env.up();
     assert_eq!(up.status.code(), Some(1), "{}", text(&up));
     let expected = format!(
-        "error: the artifacts bucket s3://{bucket} exists but does not belong to account 123456789012, so no function code is uploaded to it; set artifacts_bucket in deployments/itest.toml to a bucket of this account"
+        "error: the artifacts bucket s3://{bucket} exists but does not belong to account 123456789012 (or these credentials may not list it: s3:ListBucket), so no function code is uploaded to it; set artifacts_bucket in deployments/itest.toml to a bucket of this account"
     );
     assert!(
         String::from_utf8_lossy(&up.stderr).contains(&expected),

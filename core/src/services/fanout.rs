@@ -69,7 +69,9 @@ impl FanOut {
             return Ok(false);
         }
         if let Err(PushError::Failed(_)) = self.pusher.close(&conn.connection_id).await {
+            // Still open: keep the record, so the next push tries to close it again.
             self.metrics.incr(Metric::PushFailures, 1);
+            return Ok(true);
         }
         self.connections.remove(&conn.connection_id).await?;
         self.metrics.incr(Metric::ConnectionsExpired, 1);

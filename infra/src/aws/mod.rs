@@ -41,7 +41,8 @@ pub struct AwsArgs {
     /// Print the plan without calling AWS.
     #[arg(long)]
     pub dry_run: bool,
-    /// Use function zips from this directory (`<bin>/bootstrap.zip`) instead of building.
+    /// Function zips (`<bin>/bootstrap.zip`): `up` deploys them instead of building, `diff`
+    /// compares their code, `build` writes them there.
     #[arg(long)]
     pub artifacts: Option<PathBuf>,
     /// Directory of the environment files.
@@ -53,6 +54,10 @@ pub struct AwsArgs {
     /// When the stack's creation failed (ROLLBACK_COMPLETE), delete it and create it again.
     #[arg(long)]
     pub recreate: bool,
+    /// Apply a change set that replaces or removes the logs table, the runner log group or the
+    /// API key secret (their data is lost).
+    #[arg(long)]
+    pub allow_data_loss: bool,
     /// `json`: the result as one JSON object on stdout (progress stays on stderr).
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
@@ -154,7 +159,7 @@ fn lambda_dir(env: &EnvFile) -> PathBuf {
 /// `deploy build --env NAME`
 pub fn build(args: &AwsArgs) -> anyhow::Result<()> {
     let t = target(args)?;
-    let dir = lambda_dir(&t.env);
+    let dir = args.artifacts.clone().unwrap_or_else(|| lambda_dir(&t.env));
     artifacts::build(&PathBuf::from("."), &t.env.architecture, &dir)?;
     for a in artifacts::find(&dir)? {
         println!("{}  {}  {}", a.id, a.key(), a.path.display());
@@ -339,6 +344,15 @@ pub(crate) async fn apply(
             for c in &changes {
                 eprintln!("  {c}");
             }
+            let lost = stack::data_lost(&changes);
+            if !lost.is_empty() && !args.allow_data_loss {
+                stacks.discard(&name).await?;
+                anyhow::bail!(
+                    "nothing was applied: this change set would {} of stack {}, losing what they hold; keep their names and settings, or pass --allow-data-loss to apply it anyway",
+                    lost.join(", "),
+                    t.stack
+                );
+            }
             if !confirm(args)? {
                 stacks.discard(&name).await?;
                 anyhow::bail!("not applied");
@@ -405,7 +419,7 @@ fn s3_client(sdk: &aws_config::SdkConfig, emulator: bool) -> aws_sdk_s3::Client 
 /// The sentence for a bucket this account does not own.
 fn not_our_bucket(bucket: &str, account: &str, env: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "the artifacts bucket s3://{bucket} exists but does not belong to account {account}, so no function code is uploaded to it; set artifacts_bucket in deployments/{env}.toml to a bucket of this account"
+        "the artifacts bucket s3://{bucket} exists but does not belong to account {account} (or these credentials may not list it: s3:ListBucket), so no function code is uploaded to it; set artifacts_bucket in deployments/{env}.toml to a bucket of this account"
     )
 }
 
@@ -552,6 +566,19 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
     // What the environment file decides is compared, not kept.
     params.retain(|(k, _)| k != "Architecture");
     params.push(("Architecture".into(), Some(t.env.architecture.clone())));
+    // With the zips `up` will deploy, their code is compared too (a code-only change is
+    // pending); without them, the deployed code is kept.
+    if let Some(dir) = &args.artifacts {
+        for a in artifacts::find(dir)? {
+            let name = format!("{}CodeKey", a.id);
+            params.retain(|(k, _)| *k != name);
+            params.push((name, Some(a.key())));
+        }
+    } else {
+        eprintln!(
+            "function code is not compared; pass --artifacts DIR (from `deploy build --artifacts DIR`) to compare it"
+        );
+    }
     for (k, v) in &t.env.parameters {
         params.push((k.clone(), Some(v.clone())));
     }
@@ -678,6 +705,7 @@ impl AwsOnly {
             deployments_dir: self.deployments_dir.clone(),
             no_config: true,
             recreate: false,
+            allow_data_loss: false,
             output: crate::aws::Output::Text,
         };
         let (t, sdk, stacks) = open(&args).await?;

@@ -350,10 +350,10 @@ pub enum Next {
 pub fn next_step(stack: &str, env: &str, status: &StackStatus) -> Next {
     let s = status.as_str();
     match status {
-        StackStatus::RollbackComplete
-        | StackStatus::RollbackFailed
-        | StackStatus::DeleteFailed
-        | StackStatus::ImportRollbackComplete => Next::Recreate,
+        // IMPORT_ROLLBACK_COMPLETE is an existing stack whose import was undone: updatable.
+        StackStatus::RollbackComplete | StackStatus::RollbackFailed | StackStatus::DeleteFailed => {
+            Next::Recreate
+        }
         StackStatus::UpdateRollbackFailed => Next::Refuse(format!(
             "stack {stack} is in UPDATE_ROLLBACK_FAILED: CloudFormation could not roll back its last update; finish the rollback (aws cloudformation continue-update-rollback --stack-name {stack}), then run `deploy up --env {env}` again"
         )),
@@ -362,6 +362,28 @@ pub fn next_step(stack: &str, env: &str, status: &StackStatus) -> Next {
         )),
         _ => Next::Update,
     }
+}
+
+/// Resources whose replacement or removal loses data: stored log lines, the executions' log
+/// streams, the API keys.
+pub const STATEFUL: [&str; 4] = [
+    "LogsTable",
+    "RetainedLogsTable",
+    "RunnerLogGroup",
+    "ApiSecret",
+];
+
+/// What of [`STATEFUL`] `changes` replace or remove, as "replace LogsTable" phrases.
+pub fn data_lost(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter(|c| STATEFUL.contains(&c.resource.as_str()))
+        .filter_map(|c| match (c.action.as_str(), c.replacement.as_deref()) {
+            ("Remove", _) => Some(format!("remove {}", c.resource)),
+            ("Modify", Some("True" | "Conditional")) => Some(format!("replace {}", c.resource)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The sentence for a stack that can only be recreated.
@@ -382,6 +404,35 @@ fn failure_list(failures: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    fn change(action: &str, resource: &str, replacement: Option<&str>) -> Change {
+        Change {
+            action: action.into(),
+            resource: resource.into(),
+            resource_type: "AWS::X".into(),
+            replacement: replacement.map(str::to_string),
+        }
+    }
+
+    /// moto's change sets list no resource changes for an update, so the refusal is shown here
+    /// on the change sets CloudFormation describes.
+    #[test]
+    fn changes_that_lose_stored_data_are_named() {
+        let changes = [
+            change("Remove", "LogsTable", None),
+            change("Add", "RetainedLogsTable", None),
+            change("Modify", "ApiSecret", Some("True")),
+            change("Modify", "RunnerLogGroup", Some("False")),
+            change("Modify", "ApiFunction", Some("True")),
+            change("Remove", "ForwarderDeadLetterQueue", None),
+        ];
+        assert_eq!(
+            data_lost(&changes),
+            ["remove LogsTable", "replace ApiSecret"],
+            "a function or a queue holds nothing that would be lost"
+        );
+        assert!(data_lost(&[change("Modify", "LogsTable", Some("Conditional"))]).len() == 1);
+    }
     use super::*;
     use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
     use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;

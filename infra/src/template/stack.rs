@@ -106,8 +106,8 @@ fn parameters(t: &mut Template) {
     for (id, what) in [("Api", "HTTP API"), ("Websocket", "WebSocket API")] {
         t.parameter(
             format!("{id}ReservedConcurrency"),
-            json!({"Type": "String", "Default": "", "AllowedPattern": "^[0-9]*$",
-            "ConstraintDescription": "must be a whole number, or empty to reserve none",
+            json!({"Type": "String", "Default": "", "AllowedPattern": "^([1-9][0-9]*)?$",
+            "ConstraintDescription": "must be a whole number above 0 (0 would stop the function), or empty to reserve none",
             "Description": format!("Concurrent executions reserved for (and the most allowed to) the {what} function, so that its clients cannot use the account's whole concurrency; empty reserves none (accounts whose limit is 10 cannot reserve any).")}),
         );
     }
@@ -218,7 +218,11 @@ fn functions(t: &mut Template) {
         .policy("Delete"),
     );
     // Two secrets, so that the WebSocket function can check tokens without being able to
-    // read the API keys. `deploy rotate-key` owns the key list after creation.
+    // read the API keys. `deploy rotate-key` owns the key list after creation: the value is
+    // generated (CloudFormation rewrites a generated value only when `GenerateSecretString`
+    // itself changes, unlike a `SecretString`, which it writes again on any update of the
+    // secret), and `ApiKey` keeps its previous value on every update. `generated` is unused:
+    // a template needs one generated key.
     t.resource(
         "ApiSecret",
         Resource::new(
@@ -226,7 +230,12 @@ fn functions(t: &mut Template) {
             json!({
                 "Name": sub("${AWS::StackName}/api"),
                 "Description": "API keys accepted in X-API-Key, newest last (deploy rotate-key).",
-                "SecretString": sub("{\"api_keys\":[\"${ApiKey}\"]}"),
+                "GenerateSecretString": {
+                    "SecretStringTemplate": sub("{\"api_keys\":[\"${ApiKey}\"]}"),
+                    "GenerateStringKey": "generated",
+                    "PasswordLength": 16,
+                    "ExcludePunctuation": true,
+                },
             }),
         )
         .policy("Delete"),
