@@ -10,8 +10,15 @@ use runvoy_local::{LocalConfig, LocalStack};
 use serde_json::{Value, json};
 
 fn bin(name: &str) -> String {
-    std::env::var(format!("RUNVOY_BENCH_{}", name.to_uppercase()))
-        .unwrap_or_else(|_| format!("target/release/{name}"))
+    std::env::var(format!("RUNVOY_BENCH_{}", name.to_uppercase())).unwrap_or_else(|_| {
+        // The functions as deployed (profile `lambda`); the CLI as users build it.
+        let profile = if name == "runvoy" {
+            "release"
+        } else {
+            "lambda"
+        };
+        format!("target/{profile}/{name}")
+    })
 }
 
 async fn stack(tag: &str) -> LocalStack {
@@ -245,11 +252,13 @@ pub async fn latency() {
 }
 
 pub async fn functions() {
-    println!("## Functions: release arm64 zip size\n");
+    // `deploy build --env <env> --artifacts DIR` writes them; RUNVOY_BENCH_ZIPS=DIR.
+    let zips = std::env::var("RUNVOY_BENCH_ZIPS").unwrap_or_else(|_| "target/lambda-arm64".into());
+    println!("## Functions: arm64 zip size (profile `lambda`, from {zips})\n");
     println!("| function | bootstrap.zip (bytes) |");
     println!("|---|---|");
     for f in ["forwarder", "api", "websocket", "completion"] {
-        let path = format!("target/lambda/{f}/bootstrap.zip");
+        let path = format!("{zips}/{f}/bootstrap.zip");
         match std::fs::metadata(&path) {
             Ok(m) => println!("| {f} | {} |", m.len()),
             Err(_) => {
@@ -259,7 +268,7 @@ pub async fn functions() {
     }
     println!();
     println!(
-        "## Functions: process start to ready (x86_64 release binary, until it asks the Runtime API for work)\n"
+        "## Functions: process start to ready (x86_64 binary of profile `lambda`, until it asks the Runtime API for work)\n"
     );
     println!("| function | runs | median (ms) | max (ms) |");
     println!("|---|---|---|---|");
@@ -267,7 +276,7 @@ pub async fn functions() {
     for f in ["forwarder", "api", "websocket", "completion"] {
         let program = bin(f);
         if !std::path::Path::new(&program).exists() {
-            println!("| {f} | 0 | not built (cargo build --release -p {f}) | |");
+            println!("| {f} | 0 | not built (cargo build --profile lambda -p {f}) | |");
             continue;
         }
         let mut times = Vec::new();
@@ -289,6 +298,7 @@ pub async fn functions() {
                 .env("RUNVOY_LOG_GROUP", "/g")
                 .env("RUNVOY_WEBSOCKET_ENDPOINT", &moto)
                 .env("RUNVOY_SECRET_ARN", secret_arn().await)
+                .env("RUNVOY_TOKEN_SECRET_ARN", secret_arn().await)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

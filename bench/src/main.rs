@@ -70,6 +70,12 @@ fn lines(n: usize, size: usize, tag: &str) -> Vec<SourceEvent> {
         "ok",
     ];
     let mut state = 0x2545_F491_4F6C_DD1Du64 ^ size as u64;
+    // Recent timestamps, one a millisecond: lines older than the retention are refused.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
     (0..n)
         .map(|i| {
             let mut message = format!("{tag} {i} ");
@@ -85,7 +91,7 @@ fn lines(n: usize, size: usize, tag: &str) -> Vec<SourceEvent> {
             message.truncate(size);
             SourceEvent {
                 event_id: format!("{tag}-{i:08}"),
-                timestamp: 1_700_000_000_000 + i as i64,
+                timestamp: base + i as i64,
                 message,
             }
         })
@@ -128,6 +134,10 @@ async fn run_append<S: LogStore + 'static>(
     }
     let secs = start.elapsed().as_secs_f64();
     let units = billed.units.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    assert!(
+        billed.commits.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "nothing was committed: the lines must be within the retention"
+    );
     (
         total as f64 / secs,
         units / total as f64,
@@ -213,12 +223,8 @@ async fn density() {
                 );
                 let exec = runvoy_core::testkit::fresh_id("density");
                 let mut all = lines(total, size, &exec);
-                // Recent timestamps (older ones would be past the retention), `per_ms` a millisecond.
-                let base = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as i64
-                    - 60_000;
+                // `per_ms` lines a millisecond, from the recent start `lines` gives.
+                let base = all[0].timestamp;
                 for (i, e) in all.iter_mut().enumerate() {
                     e.timestamp = base + (i / per_ms) as i64;
                 }

@@ -16,7 +16,7 @@ use crate::notice::Notices;
 use crate::output::Printer;
 
 /// Events per HTTP page.
-const PAGE: usize = 1_000;
+const PAGE: usize = runvoy_core::api::MAX_LIMIT;
 /// Silence after which the client polls once (and pings the socket).
 const IDLE_POLL: Duration = Duration::from_secs(2);
 /// Give up after failing to reach the API for this long.

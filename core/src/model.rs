@@ -53,8 +53,8 @@ pub struct SourceEvent {
 /// would exceed [`BASE64_ABOVE`] bytes (1 MB of control characters escapes to 7 MB, more than a
 /// Lambda response may hold) is sent as `"message_base64"` instead, which grows by a third at
 /// most. Reading accepts either.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "WireEvent", try_from = "WireEvent")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "WireEvent")]
 pub struct LogEvent {
     pub index: u64,
     pub event_id: String,
@@ -65,31 +65,31 @@ pub struct LogEvent {
 /// Messages whose escaped size is above this travel base64-encoded.
 pub const BASE64_ABOVE: usize = 1024 * 1024;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct WireEvent {
     index: u64,
     event_id: String,
     timestamp: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     message_base64: Option<String>,
 }
 
-impl From<LogEvent> for WireEvent {
-    fn from(e: LogEvent) -> WireEvent {
-        let (message, message_base64) = if e.travels_base64() {
-            (None, Some(STANDARD.encode(e.message.as_bytes())))
+// Written field by field: pages serialise many events, and a conversion would copy each message.
+impl Serialize for LogEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("LogEvent", 4)?;
+        st.serialize_field("index", &self.index)?;
+        st.serialize_field("event_id", &self.event_id)?;
+        st.serialize_field("timestamp", &self.timestamp)?;
+        if self.travels_base64() {
+            st.serialize_field("message_base64", &STANDARD.encode(self.message.as_bytes()))?;
         } else {
-            (Some(e.message), None)
-        };
-        WireEvent {
-            index: e.index,
-            event_id: e.event_id,
-            timestamp: e.timestamp,
-            message,
-            message_base64,
+            st.serialize_field("message", &self.message)?;
         }
+        st.end()
     }
 }
 
@@ -133,7 +133,8 @@ impl LogEvent {
 
     /// Whether the message is sent as `message_base64`.
     pub fn travels_base64(&self) -> bool {
-        self.escaped_size() > BASE64_ABOVE
+        // Escaping grows a byte to 7 at most: shorter messages need no count.
+        self.message.len() * 7 > BASE64_ABOVE && self.escaped_size() > BASE64_ABOVE
     }
 
     /// At most how many bytes this event takes in a Lambda response. Used to bound pages below
