@@ -87,10 +87,12 @@ impl ProcessGroups {
     }
 }
 
-/// `kill -SIG -- -PGID` (the `kill` utility: this crate has no unsafe code for `kill(2)`).
+/// Signals the process group `pid` leads, with the shell's own `kill` (`kill -SIG -PGID`, which
+/// dash and bash both take; this crate has no unsafe code for `kill(2)`, and the `kill` program
+/// is not on every machine).
 fn signal_group(pid: u32, signal: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), "--", &format!("-{pid}")])
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{signal} -\"$0\""), &pid.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
