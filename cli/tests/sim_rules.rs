@@ -278,34 +278,10 @@ async fn api_keys_rotate_without_downtime() {
     let old = s.key.clone();
     assert_eq!(stdout_lines(&logs_with(old.clone()).await).len(), 3);
 
-    let deployments = s.dir.join("deployments");
-    std::fs::create_dir_all(&deployments).unwrap();
-    std::fs::write(
-        deployments.join("simkeys.toml"),
-        format!(
-            "stack_name = \"{}\"\nregion = \"us-east-1\"\n",
-            s.sim_stack()
-        ),
-    )
-    .unwrap();
     let rotate = |extra: &[&str]| {
-        let mut c = std::process::Command::new(common::bin_dir().join("deploy"));
-        c.args([
-            "rotate-key",
-            "--env",
-            "simkeys",
-            "--no-config",
-            "--output",
-            "json",
-        ])
-        .args(extra)
-        .arg("--deployments-dir")
-        .arg(&deployments)
-        .args(["--endpoint-url", s.moto_endpoint()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE");
-        c.output().unwrap()
+        let mut args = vec!["rotate-key", "--no-config", "--output", "json"];
+        args.extend_from_slice(extra);
+        s.deploy_on_sim("simkeys", &args)
     };
     let json_of = |o: &std::process::Output| -> Value {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -410,26 +386,7 @@ async fn environments_coexist_on_one_account() {
 
     // `deploy down` of blue's stack, as an operator does it: an environment file naming it.
     blue.stop().await;
-    let deployments = blue.dir.join("deployments");
-    std::fs::create_dir_all(&deployments).unwrap();
-    std::fs::write(
-        deployments.join("blue.toml"),
-        format!(
-            "stack_name = \"{}\"\nregion = \"us-east-1\"\n",
-            blue.sim_stack()
-        ),
-    )
-    .unwrap();
-    let down = std::process::Command::new(common::bin_dir().join("deploy"))
-        .args(["down", "--env", "blue", "--yes", "--output", "json"])
-        .arg("--deployments-dir")
-        .arg(&deployments)
-        .args(["--endpoint-url", blue.moto_endpoint()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
+    let down = blue.deploy_on_sim("blue", &["down", "--yes", "--output", "json"]);
     assert!(
         down.status.success(),
         "{}",

@@ -349,6 +349,31 @@ impl Stack {
         format!("{}-sim", self.project)
     }
 
+    /// `deploy <args> --env <env>` against the sim's stack as an operator runs it on AWS: an
+    /// environment file naming the stack, the sim's moto as the endpoint, access keys.
+    pub fn deploy_on_sim(&self, env: &str, args: &[&str]) -> std::process::Output {
+        let deployments = self.dir.join("deployments");
+        std::fs::create_dir_all(&deployments).unwrap();
+        std::fs::write(
+            deployments.join(format!("{env}.toml")),
+            format!(
+                "stack_name = \"{}\"\nregion = \"us-east-1\"\n",
+                self.sim_stack()
+            ),
+        )
+        .unwrap();
+        Command::new(bin_dir().join("deploy"))
+            .args(args)
+            .args(["--env", env, "--deployments-dir"])
+            .arg(&deployments)
+            .args(["--endpoint-url", &self.moto_endpoint])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap()
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
