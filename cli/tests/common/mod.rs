@@ -63,6 +63,10 @@ impl Drop for Stack {
                 }
             }
         }
+        // A passed test leaves nothing behind (a failed one keeps its logs and state to read).
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
