@@ -9,25 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100}
 secs=${2:-120}
-bin=target/debug
-dir=$(mktemp -d /tmp/runvoy-idle-XXXX)
-# Two free ports in a row: the sim's WebSocket API listens on the one after the HTTP API.
-port=$(python3 -c '
-import socket
-while True:
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    try:
-        b = socket.socket(); b.bind(("127.0.0.1", p + 1)); print(p); break
-    except OSError:
-        pass')
-XDG_CONFIG_HOME=$dir/config "$bin/deploy" up --env sim --functions "$bin" --state-dir "$dir/state" \
-  --listen "127.0.0.1:$port" --project idle >"$dir/sim.log" 2>&1 &
-sim=$!
-trap 'kill $(jobs -p) 2>/dev/null; kill $sim 2>/dev/null' EXIT
-for _ in $(seq 1 300); do grep -q "Press Ctrl+C" "$dir/sim.log" && break; sleep 0.2; done
-key=$(awk '/API key/ {print $3}' "$dir/sim.log")
-url="http://127.0.0.1:$port"
-export RUNVOY_API_URL=$url RUNVOY_API_KEY=$key XDG_CONFIG_HOME=$dir/config
+project=idle
+# shellcheck source=bench/sim.sh
+source bench/sim.sh
 ids=()
 for _ in $(seq 1 "$n"); do
   ids+=("$(curl -s -X POST -H "X-API-Key: $key" "$url/local/v1/executions" \

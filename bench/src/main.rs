@@ -98,6 +98,18 @@ fn lines(n: usize, size: usize, tag: &str) -> Vec<SourceEvent> {
         .collect()
 }
 
+/// An appender on `store`, with the store wrapped to count the write units of its commits.
+fn billed_appender<S: LogStore + 'static>(store: Arc<S>) -> (Arc<Billed<S>>, Appender) {
+    let billed = Arc::new(Billed::new(store));
+    let appender = Appender::new(
+        billed.clone(),
+        Arc::new(SystemClock),
+        Arc::new(MemoryMetrics::new()),
+        EngineConfig::default(),
+    );
+    (billed, appender)
+}
+
 /// One cell: `total` lines in batches of `batch`, by `appenders` concurrent appenders.
 async fn run_append<S: LogStore + 'static>(
     store: Arc<S>,
@@ -106,13 +118,7 @@ async fn run_append<S: LogStore + 'static>(
     batch: usize,
     appenders: usize,
 ) -> (f64, f64, u64) {
-    let billed = Arc::new(Billed::new(store));
-    let appender = Appender::new(
-        billed.clone(),
-        Arc::new(SystemClock),
-        Arc::new(MemoryMetrics::new()),
-        EngineConfig::default(),
-    );
+    let (billed, appender) = billed_appender(store);
     let exec = runvoy_core::testkit::fresh_id("bench");
     let all = lines(total, size, &exec);
     let batches: Vec<Vec<SourceEvent>> = all.chunks(batch).map(|c| c.to_vec()).collect();
@@ -214,13 +220,7 @@ async fn density() {
                     .await
                     .unwrap();
                 let store = Arc::new(runvoy_aws::DynamoStore::new(dynamo.clone(), table));
-                let billed = Arc::new(Billed::new(store));
-                let appender = Appender::new(
-                    billed.clone(),
-                    Arc::new(SystemClock),
-                    Arc::new(MemoryMetrics::new()),
-                    EngineConfig::default(),
-                );
+                let (billed, appender) = billed_appender(store);
                 let exec = runvoy_core::testkit::fresh_id("density");
                 let mut all = lines(total, size, &exec);
                 // `per_ms` lines a millisecond, from the recent start `lines` gives.
