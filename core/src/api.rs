@@ -280,6 +280,11 @@ impl Api {
         &self.keys
     }
 
+    /// The WebSocket URL handed to clients (without token), if any.
+    pub fn websocket_url(&self) -> Option<&str> {
+        self.config.websocket_url.as_deref()
+    }
+
     /// Serves one request; never panics on input, never leaks internals.
     pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
         match self.route(req).await {

@@ -28,6 +28,9 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 pub fn router(app: Arc<App>, guard: Arc<crate::guard::Guard>) -> Router {
     Router::new()
         .route("/api/{*rest}", any(api))
+        .route("/", any(page))
+        .route("/executions/{*rest}", any(page))
+        .route("/assets/{*rest}", any(page))
         .route("/ws", get(websocket))
         .route("/local/v1/executions", post(run_command))
         .route("/local/v1/streams/{id}/events", post(put_events))
@@ -53,6 +56,27 @@ pub fn router(app: Arc<App>, guard: Arc<crate::guard::Guard>) -> Router {
 pub(crate) fn respond(r: HttpResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+}
+
+/// The log page and its assets (no key: the page asks for it and sends it to the API).
+async fn page(State(app): State<Arc<App>>, method: Method, uri: Uri) -> Response {
+    match runvoy_web::serve(method.as_str(), uri.path(), app.api.websocket_url()) {
+        Some(p) => {
+            let mut r = Response::new(Body::from(p.body));
+            *r.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::NOT_FOUND);
+            for (name, value) in p.headers {
+                if let Ok(v) = header::HeaderValue::from_str(&value) {
+                    r.headers_mut().insert(name, v);
+                }
+            }
+            r
+        }
+        None => error(ApiError::new(
+            404,
+            "not_found",
+            format!("no route for {method} {}", uri.path()),
+        )),
+    }
 }
 
 fn error(e: ApiError) -> Response {

@@ -7,6 +7,11 @@ use runvoy_core::api::{Api, ApiError, HttpRequest};
 
 /// Serves one request; every outcome is a JSON response (never a stack trace).
 pub async fn handle(api: &Api, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let path = req.raw_path.as_deref().unwrap_or_default();
+    let method = req.request_context.http.method.as_str();
+    if let Some(page) = runvoy_web::serve(method, path, api.websocket_url()) {
+        return page_response(page);
+    }
     let body = match decode_body(&req) {
         Ok(b) => b,
         Err(e) => return respond(e.status, e.into_response().body),
@@ -39,6 +44,22 @@ fn decode_body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
     } else {
         Ok(body.clone().into_bytes())
     }
+}
+
+/// The log page or one of its assets, with its own headers (content type, CSP).
+fn page_response(page: runvoy_web::Page) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &page.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(*name, v);
+        }
+    }
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = i64::from(page.status);
+    r.headers = headers;
+    r.body = Some(Body::Text(String::from_utf8_lossy(page.body).into_owned()));
+    r.is_base64_encoded = false;
+    r
 }
 
 pub fn respond(status: u16, body: String) -> ApiGatewayV2httpResponse {

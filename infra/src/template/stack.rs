@@ -435,6 +435,10 @@ fn apis(t: &mut Template) {
         ("LogsRoute", "GET /api/v1/executions/{id}/logs"),
         ("StatusRoute", "GET /api/v1/executions/{id}"),
         ("CompleteRoute", "POST /api/v1/executions/{id}/complete"),
+        // The log page and its assets, served by the same function (runvoy-web).
+        ("PageRoute", "GET /"),
+        ("ExecutionPageRoute", "GET /executions/{id}"),
+        ("AssetsRoute", "GET /assets/{file}"),
     ] {
         t.resource(
             id,
