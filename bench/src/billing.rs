@@ -127,4 +127,13 @@ impl<S: LogWriter + LogReader + 'static> LogReader for Billed<S> {
     ) -> Result<Vec<LogEvent>, StoreError> {
         self.inner.read_bounded(id, a, t, l, b).await
     }
+
+    async fn recent(
+        &self,
+        after: i64,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<runvoy_core::ExecutionSummary>, StoreError> {
+        self.inner.recent(after, before, limit).await
+    }
 }

@@ -174,6 +174,38 @@ async fn late_open_then_follow(kind: Kind) {
     assert_eq!(badge, json!("SUCCEEDED · exit 0"));
     let all: Vec<String> = backlog.iter().chain(&more).cloned().collect();
     assert_text(&download(&b, id).await, &all, "every line");
+
+    // The front page lists it (the key is remembered), newest first, with a link to its page.
+    stack
+        .put_lines("web-late-2", &numbered("other", 1, 3))
+        .await;
+    let read = common::output(stack.runvoy(&["logs", "web-late-2", "--no-follow"])).await;
+    assert_eq!(common::stdout_lines(&read).len(), 3);
+    b.goto(&format!("{}/", stack.url())).await;
+    let listed = b
+        .wait_for(
+            "the list of executions",
+            "const r = [...document.querySelectorAll('#executions tbody tr')] \
+               .map(tr => [...tr.cells].map(c => c.textContent)); return r.length >= 2 ? r : null",
+            WAIT,
+        )
+        .await;
+    assert_eq!(listed[0][0], json!("web-late-2"), "{listed}");
+    assert_eq!(listed[0][1], json!("RUNNING"));
+    assert_eq!(listed[1][0], json!(id));
+    assert_eq!(listed[1][1], json!("SUCCEEDED"));
+    assert_eq!(listed[1][2], json!("0"));
+    b.screenshot(&screenshot_path(
+        &stack,
+        &format!("list-{kind:?}.png").to_lowercase(),
+    ))
+    .await;
+    b.click(
+        &b.find(&format!("#executions a[href='/executions/{id}']"))
+            .await,
+    )
+    .await;
+    wait_lines(&b, 20_300).await;
     b.screenshot(&screenshot_path(
         &stack,
         &format!("page-{kind:?}.png").to_lowercase(),

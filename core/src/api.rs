@@ -9,7 +9,7 @@ use crate::error::{CoreError, StoreError};
 use crate::model::Head;
 use crate::ports::Clock;
 use crate::services::{Completer, FanOut, LogsPage, Reader, Reconciler};
-use crate::wire::{CompleteRequest, ErrorBody, LogsResponse, StatusResponse};
+use crate::wire::{CompleteRequest, ErrorBody, ExecutionsResponse, LogsResponse, StatusResponse};
 
 /// Largest request body the API reads (the only body is a completion, a few bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -17,6 +17,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_LIMIT: usize = 1_000;
 /// Most events per page.
 pub const MAX_LIMIT: usize = 10_000;
+/// Executions listed when the client does not say, and the most it may ask for.
+pub const DEFAULT_LIST_LIMIT: u64 = 50;
+pub const MAX_LIST_LIMIT: u64 = 200;
+/// How many days back a listing looks when the client does not say, and at most.
+pub const DEFAULT_LIST_DAYS: u64 = 7;
+pub const MAX_LIST_DAYS: u64 = 31;
 
 /// A request as the API sees it.
 #[derive(Debug, Clone, Default)]
@@ -295,6 +301,19 @@ impl Api {
 
     async fn route(&self, req: HttpRequest) -> Result<HttpResponse, ApiError> {
         let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').collect();
+        if segments.as_slice() == ["", "api", "v1", "executions"] {
+            self.keys
+                .check(req.api_key.as_deref())
+                .map_err(ApiError::from_denied)?;
+            if req.method != "GET" {
+                return Err(ApiError::new(
+                    405,
+                    "method_not_allowed",
+                    format!("{} is not allowed on {}", req.method, req.path),
+                ));
+            }
+            return self.list(&parse_query(&req.query)?).await;
+        }
         let (id, action) = match segments.as_slice() {
             ["", "api", "v1", "executions", id] => (*id, None),
             ["", "api", "v1", "executions", id, action] => (*id, Some(*action)),
@@ -482,6 +501,40 @@ impl Api {
             exit_code: page.head.exit_code.filter(|_| terminal),
             websocket_url,
         }
+    }
+
+    /// `GET /api/v1/executions?limit=N&days=D`: the most recent executions, newest first.
+    async fn list(&self, query: &HashMap<String, String>) -> Result<HttpResponse, ApiError> {
+        if let Some(k) = query
+            .keys()
+            .find(|k| !matches!(k.as_str(), "limit" | "days"))
+        {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter '{}'; use limit and days",
+                k.chars().take(40).collect::<String>()
+            )));
+        }
+        let limit = parse_index("limit", query.get("limit"), DEFAULT_LIST_LIMIT)?;
+        let days = parse_index("days", query.get("days"), DEFAULT_LIST_DAYS)?;
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}"
+            )));
+        }
+        if !(1..=MAX_LIST_DAYS).contains(&days) {
+            return Err(ApiError::bad_request(format!(
+                "days must be between 1 and {MAX_LIST_DAYS}, got {days}"
+            )));
+        }
+        let now = self.clock.now_ms();
+        let after = now - days as i64 * 86_400_000;
+        // A little ahead of now: clocks of the writers differ by a few seconds.
+        let executions = self
+            .reader
+            .store()
+            .recent(after, now + 60_000, limit as usize)
+            .await?;
+        Ok(json(200, &ExecutionsResponse { executions }))
     }
 
     async fn status(&self, id: &str) -> Result<HttpResponse, ApiError> {

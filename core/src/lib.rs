@@ -19,4 +19,4 @@ pub mod ws;
 pub mod testkit;
 
 pub use error::{CommitError, CoreError, StoreError};
-pub use model::{Connection, Head, LogEvent, SourceEvent, Status};
+pub use model::{Connection, ExecutionSummary, Head, LogEvent, SourceEvent, Status};

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 
 use crate::error::{CommitError, StoreError};
-use crate::model::{Connection, Head, LogEvent, SourceEvent};
+use crate::model::{Connection, ExecutionSummary, Head, LogEvent, SourceEvent};
 use crate::ports::{
     Clock, Commit, ConnectionStore, HeadReader, LogReader, LogSource, LogWriter, Metric, Metrics,
     PushError, Pusher, SourcePage, check_read_item, fits_in_read,
@@ -218,6 +218,26 @@ impl LogReader for MemoryStore {
         };
         self.point().await;
         result
+    }
+
+    async fn recent(
+        &self,
+        after_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let mut found: Vec<ExecutionSummary> = {
+            let state = self.state.lock().expect("memory store lock");
+            state
+                .values()
+                .filter_map(|s| s.head.as_ref())
+                .filter(|h| (after_ms..before_ms).contains(&h.created_at))
+                .map(ExecutionSummary::of)
+                .collect()
+        };
+        found.sort_by(|a, b| (b.created_at, &b.execution_id).cmp(&(a.created_at, &a.execution_id)));
+        found.truncate(limit);
+        Ok(found)
     }
 }
 

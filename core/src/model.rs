@@ -267,3 +267,27 @@ mod wire_tests {
         );
     }
 }
+
+/// One execution as listed by `GET /api/v1/executions`: what its head says, without its lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionSummary {
+    pub execution_id: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_index: Option<u64>,
+    pub created_at: i64,
+}
+
+impl ExecutionSummary {
+    pub fn of(head: &Head) -> ExecutionSummary {
+        ExecutionSummary {
+            execution_id: head.execution_id.clone(),
+            status: head.status,
+            exit_code: head.exit_code,
+            final_index: head.final_index,
+            created_at: head.created_at,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 
 use crate::error::{CommitError, StoreError};
-use crate::model::{Connection, Head, LogEvent, SourceEvent};
+use crate::model::{Connection, ExecutionSummary, Head, LogEvent, SourceEvent};
 
 /// One atomic write: the new head (conditioned on `expected_version`) and the events it adds.
 /// A head's `last_timestamp` is at least the timestamp of every event committed with it or
@@ -74,6 +74,15 @@ pub trait LogReader: HeadReader {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<LogEvent>, StoreError>;
+
+    /// Executions created in `[after_ms, before_ms)`, newest first, at most `limit`: the heads
+    /// of a store, found through an index on their creation time (never a scan of log items).
+    async fn recent(
+        &self,
+        after_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ExecutionSummary>, StoreError>;
 
     /// [`LogReader::read_bounded`] without a byte bound.
     async fn read_range(

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LogEvent, Status};
+use crate::model::{ExecutionSummary, LogEvent, Status};
 
 /// `GET /api/v1/executions/{id}/logs` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,12 @@ pub struct StatusResponse {
     pub exit_code: Option<i32>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// `GET /api/v1/executions` response: the most recent executions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionsResponse {
+    pub executions: Vec<ExecutionSummary>,
 }
 
 /// `POST /api/v1/executions/{id}/complete` body.

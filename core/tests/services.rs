@@ -181,6 +181,45 @@ async fn first_read_populates_from_the_source_and_pages() {
 }
 
 #[tokio::test]
+async fn recent_executions_are_listed_newest_first() {
+    let e = env();
+    for id in ["first", "second", "third"] {
+        write(&e, id, 2);
+        // Reading an execution populates it: its head is created now (the clock ticks).
+        let r = call(
+            &e.api,
+            "GET",
+            &format!("/api/v1/executions/{id}/logs"),
+            "",
+            Some(KEY),
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions",
+        "limit=2",
+        Some(KEY),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let listed: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let ids: Vec<&str> = listed["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["execution_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["third", "second"]);
+    assert_eq!(listed["executions"][0]["status"], "RUNNING");
+    assert!(listed["executions"][0]["created_at"].is_i64());
+}
+
+#[tokio::test]
 async fn bad_requests_get_the_error_json() {
     let e = env();
     write(&e, "ex2", 1);
@@ -236,6 +275,55 @@ async fn bad_requests_get_the_error_json() {
         ),
         ("GET", "/api/v2/whatever", "", Some(KEY), 404, "not_found"),
         ("DELETE", p, "", Some(KEY), 405, "method_not_allowed"),
+        ("GET", "/api/v1/executions", "", None, 401, "unauthorized"),
+        (
+            "GET",
+            "/api/v1/executions",
+            "limit=0",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/executions",
+            "limit=201",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/executions",
+            "days=0",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/executions",
+            "days=32",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/executions",
+            "since=1",
+            Some(KEY),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/executions",
+            "",
+            Some(KEY),
+            405,
+            "method_not_allowed",
+        ),
     ];
     for (m, path, q, key, status, code) in cases {
         let r = call(&e.api, m, path, q, key, "").await;

@@ -82,7 +82,7 @@ function fillList(body) {
     const a = document.createElement("a");
     a.href = `/executions/${encodeURIComponent(x.execution_id)}`;
     a.textContent = x.execution_id;
-    const cells = [a, x.status, x.exit_code ?? "", new Date(x.created_at).toLocaleString(), x.last_index ?? ""];
+    const cells = [a, x.status, x.exit_code ?? "", new Date(x.created_at).toLocaleString(), x.final_index ?? ""];
     for (const c of cells) {
       const td = document.createElement("td");
       if (c instanceof Node) td.appendChild(c);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{CommitError, StoreError};
-use crate::model::{Connection, Status};
+use crate::model::{Connection, Head, Status};
 use crate::model::{LogEvent, SourceEvent};
 use crate::ports::{Commit, ConnectionStore, LogStore};
 use crate::testkit::{events, fresh_id, head_at, tomorrow};
@@ -57,7 +57,8 @@ macro_rules! store_conformance_suite {
                 executions_are_isolated,
                 full_commit_is_accepted,
                 racing_commits_have_exactly_one_winner,
-                expired_items_are_reported_not_skipped
+                expired_items_are_reported_not_skipped,
+                recent_executions_are_listed_newest_first
             );
         }
     };
@@ -381,6 +382,53 @@ pub mod store {
         .await
         .unwrap();
         assert_eq!(s.head(&id).await.unwrap(), Some(done));
+    }
+
+    pub async fn recent_executions_are_listed_newest_first<S: LogStore + 'static>(s: Arc<S>) {
+        let s = into_dyn(s);
+        // A window of its own (days apart, across several days), whatever else the store holds.
+        let day = 86_400_000i64;
+        let base = 2_000_000_000_000 + (std::process::id() as i64 % 1_000) * 40 * day;
+        let tag = fresh_id("recent");
+        let mut ids = Vec::new();
+        for (k, offset) in [0, day / 2, 3 * day, 3 * day + 1, 9 * day]
+            .into_iter()
+            .enumerate()
+        {
+            let id = format!("{tag}-{k}");
+            let mut head = Head::new(&id, base + offset, tomorrow());
+            head.version = 1;
+            if k == 1 {
+                head.status = Status::Failed;
+                head.exit_code = Some(2);
+                head.final_index = Some(0);
+            }
+            s.commit(Commit {
+                expected_version: None,
+                head,
+                events: vec![],
+            })
+            .await
+            .unwrap();
+            ids.push(id);
+        }
+        let listed = s.recent(base, base + 10 * day, 10).await.unwrap();
+        let order: Vec<&str> = listed.iter().map(|x| x.execution_id.as_str()).collect();
+        assert_eq!(order, [&ids[4], &ids[3], &ids[2], &ids[1], &ids[0]]);
+        assert_eq!(listed[3].status, Status::Failed);
+        assert_eq!(listed[3].exit_code, Some(2));
+        assert_eq!(listed[3].final_index, Some(0));
+        assert_eq!(listed[0].created_at, base + 9 * day);
+        // Bounded by count and by window.
+        let two = s.recent(base, base + 10 * day, 2).await.unwrap();
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1].execution_id, ids[3]);
+        let window = s
+            .recent(base + day / 2, base + 3 * day + 1, 10)
+            .await
+            .unwrap();
+        let order: Vec<&str> = window.iter().map(|x| x.execution_id.as_str()).collect();
+        assert_eq!(order, [&ids[2], &ids[1]]);
     }
 
     pub async fn executions_are_isolated<S: LogStore + 'static>(s: Arc<S>) {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::stack::{logs_table_arn, runner_group_arn};
+use super::stack::{logs_table_arn, recent_index_arn, runner_group_arn};
 use super::{att, r, sub};
 
 fn statement(actions: &[&str], resources: Vec<Value>) -> Value {
@@ -67,6 +67,8 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
         }
         "api" => {
             s.push(statement(&logs_rw, vec![logs_table_arn()]));
+            // `GET /api/v1/executions` reads the `recent` index.
+            s.push(statement(&["dynamodb:Query"], vec![recent_index_arn()]));
             s.push(statement(&conns_fanout, vec![conns]));
             s.push(read_source);
             s.push(secrets(&["ApiSecret", "TokenSecret"]));

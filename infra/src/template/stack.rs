@@ -21,6 +21,11 @@ fn logs_table_name() -> Value {
     if_("RetainLogs", r("RetainedLogsTable"), r("LogsTable"))
 }
 
+/// The `recent` index of the logs table (listing executions).
+pub(super) fn recent_index_arn() -> Value {
+    sub_with("${Table}/index/recent", json!({"Table": logs_table_arn()}))
+}
+
 pub(super) fn logs_table_arn() -> Value {
     if_(
         "RetainLogs",
@@ -157,10 +162,21 @@ fn tables(t: &mut Template) {
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [
             {"AttributeName": "execution_id", "AttributeType": "S"},
-            {"AttributeName": "log_index", "AttributeType": "N"}],
+            {"AttributeName": "log_index", "AttributeType": "N"},
+            {"AttributeName": "created_day", "AttributeType": "N"},
+            {"AttributeName": "created_at", "AttributeType": "N"}],
         "KeySchema": [
             {"AttributeName": "execution_id", "KeyType": "HASH"},
             {"AttributeName": "log_index", "KeyType": "RANGE"}],
+        // Heads only (log items carry no `created_day`): `GET /api/v1/executions`. Added to an
+        // existing table in place; heads written before it are listed from their next update.
+        "GlobalSecondaryIndexes": [{
+            "IndexName": "recent",
+            "KeySchema": [
+                {"AttributeName": "created_day", "KeyType": "HASH"},
+                {"AttributeName": "created_at", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status", "exit_code", "final_index"]},
+        }],
         "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": true},
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": if_("EnablePitr", json!(true), json!(false))},
         "SSESpecification": {"SSEEnabled": true},
@@ -434,6 +450,7 @@ fn apis(t: &mut Template) {
     for (id, key) in [
         ("LogsRoute", "GET /api/v1/executions/{id}/logs"),
         ("StatusRoute", "GET /api/v1/executions/{id}"),
+        ("ListRoute", "GET /api/v1/executions"),
         ("CompleteRoute", "POST /api/v1/executions/{id}/complete"),
         // The log page and its assets, served by the same function (runvoy-web).
         ("PageRoute", "GET /"),

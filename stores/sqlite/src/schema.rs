@@ -12,6 +12,8 @@ CREATE TABLE IF NOT EXISTS heads (
     head         TEXT NOT NULL,
     expires_at   INTEGER NOT NULL
 );
+-- Listing recent executions (`LogReader::recent`) without reading every head.
+CREATE INDEX IF NOT EXISTS heads_by_creation ON heads (json_extract(head, '$.created_at'));
 
 -- Committed log items; (execution_id, event_id) unique is the idempotency record.
 CREATE TABLE IF NOT EXISTS events (

@@ -155,6 +155,35 @@ impl LogWriter for SqliteStore {
 
 #[async_trait]
 impl LogReader for SqliteStore {
+    async fn recent(
+        &self,
+        after_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<runvoy_core::ExecutionSummary>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT head FROM heads
+                 WHERE json_extract(head, '$.created_at') >= ?1
+                   AND json_extract(head, '$.created_at') < ?2
+                 ORDER BY json_extract(head, '$.created_at') DESC, execution_id DESC
+                 LIMIT ?3",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![after_ms, before_ms, limit as i64], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(sql)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let head = parse_head(&row.map_err(sql)?)?;
+            out.push(runvoy_core::ExecutionSummary::of(&head));
+        }
+        Ok(out)
+    }
+
     async fn read_bounded(
         &self,
         execution_id: &str,

@@ -65,6 +65,8 @@ pub fn head_to_item(h: &Head) -> Item {
     item.insert("status".into(), s(h.status.as_str()));
     item.insert("last_timestamp".into(), n(h.last_timestamp));
     item.insert("created_at".into(), n(h.created_at));
+    // The key of the `recent` index (heads only: log items have no such attribute).
+    item.insert("created_day".into(), n(created_day(h.created_at)));
     item.insert("updated_at".into(), n(h.updated_at));
     item.insert("expires_at".into(), n(h.expires_at));
     if let Some(v) = h.final_index {
@@ -86,6 +88,28 @@ pub fn head_to_item(h: &Head) -> Item {
         item.insert("reconcile_wait_ms".into(), n(v));
     }
     item
+}
+
+/// Name of the sparse global secondary index listing heads by creation time: partition key
+/// `created_day`, sort key `created_at`, projecting what a listing shows (all of which change
+/// at most once per execution, so head updates cost the index nothing).
+pub const RECENT_INDEX: &str = "recent";
+
+/// The UTC day (days since the epoch) of a time in ms: the `recent` index's partition.
+pub fn created_day(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+/// An execution as the `recent` index projects it.
+pub fn summary_from_item(item: &Item) -> Result<runvoy_core::ExecutionSummary, StoreError> {
+    let bad = |k: &str| StoreError::Backend(format!("index item has a bad {k}"));
+    Ok(runvoy_core::ExecutionSummary {
+        execution_id: get_s(item, "execution_id")?,
+        status: Status::parse(&get_s(item, "status")?).ok_or_else(|| bad("status"))?,
+        exit_code: opt_n(item, "exit_code")?,
+        final_index: opt_n(item, "final_index")?,
+        created_at: get_n(item, "created_at")?,
+    })
 }
 
 pub fn head_from_item(item: &Item) -> Result<Head, StoreError> {

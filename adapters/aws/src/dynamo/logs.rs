@@ -309,6 +309,50 @@ fn cancelled(reasons: &[aws_sdk_dynamodb::types::CancellationReason]) -> CommitE
 
 #[async_trait]
 impl LogReader for DynamoStore {
+    async fn recent(
+        &self,
+        after_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<runvoy_core::ExecutionSummary>, StoreError> {
+        let mut out = Vec::new();
+        if after_ms >= before_ms || limit == 0 {
+            return Ok(out);
+        }
+        // One Query per day, newest day first, each newest first (the index's sort key).
+        let mut day = item::created_day(before_ms - 1);
+        while day >= item::created_day(after_ms) && out.len() < limit {
+            let mut start = None;
+            loop {
+                let resp = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(item::RECENT_INDEX)
+                    .key_condition_expression("created_day = :d AND created_at BETWEEN :a AND :b")
+                    .expression_attribute_values(":d", n(day))
+                    .expression_attribute_values(":a", n(after_ms))
+                    .expression_attribute_values(":b", n(before_ms - 1))
+                    .scan_index_forward(false)
+                    .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(&e, "Query"))?;
+                for it in resp.items.unwrap_or_default() {
+                    out.push(item::summary_from_item(&it)?);
+                }
+                start = resp.last_evaluated_key.filter(|k| !k.is_empty());
+                if start.is_none() || out.len() >= limit {
+                    break;
+                }
+            }
+            day -= 1;
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
     async fn read_bounded(
         &self,
         execution_id: &str,

@@ -3,8 +3,8 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use runvoy_core::StoreError;
 
@@ -21,6 +21,7 @@ pub async fn create_tables(
         logs_table,
         ("execution_id", ScalarAttributeType::S),
         ("log_index", ScalarAttributeType::N),
+        true,
     )
     .await?;
     create(
@@ -28,6 +29,7 @@ pub async fn create_tables(
         connections_table,
         ("pk", ScalarAttributeType::S),
         ("sk", ScalarAttributeType::S),
+        false,
     )
     .await
 }
@@ -37,10 +39,51 @@ async fn create(
     table: &str,
     hash: (&str, ScalarAttributeType),
     range: (&str, ScalarAttributeType),
+    recent_index: bool,
 ) -> Result<(), StoreError> {
     let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Backend(e.to_string());
-    let result = client
-        .create_table()
+    let mut request = client.create_table();
+    if recent_index {
+        // The same index the template declares (see `item::RECENT_INDEX`).
+        for name in ["created_day", "created_at"] {
+            request = request.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(super::item::RECENT_INDEX)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("created_day")
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .map_err(build)?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("created_at")
+                        .key_type(KeyType::Range)
+                        .build()
+                        .map_err(build)?,
+                )
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("status")
+                        .non_key_attributes("exit_code")
+                        .non_key_attributes("final_index")
+                        .build(),
+                )
+                .build()
+                .map_err(build)?,
+        );
+    }
+    let result = request
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(
