@@ -342,3 +342,72 @@ async fn secret_arn() -> String {
     .await
     .clone()
 }
+
+/// The log page in headless Chromium opening a finished execution of `n` lines: time until
+/// every line is loaded, JavaScript heap after a garbage collection, DOM size, and a jump to
+/// the middle.
+pub async fn web() {
+    println!("## Web page: a late open of a long execution in headless Chromium\n");
+    println!(
+        "| lines | load to last line (s) | lines/s | JS heap used (MB) | DOM elements | rows in DOM | jump to #L{{n/2}} (ms) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for n in [100_000usize, 1_000_000] {
+        let s = stack("bench-web").await;
+        let id = format!("web-{n}");
+        backlog(&s, &id, n).await;
+        let dir = std::env::temp_dir().join(runvoy_aws::testkit::unique("bench-web-browser"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let b = runvoy_webdriver::Browser::start(&dir).await;
+        // The key, as the page keeps it, then the page itself.
+        b.goto(&format!("{}/", s.http_url())).await;
+        b.script(
+            "localStorage.setItem('runvoy.apiKey', arguments[0])",
+            vec![json!(s.api_key)],
+        )
+        .await;
+        let started = Instant::now();
+        b.goto(&format!("{}/executions/{id}", s.http_url())).await;
+        b.wait_for(
+            "every line",
+            &format!("return document.body.dataset.last === '{n}' && document.body.dataset.status"),
+            Duration::from_secs(900),
+        )
+        .await;
+        let load = started.elapsed().as_secs_f64();
+        let v = b
+            .script(
+                "window.gc(); return { heap: performance.memory.usedJSHeapSize, \
+                   elements: document.getElementsByTagName('*').length, \
+                   rows: document.querySelectorAll('#log .line').length }",
+                vec![],
+            )
+            .await;
+        let jump = Instant::now();
+        b.script(&format!("location.hash = '#L{}'", n / 2), vec![])
+            .await;
+        b.wait_for(
+            "the middle line",
+            &format!(
+                "return !!document.querySelector(\"#log .line.hl[data-line='{}']\")",
+                n / 2
+            ),
+            Duration::from_secs(60),
+        )
+        .await;
+        let jump_ms = jump.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "| {n} | {load:.1} | {:.0} | {:.1} | {} | {} | {jump_ms:.0} |",
+            n as f64 / load,
+            v["heap"].as_f64().unwrap_or(0.0) / 1e6,
+            v["elements"],
+            v["rows"],
+        );
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!(
+        "\nLines of ~56 bytes from the local stack; the page pages over HTTP (10,000 lines a page), \
+         keeps every line as a string and renders only the visible rows.\n"
+    );
+}

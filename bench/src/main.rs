@@ -1,4 +1,4 @@
-//! `cargo run --release -p runvoy-bench -- [append|density|fanout|client|latency|functions|all]`:
+//! `cargo run --release -p runvoy-bench -- [append|density|fanout|client|latency|functions|web|all]`:
 //! prints the tables of docs/performance.md. Not a test: numbers, not assertions.
 
 mod billing;
@@ -37,6 +37,9 @@ async fn main() {
     }
     if all || what == "functions" {
         e2e::functions().await;
+    }
+    if all || what == "web" {
+        e2e::web().await;
     }
 }
 

@@ -4,14 +4,12 @@
 //! shown, never run.
 
 mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
 
 use std::time::Duration;
 
 use common::{Kind, Stack, numbered};
+use runvoy_webdriver::Browser;
 use serde_json::{Value, json};
-use webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(60);
 

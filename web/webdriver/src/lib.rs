@@ -1,8 +1,6 @@
 //! A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`, which
 //! `scripts/services` installs when missing): just the calls the page tests make.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +46,7 @@ fn program(names: &[&str]) -> String {
 impl Browser {
     /// Starts chromedriver and one headless Chromium session with its own profile in `dir`.
     pub async fn start(dir: &Path) -> Browser {
-        let port = crate::common::free_port();
+        let port = free_port();
         let downloads = dir.join("downloads");
         std::fs::create_dir_all(&downloads).unwrap();
         let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
@@ -79,7 +77,7 @@ impl Browser {
                 "binary": program(&["chromium"]),
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--window-size=1280,800", "--enable-precise-memory-info",
+                    "--window-size=1280,800", "--enable-precise-memory-info", "--js-flags=--expose-gc",
                     "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                     format!("--user-data-dir={}", dir.join("profile").display()),
                 ],
@@ -227,4 +225,12 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
