@@ -148,6 +148,32 @@ async fn late_open_then_follow(kind: Kind) {
         WAIT,
     )
     .await;
+    // Scrolling up pauses following: new lines do not move what the reader looks at; the
+    // Follow button brings the tail back.
+    b.script("document.getElementById('log').scrollTop -= 3000", vec![])
+        .await;
+    b.wait_for(
+        "following paused",
+        "return document.getElementById('follow').getAttribute('aria-pressed') === 'false'",
+        WAIT,
+    )
+    .await;
+    let reading = visible_rows(&b).await;
+    stack.put_lines(id, &numbered("line", 20_301, 20_400)).await;
+    wait_lines(&b, 20_400).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        visible_rows(&b).await,
+        reading,
+        "the page moved under the reader"
+    );
+    b.click(&b.find("#follow").await).await;
+    b.wait_for(
+        "the tail again",
+        "const r = [...document.querySelectorAll('#log .line')].pop(); return r && r.dataset.line === '20400'",
+        WAIT,
+    )
+    .await;
     let badge_before = b
         .script(
             "return document.getElementById('badge').textContent",
@@ -170,7 +196,12 @@ async fn late_open_then_follow(kind: Kind) {
         )
         .await;
     assert_eq!(badge, json!("SUCCEEDED · exit 0"));
-    let all: Vec<String> = backlog.iter().chain(&more).cloned().collect();
+    let all: Vec<String> = backlog
+        .iter()
+        .chain(&more)
+        .cloned()
+        .chain(numbered("line", 20_301, 20_400))
+        .collect();
     assert_text(&download(&b, id).await, &all, "every line");
 
     // The front page lists it (the key is remembered), newest first, with a link to its page.
@@ -203,7 +234,7 @@ async fn late_open_then_follow(kind: Kind) {
             .await,
     )
     .await;
-    wait_lines(&b, 20_300).await;
+    wait_lines(&b, 20_400).await;
     b.screenshot(&screenshot_path(
         &stack,
         &format!("page-{kind:?}.png").to_lowercase(),

@@ -194,7 +194,14 @@ function main() {
     location.reload();
   });
   const m = /^\/executions\/([^/]+)$/.exec(location.pathname);
-  if (m) viewerPage(decodeURIComponent(m[1]));
+  let id = null;
+  try {
+    id = m ? decodeURIComponent(m[1]) : null;
+  } catch {
+    showError("This address does not name an execution (a bad %-escape); open one from the list.");
+    return;
+  }
+  if (id) viewerPage(id);
   else listPage();
 }
 

@@ -5,8 +5,15 @@
 
 /** Events per HTTP page (the API's maximum; pages are also bounded in bytes by the server). */
 const PAGE = 10000;
-/** Silence after which the client polls once (and pings the socket). */
+/** Silence after which the client polls once (and pings the socket); each silent poll doubles
+ * the wait, up to IDLE_POLL_MAX_MS (a hidden tab: IDLE_POLL_HIDDEN_MS), so idle pages cost little. */
 const IDLE_POLL_MS = 2000;
+const IDLE_POLL_MAX_MS = 30000;
+const IDLE_POLL_HIDDEN_MS = 120000;
+/** A connection that lived this long was healthy: the next failure starts the backoff again. */
+const HEALTHY_MS = 10000;
+/** WebSocket URLs carry a token that expires (one hour): fetch a fresh one when it is older. */
+const URL_FRESH_MS = 10 * 60000;
 /** How long a WebSocket may take to open. */
 const CONNECT_TIMEOUT_MS = 5000;
 
@@ -120,6 +127,8 @@ export class Follow {
     this.sink = sink;
     this.follower = new Follower(since);
     this.websocketUrl = null;
+    this.urlAt = 0;
+    this.idleMs = IDLE_POLL_MS;
     this.answered = false;
     this.stopped = false;
     this.connection = "connecting";
@@ -137,15 +146,28 @@ export class Follow {
       await this.catchUp();
       let failures = 0;
       while (!this.stopped && !this.follower.isDone()) {
+        let socket = null;
+        const opened = Date.now();
         try {
-          const socket = await this.subscribe();
+          // The URL's token must outlive the connection's start: refresh an old one first.
+          if (Date.now() - this.urlAt > URL_FRESH_MS) await this.catchUp();
+          socket = await this.subscribe();
           await this.catchUp();
           await this.stream(socket);
-          failures = 0;
+          // A connection that was closed soon after it opened counts as a failure: no tight
+          // reconnect loop when the server keeps refusing or closing.
+          if (Date.now() - opened >= HEALTHY_MS) {
+            failures = 0;
+          } else if (!this.follower.isDone() && !this.stopped) {
+            failures += 1;
+            await sleep(backoff(failures));
+          }
         } catch (e) {
-          if (!(e instanceof FollowError) || !(e.retry || this.answered && e.status === 0)) throw e;
+          if (!(e instanceof FollowError) || !(e.retry || (this.answered && e.status === 0))) throw e;
           failures += 1;
           await this.waitToRetry(e, failures);
+        } finally {
+          if (socket) socket.close();
         }
       }
       this.setConnection(this.follower.isDone() ? "done" : "stopped");
@@ -218,7 +240,10 @@ export class Follow {
     } else if (this.follower.status === null) {
       this.follower.status = page.status;
     }
-    if (page.websocket_url) this.websocketUrl = page.websocket_url;
+    if (page.websocket_url) {
+      this.websocketUrl = page.websocket_url;
+      this.urlAt = Date.now();
+    }
     this.report();
   }
 
@@ -264,15 +289,19 @@ export class Follow {
       }
       if (!queue) {
         this.setConnection("polling");
-        await sleep(IDLE_POLL_MS);
+        await sleep(this.idleWait());
+        const before = this.follower.last;
         await this.catchUp();
+        this.idled(this.follower.last > before);
         return;
       }
-      const next = await queue.next(IDLE_POLL_MS);
+      const next = await queue.next(this.idleWait());
       if (next.kind === "idle") {
         const before = this.follower.last;
         await this.catchUp();
-        const msg = this.follower.last > before ? { action: "resume", since_index: this.follower.last } : { action: "ping" };
+        const found = this.follower.last > before;
+        this.idled(found);
+        const msg = found ? { action: "resume", since_index: this.follower.last } : { action: "ping" };
         if (!queue.send(msg)) return;
       } else if (next.kind === "closed") {
         this.setConnection("reconnecting");
@@ -285,6 +314,17 @@ export class Follow {
     }
   }
 
+  /** How long to wait in silence before the next poll. */
+  idleWait() {
+    const hidden = typeof document !== "undefined" && document.hidden;
+    return hidden ? Math.max(this.idleMs, IDLE_POLL_HIDDEN_MS) : this.idleMs;
+  }
+
+  /** After a silent poll: wait longer next time, unless it found lines. */
+  idled(found) {
+    this.idleMs = found ? IDLE_POLL_MS : Math.min(this.idleMs * 2, IDLE_POLL_MAX_MS);
+  }
+
   /** One server message; `true` when the connection must be replaced. */
   async onMessage(text) {
     let msg;
@@ -295,6 +335,7 @@ export class Follow {
       return false;
     }
     if (msg.type === "logs" && Array.isArray(msg.events)) {
+      this.idleMs = IDLE_POLL_MS;
       const { show, gap } = this.follower.accept(msg.events);
       if (show.length) this.sink.lines(show);
       this.report();
@@ -326,6 +367,7 @@ class MessageQueue {
   }
 
   push(item) {
+    if (this.closed && item.kind === "message") return;
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;
@@ -357,6 +399,8 @@ class MessageQueue {
   }
 
   close() {
+    this.closed = true;
+    this.items = [];
     this.ws.close();
   }
 }

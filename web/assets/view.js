@@ -23,15 +23,27 @@ export class LogView {
     this.match = 0; // line of the current search match
     this.pending = false;
     this.target = null; // a linked line not loaded yet
+    this.anchor = 0; // the (fractional) line at the top, kept in place while lines arrive
+    this.drawn = ""; // what the rows in the DOM show, to rebuild them only when that changes
     this.onchange = () => {};
     scroller.addEventListener("scroll", () => {
-      const bottom = this.scroller.scrollTop + this.scroller.clientHeight >= this.scroller.scrollHeight - ROW;
+      const bottom = this.scroller.scrollTop + this.scroller.clientHeight >= this.scroller.scrollHeight - 2;
       if (bottom !== this.following) {
         this.following = bottom;
         this.onchange();
       }
+      this.anchor = this.scroller.scrollTop * this.geometry().ratio / ROW;
       this.schedule();
     });
+    // Any move up by the reader pauses following at once (a small wheel step included).
+    const pause = () => {
+      if (this.following) {
+        this.following = false;
+        this.onchange();
+      }
+    };
+    scroller.addEventListener("wheel", (ev) => ev.deltaY < 0 && pause(), { passive: true });
+    scroller.addEventListener("keydown", (ev) => ["ArrowUp", "PageUp", "Home"].includes(ev.key) && pause());
     new ResizeObserver(() => this.schedule()).observe(scroller);
   }
 
@@ -71,12 +83,23 @@ export class LogView {
   draw() {
     const { height, ratio, view } = this.geometry();
     this.spacer.style.height = `${height}px`;
-    if (this.following) this.scroller.scrollTop = this.scroller.scrollHeight;
+    if (this.following) {
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+    } else if (ratio !== 1) {
+      // Longer than the scroll area: a new line changes the ratio, so keep the line the reader
+      // is looking at where it was.
+      this.scroller.scrollTop = (this.anchor * ROW) / ratio;
+    }
     const top = this.scroller.scrollTop;
     const virtualTop = top * ratio;
+    this.anchor = virtualTop / ROW;
     const first = Math.max(0, Math.floor(virtualTop / ROW) - OVERSCAN);
     const last = Math.min(this.count, Math.ceil((virtualTop + view) / ROW) + OVERSCAN);
     this.rows.style.transform = `translateY(${top - (virtualTop - first * ROW)}px)`;
+    // Rebuilt only when what they show changes: a selection survives lines arriving elsewhere.
+    const drawn = `${first}:${last}:${this.highlight}:${this.match}`;
+    if (drawn === this.drawn) return;
+    this.drawn = drawn;
     const rows = [];
     for (let i = first; i < last; i++) rows.push(this.row(i + 1));
     this.rows.replaceChildren(...rows);
@@ -116,7 +139,8 @@ export class LogView {
     // The scroll area must have its new height before it can be scrolled there.
     this.spacer.style.height = `${height}px`;
     this.following = false;
-    this.scroller.scrollTop = Math.max(0, ((n - 1) * ROW - view / 2 + ROW / 2) / ratio);
+    this.anchor = Math.max(0, ((n - 1) * ROW - view / 2 + ROW / 2) / ROW);
+    this.scroller.scrollTop = (this.anchor * ROW) / ratio;
     this.schedule();
   }
 
