@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 url, key, moto, stack, bin_dir = sys.argv[1:6]
@@ -36,6 +37,17 @@ def put(eid, messages):
     for i in range(0, len(messages), 5000):
         api("POST", f"/local/v1/streams/{eid}/events",
             {"events": [{"message": m} for m in messages[i:i + 5000]]})
+
+
+def complete(eid):
+    """Completes as a producer does: a long re-read answers 503 with its progress kept; repeat."""
+    for _ in range(100):
+        try:
+            return api("POST", f"/api/v1/executions/{eid}/complete", {"status": "SUCCEEDED"})
+        except urllib.error.HTTPError as e:
+            if e.code != 503:
+                raise
+    raise SystemExit(f"completing {eid} never finished")
 
 
 def committed(eid):
@@ -147,19 +159,21 @@ def backlog(tools):
     put(eid, lines)
     while committed(eid) < N:
         time.sleep(0.5)
-    api("POST", f"/api/v1/executions/{eid}/complete", {"status": "SUCCEEDED"})
+    complete(eid)
     print(f"## Peers: printing a {N:,}-line backlog (same CloudWatch stream, moto under the sim)\n")
-    print("| client | seconds | lines printed | unique | bytes fetched | bytes per line |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| client | seconds | lines/s | lines printed | unique | bytes fetched | bytes per line | peak RSS (MB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for tool, (make, proxy) in tools.items():
         cmd, env = make(eid, proxy)
         proxy.take()
         t0 = time.time()
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], env=env, capture_output=True, text=True)
         secs = time.time() - t0
+        rss = int(out.stderr.strip().splitlines()[-1]) / 1024
         got = [message_of(tool, l) for l in out.stdout.splitlines()]
         fetched = proxy.take()
-        print(f"| {tool} | {secs:.1f} | {len(got):,} | {len(set(got)):,} | {fetched:,} | {fetched / max(1, len(got)):.0f} |")
+        print(f"| {tool} | {secs:.1f} | {len(got) / secs:,.0f} | {len(got):,} | {len(set(got)):,} | {fetched:,} | "
+              f"{fetched / max(1, len(got)):.0f} | {rss:.1f} |")
     print()
 
 
@@ -202,7 +216,7 @@ def follow(tools):
         q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] if lat else float("nan")
         print(f"| {tool} | {len(seen)} | {q(0.5):.0f} | {q(0.99):.0f} | {lat[-1] if lat else float('nan'):.0f} |")
         if tool == "runvoy":
-            api("POST", f"/api/v1/executions/{eid}/complete", {"status": "SUCCEEDED"})
+            complete(eid)
     print()
 
 
@@ -243,7 +257,7 @@ def restart(tools):
                 cmd, env = make(eid, proxy, follow=True, start=first[-1].split(" ", 1)[0].replace("T", " "))
                 how = "-s (last timestamp printed)"
         done.wait()
-        api("POST", f"/api/v1/executions/{eid}/complete", {"status": "SUCCEEDED"})
+        complete(eid)
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
         t1 = time.time()
         expected = RATE * SECONDS + 1

@@ -1,0 +1,56 @@
+"""Regenerates docs/performance.md: every block between `<!-- bench: CMD -->` and
+`<!-- /bench -->` is replaced by what CMD prints now (its leading `## ` heading dropped: the
+document has its own), and the `<!-- generated -->` line says when. Prose outside the blocks is
+kept. With arguments, only the blocks whose command contains one of them are run.
+
+usage: bench/performance.sh [SECTION...]    e.g. bench/performance.sh fanout web peers"""
+
+import datetime
+import re
+import subprocess
+import sys
+
+DOC = "docs/performance.md"
+BLOCK = re.compile(r"(<!-- bench: (.+?) -->\n)(.*?)(<!-- /bench -->)", re.S)
+
+
+def output_of(cmd):
+    print(f"running: {cmd}", file=sys.stderr, flush=True)
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"{cmd} failed with exit code {out.returncode}; {DOC} is unchanged")
+    lines = out.stdout.splitlines()
+    while lines and (lines[0].startswith("## ") or not lines[0].strip()):
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    only = sys.argv[1:]
+    doc = open(DOC).read()
+    results = {}
+    for m in BLOCK.finditer(doc):
+        cmd = m.group(2)
+        if only and not any(word in cmd for word in only):
+            continue
+        if cmd not in results:
+            results[cmd] = output_of(cmd)
+    if not results:
+        raise SystemExit(f"no block of {DOC} matches {only}")
+
+    def splice(m):
+        cmd = m.group(2)
+        return m.group(1) + results[cmd] + m.group(4) if cmd in results else m.group(0)
+
+    doc = BLOCK.sub(splice, doc)
+    today = datetime.date.today().isoformat()
+    doc = re.sub(r"<!-- generated -->.*\n", f"<!-- generated -->Last regenerated {today}: "
+                 f"{', '.join(sorted(only)) or 'every section'}.\n", doc)
+    open(DOC, "w").write(doc)
+    print(f"{DOC}: {len(results)} command(s) rerun", file=sys.stderr)
+
+
+main()
