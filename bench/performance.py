@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 DOC = "docs/performance.md"
-BLOCK = re.compile(r"(<!-- bench: (.+?) -->\n)(.*?)(<!-- /bench -->)", re.S)
+# A marker is a line of its own; the command never spans lines.
+BLOCK = re.compile(r"^(<!-- bench: ([^\n]+?) -->\n)(.*?)^(<!-- /bench -->)", re.S | re.M)
 
 
 def output_of(cmd):
