@@ -174,6 +174,36 @@ async fn late_open_then_follow(kind: Kind) {
         WAIT,
     )
     .await;
+    // Readable: the page's own text (header, line numbers, lines) has at least WCAG AA's 4.5:1
+    // contrast against what it is drawn on, and the log can be scrolled from the keyboard.
+    let low = b
+        .script(
+            "const lum = c => { const v = c.match(/[\\d.]+/g).slice(0, 3).map(x => { x = x / 255; \
+               return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; }); \
+               return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; }; \
+             const bg = el => { for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor; \
+               if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; }; \
+             const els = [...document.querySelectorAll('.bar a, .bar span, .bar button, #log .ln, #log .msg')] \
+               .filter(e => e.offsetParent && e.textContent.trim()); \
+             return els.map(e => { const a = lum(getComputedStyle(e).color), b = lum(bg(e)); \
+               return [e.className || e.id || e.tagName, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)]; }) \
+               .filter(([, r]) => r < 4.5)",
+            vec![],
+        )
+        .await;
+    assert_eq!(low, json!([]), "text below 4.5:1 contrast");
+    b.click(&b.find("#log").await).await;
+    let before = b
+        .script("return document.getElementById('log').scrollTop", vec![])
+        .await;
+    b.type_into(&b.find("#log").await, "\u{E00E}").await; // PageUp
+    b.wait_for(
+        "the log scrolled by the keyboard",
+        &format!("return document.getElementById('log').scrollTop < {before}"),
+        WAIT,
+    )
+    .await;
+    b.click(&b.find("#follow").await).await;
     let badge_before = b
         .script(
             "return document.getElementById('badge').textContent",
