@@ -39,13 +39,17 @@ async fn open_with_key(b: &Browser, stack: &Stack, path: &str) {
     b.type_into(&input, "\u{E007}").await; // Enter
 }
 
-/// The line numbers and texts of the rows the page shows now.
-async fn rows(b: &Browser) -> Vec<(u64, String)> {
+/// The line numbers and texts of the rows in the DOM (`visible`: only those inside the
+/// visible part of the log).
+async fn shown_rows(b: &Browser, visible: bool) -> Vec<(u64, String)> {
     let v = b
         .script(
-            "return [...document.querySelectorAll('#log .line')].map(r => \
-             [Number(r.dataset.line), r.querySelector('.msg').textContent])",
-            vec![],
+            "const log = document.getElementById('log').getBoundingClientRect(); \
+             return [...document.querySelectorAll('#log .line')].filter(r => { \
+               const b = r.getBoundingClientRect(); \
+               return !arguments[0] || (b.top >= log.top - 1 && b.bottom <= log.bottom + 1); }) \
+             .map(r => [Number(r.dataset.line), r.querySelector('.msg').textContent])",
+            vec![json!(visible)],
         )
         .await;
     v.as_array()
@@ -55,22 +59,12 @@ async fn rows(b: &Browser) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// The rows inside the visible part of the log.
+async fn rows(b: &Browser) -> Vec<(u64, String)> {
+    shown_rows(b, false).await
+}
+
 async fn visible_rows(b: &Browser) -> Vec<(u64, String)> {
-    let v = b
-        .script(
-            "const log = document.getElementById('log').getBoundingClientRect(); \
-             return [...document.querySelectorAll('#log .line')].filter(r => { \
-               const b = r.getBoundingClientRect(); return b.top >= log.top - 1 && b.bottom <= log.bottom + 1; }) \
-             .map(r => [Number(r.dataset.line), r.querySelector('.msg').textContent])",
-            vec![],
-        )
-        .await;
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string()))
-        .collect()
+    shown_rows(b, true).await
 }
 
 async fn wait_lines(b: &Browser, n: usize) {

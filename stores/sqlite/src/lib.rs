@@ -39,21 +39,38 @@ impl Db {
         Db::init(conn)
     }
 
-    fn init(conn: rusqlite::Connection) -> Result<Db, StoreError> {
+    fn init(mut conn: rusqlite::Connection) -> Result<Db, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql)?;
-        conn.execute_batch(schema::SCHEMA).map_err(sql)?;
+        // Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once
+        // (no busy timeout) while another process opening it holds it: try again for a while.
+        let started = std::time::Instant::now();
+        while let Err(e) = conn.execute_batch(schema::PRAGMAS) {
+            let e = sql(e);
+            if !e.is_retryable() || started.elapsed() > std::time::Duration::from_secs(5) {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The write lock first: a `CREATE … IF NOT EXISTS` that reads the schema and then has to
+        // write, while another process (or handle) opening the same file creates it, would get
+        // SQLITE_BUSY at once, without the busy timeout (a stale read cannot become a write).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        tx.execute_batch(schema::SCHEMA).map_err(sql)?;
         // Databases made before `resumed_at` existed.
-        let has_resumed_at: bool = conn
+        let has_resumed_at: bool = tx
             .prepare("SELECT 1 FROM pragma_table_info('connections') WHERE name = 'resumed_at'")
             .and_then(|mut s| s.exists([]))
             .map_err(sql)?;
         if !has_resumed_at {
-            conn.execute_batch(
+            tx.execute_batch(
                 "ALTER TABLE connections ADD COLUMN resumed_at INTEGER NOT NULL DEFAULT 0",
             )
             .map_err(sql)?;
         }
+        tx.commit().map_err(sql)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -1,10 +1,14 @@
 //! The database schema, applied idempotently at open.
 
-pub const SCHEMA: &str = r#"
+/// Per-connection settings (outside any transaction: the journal mode cannot change inside one).
+pub const PRAGMAS: &str = r#"
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
+"#;
 
+/// Tables and indexes, applied in one `BEGIN IMMEDIATE` transaction.
+pub const SCHEMA: &str = r#"
 -- The execution head (log_index = 0 in DynamoDB terms), serialized, with its version.
 CREATE TABLE IF NOT EXISTS heads (
     execution_id TEXT PRIMARY KEY,
