@@ -64,6 +64,11 @@ async fn a_grant_missing_from_a_role_is_refused_like_aws_does() {
                 actions.retain(|a| a != "dynamodb:PutItem");
             }
         }
+        // And the API's Query of the `recent` index (listing executions).
+        t["Resources"]["ApiRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|st| !st["Resource"].to_string().contains("/index/recent"));
     });
     let s = Stack::start_with(
         Kind::Sim,
@@ -99,9 +104,24 @@ async fn a_grant_missing_from_a_role_is_refused_like_aws_does() {
         forwarder["errors"].as_u64().unwrap() > 0,
         "the invocation failed: {forwarder}"
     );
-    // The API's role is intact: reading populates the execution from CloudWatch.
+    // The rest of the API's role is intact: reading populates the execution from CloudWatch.
     let logs = output(s.runvoy(&["logs", "denied-1", "--no-follow"])).await;
     assert_eq!(stdout_lines(&logs), numbered("d", 1, 50));
+    // Listing needs the index grant: refused on the index's ARN, answered 503 (not a crash).
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/executions", s.url()))
+        .header("X-API-Key", &s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let stats = s.sim_stats().await;
+    assert!(
+        denied(&stats)
+            .iter()
+            .any(|(f, a)| f.ends_with("-api") && a == "dynamodb:Query"),
+        "{stats:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
