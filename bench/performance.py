@@ -47,9 +47,14 @@ def main():
         return m.group(1) + results[cmd] + m.group(4) if cmd in results else m.group(0)
 
     doc = BLOCK.sub(splice, doc)
+    # The `<!-- generated -->` line keeps when each block's command last ran.
     today = datetime.date.today().isoformat()
-    doc = re.sub(r"<!-- generated -->.*\n", f"<!-- generated -->Last regenerated {today}: "
-                 f"{', '.join(sorted(only)) or 'every section'}.\n", doc)
+    line = re.search(r"<!-- generated -->(.*)\n", doc)
+    runs = dict(re.findall(r"`([^`]+)` ([0-9-]+)", line.group(1))) if line else {}
+    runs.update({cmd: today for cmd in results})
+    listed = "; ".join(f"`{cmd}` {day}" for cmd, day in runs.items())
+    doc = re.sub(r"<!-- generated -->.*\n", lambda _: f"<!-- generated -->Blocks last rerun by "
+                 f"`bench/performance.sh`: {listed}.\n", doc)
     open(DOC, "w").write(doc)
     print(f"{DOC}: {len(results)} command(s) rerun", file=sys.stderr)
 
