@@ -32,31 +32,33 @@ def output_of(cmd):
 def main():
     only = sys.argv[1:]
     doc = open(DOC).read()
-    results = {}
+    commands = []
     for m in BLOCK.finditer(doc):
         cmd = m.group(2)
-        if only and not any(word in cmd for word in only):
-            continue
-        if cmd not in results:
-            results[cmd] = output_of(cmd)
-    if not results:
+        if (not only or any(word in cmd for word in only)) and cmd not in commands:
+            commands.append(cmd)
+    if not commands:
         raise SystemExit(f"no block of {DOC} matches {only}")
+    # The document is written after each command, so an hour's run that fails late keeps what
+    # it measured before.
+    for cmd in commands:
+        result = output_of(cmd)
+        doc = open(DOC).read()
+        doc = BLOCK.sub(lambda m: m.group(1) + result + m.group(4) if m.group(2) == cmd
+                        else m.group(0), doc)
+        open(DOC, "w").write(stamped(doc, cmd))
+    print(f"{DOC}: {len(commands)} command(s) rerun", file=sys.stderr)
 
-    def splice(m):
-        cmd = m.group(2)
-        return m.group(1) + results[cmd] + m.group(4) if cmd in results else m.group(0)
 
-    doc = BLOCK.sub(splice, doc)
-    # The `<!-- generated -->` line keeps when each block's command last ran.
+def stamped(doc, cmd):
+    """The `<!-- generated -->` line keeps when each block's command last ran."""
     today = datetime.date.today().isoformat()
     line = re.search(r"<!-- generated -->(.*)\n", doc)
     runs = dict(re.findall(r"`([^`]+)` ([0-9-]+)", line.group(1))) if line else {}
-    runs.update({cmd: today for cmd in results})
-    listed = "; ".join(f"`{cmd}` {day}" for cmd, day in runs.items())
-    doc = re.sub(r"<!-- generated -->.*\n", lambda _: f"<!-- generated -->Blocks last rerun by "
-                 f"`bench/performance.sh`: {listed}.\n", doc)
-    open(DOC, "w").write(doc)
-    print(f"{DOC}: {len(results)} command(s) rerun", file=sys.stderr)
+    runs[cmd] = today
+    listed = "; ".join(f"`{c}` {day}" for c, day in runs.items())
+    return re.sub(r"<!-- generated -->.*\n", lambda _: f"<!-- generated -->Blocks last rerun by "
+                  f"`bench/performance.sh`: {listed}.\n", doc)
 
 
 main()

@@ -79,6 +79,40 @@ async fn backlog(s: &LocalStack, id: &str, n: usize) {
     .await;
 }
 
+/// Fetches the backlog's pages of 10,000 lines one after another, as the CLI asks for them,
+/// without decoding them; returns (seconds, bytes fetched).
+async fn pages_only(s: &LocalStack, id: &str, n: usize) -> (f64, usize) {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let mut fetched = 0usize;
+    for since in (0..n).step_by(10_000) {
+        let body = http
+            .get(format!(
+                "{}/api/v1/executions/{id}/logs?since_index={since}&limit=10000",
+                s.http_url()
+            ))
+            .header("X-API-Key", &s.api_key)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let more = since + 10_000 < n;
+        // `has_more` follows the events, near the end of the body.
+        let tail = &body[body.len().saturating_sub(2048)..];
+        let says_more = tail.windows(15).any(|w| w == b"\"has_more\":true");
+        assert_eq!(
+            says_more,
+            more,
+            "page after {since}: …{}",
+            String::from_utf8_lossy(&tail[tail.len().saturating_sub(300)..])
+        );
+        fetched += body.len();
+    }
+    (start.elapsed().as_secs_f64(), fetched)
+}
+
 /// Runs a command with stdout into a pipe we drain; returns (seconds, bytes, lines, peak RSS KB).
 fn drain(mut cmd: Command) -> (f64, usize, usize, Option<u64>) {
     let start = Instant::now();
@@ -138,6 +172,13 @@ pub async fn client() {
             lines as f64 / secs,
             bytes as f64 / secs / 1e6,
             rss.unwrap_or(0)
+        );
+        // The server alone: every page fetched over one connection, not decoded.
+        let (secs, fetched) = pages_only(&s, &id, n).await;
+        println!(
+            "| {n} | HTTP pages only (server, not decoded) | {secs:.2} | {:.0} | {:.1} | |",
+            n as f64 / secs,
+            fetched as f64 / secs / 1e6,
         );
         // The same bytes through cat.
         let file = std::env::temp_dir().join(format!("runvoy-bench-{n}.txt"));

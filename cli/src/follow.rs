@@ -138,11 +138,28 @@ impl<'a> Follow<'a> {
         }
     }
 
-    /// Pages over HTTP from the last printed index until nothing more is committed.
+    /// Pages over HTTP from the last printed index until nothing more is committed. While one
+    /// page is printed the next is already requested (from that page's `last_index`) on the
+    /// runtime's worker thread, so the server's read, the transfer and the decoding overlap with
+    /// writing to stdout. A prefetched page is used only when it starts where printing ended;
+    /// a failed prefetch is asked again through [`Follow::page`], which retries.
     async fn catch_up(&mut self) -> Result<(), CliError> {
+        let mut ahead: Option<Prefetch> = None;
         loop {
-            let page = self.page().await?;
+            let page = match ahead.take() {
+                Some(p) if p.since == self.follower.last() => match p.result().await {
+                    Some(page) => {
+                        self.answered = true;
+                        page
+                    }
+                    None => self.page().await?,
+                },
+                _ => self.page().await?,
+            };
             let more = page.has_more;
+            if more {
+                ahead = Some(Prefetch::start(self.client, self.id, page.last_index));
+            }
             self.absorb(page)?;
             if !more {
                 return Ok(());
@@ -282,6 +299,33 @@ impl<'a> Follow<'a> {
             }
         }
         Ok(false)
+    }
+}
+
+/// The next page, requested ahead; aborted when dropped unused.
+struct Prefetch {
+    since: u64,
+    task: tokio::task::JoinHandle<Result<LogsResponse, CliError>>,
+}
+
+impl Prefetch {
+    fn start(client: &ApiClient, id: &str, since: u64) -> Prefetch {
+        let (client, id) = (client.clone(), id.to_string());
+        Prefetch {
+            since,
+            task: tokio::spawn(async move { client.logs(&id, since, PAGE).await }),
+        }
+    }
+
+    /// The page, or `None` when it failed (the caller asks again and reports what it gets).
+    async fn result(mut self) -> Option<LogsResponse> {
+        (&mut self.task).await.ok()?.ok()
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -103,7 +103,9 @@ fn main() -> ExitCode {
     let notices = Notices::new(cli.verbose);
     // One process-wide TLS provider for both HTTPS and WSS.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // One worker thread: the next page is fetched and decoded there while this thread prints.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

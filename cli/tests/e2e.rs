@@ -580,8 +580,10 @@ async fn deploy_smoke_passes_and_fails_without_access(kind: Kind) {
 async fn a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog(kind: Kind) {
     let mut s = Stack::start(kind, "slowpipe", None).await;
     let pad = "x".repeat(100);
-    let lines: Vec<String> = (1..=5_000).map(|i| format!("{i} {pad}")).collect();
-    for chunk in lines.chunks(1_000) {
+    // Three pages of 10,000 lines: the client requests the next page while it prints one.
+    let n = 25_000;
+    let lines: Vec<String> = (1..=n).map(|i| format!("{i} {pad}")).collect();
+    for chunk in lines.chunks(2_500) {
         s.put_lines("slow-1", chunk).await;
     }
     // Committed before the reader starts (the sim delivers asynchronously).
@@ -589,7 +591,7 @@ async fn a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog(kind: Kin
     loop {
         let st = output(s.runvoy(&["status", "slow-1", "--output", "json"])).await;
         let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
-        if v["last_index"].as_u64() == Some(5_000) || Instant::now() > deadline {
+        if v["last_index"].as_u64() == Some(n) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -599,20 +601,20 @@ async fn a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog(kind: Kin
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    // The first page (about 100 KB) fills the pipe; nobody reads while the stack restarts.
+    // The first page (about 1 MB) fills the pipe and the second is fetched ahead; nobody reads
+    // until the stack is down, so the third page is asked for while nothing answers.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     s.stop().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    s.restart().await;
-    let (out, status) = tokio::task::spawn_blocking(move || {
+    let reader = tokio::task::spawn_blocking(move || {
         let mut out = String::new();
         stdout.read_to_string(&mut out).unwrap();
         (out, child.wait().unwrap())
-    })
-    .await
-    .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    s.restart().await;
+    let (out, status) = reader.await.unwrap();
     assert_eq!(status.code(), Some(0));
-    assert_eq!(out.lines().count(), 5_000);
+    assert_eq!(out.lines().count(), n as usize);
     assert!(out.lines().eq(lines.iter().map(String::as_str)));
 }
 
