@@ -162,6 +162,11 @@ pub async fn client() {
     for n in [100_000usize, 1_000_000] {
         let id = format!("backlog-{n}");
         backlog(&s, &id, n).await;
+        // For `perf record`: keep the stack with its million-line backlog up for an hour.
+        if std::env::var_os("RUNVOY_BENCH_HOLD").is_some() && n == 1_000_000 {
+            eprintln!("holding: {} {} {id}", s.http_url(), s.api_key);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         let runvoy = bin("runvoy");
         let (secs, bytes, lines, rss) = tokio::task::block_in_place(|| {
             drain(timed(&runvoy, &["logs", &id, "--no-follow"], &s))

@@ -3,6 +3,7 @@
 //! when silent; reconnect with exponential backoff and jitter; exit once `final_index` is
 //! printed.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -139,14 +140,18 @@ impl<'a> Follow<'a> {
     }
 
     /// Pages over HTTP from the last printed index until nothing more is committed. While one
-    /// page is printed the next is already requested (from that page's `last_index`) on the
-    /// runtime's worker thread, so the server's read, the transfer and the decoding overlap with
-    /// writing to stdout. A prefetched page is used only when it starts where printing ended;
-    /// a failed prefetch is asked again through [`Follow::page`], which retries.
+    /// page is printed the next two are already requested on the runtime's worker thread: the
+    /// one from this page's `last_index`, and the one after it, guessed to hold as many lines as
+    /// this one (pages are full unless bounded in bytes). The server's reads, the transfers and
+    /// the decoding overlap with writing to stdout. A prefetched page is used only when it
+    /// starts where printing ended; after one wrong guess this catch-up stops guessing, so
+    /// pages of uneven size cost at most one wasted request. A failed prefetch is asked again
+    /// through [`Follow::page`], which retries.
     async fn catch_up(&mut self) -> Result<(), CliError> {
-        let mut ahead: Option<Prefetch> = None;
+        let mut ahead: VecDeque<Prefetch> = VecDeque::new();
+        let mut guessing = true;
         loop {
-            let page = match ahead.take() {
+            let page = match ahead.pop_front() {
                 Some(p) if p.since == self.follower.last() => match p.result().await {
                     Some(page) => {
                         self.answered = true;
@@ -154,11 +159,25 @@ impl<'a> Follow<'a> {
                     }
                     None => self.page().await?,
                 },
-                _ => self.page().await?,
+                Some(_) => {
+                    guessing = false;
+                    ahead.clear();
+                    self.page().await?
+                }
+                None => self.page().await?,
             };
             let more = page.has_more;
             if more {
-                ahead = Some(Prefetch::start(self.client, self.id, page.last_index));
+                let next = page.last_index;
+                let lines = page.events.len() as u64;
+                let guess = (guessing && lines > 0).then_some(next + lines);
+                for since in std::iter::once(next).chain(guess) {
+                    if !ahead.iter().any(|p| p.since == since) {
+                        ahead.push_back(Prefetch::start(self.client, self.id, since));
+                    }
+                }
+            } else {
+                ahead.clear();
             }
             self.absorb(page)?;
             if !more {

@@ -50,6 +50,7 @@ suite! {
         high_volume_run_is_complete_and_in_order,
         chaos_delivery_prints_each_line_once_in_order,
         a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog,
+        pages_of_uneven_size_print_every_line_once,
         an_execution_past_its_retention_is_expired_not_running,
     ],
     local: [hostile_log_text_cannot_drive_the_terminal]
@@ -616,6 +617,40 @@ async fn a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog(kind: Kin
     assert_eq!(status.code(), Some(0));
     assert_eq!(out.lines().count(), n as usize);
     assert!(out.lines().eq(lines.iter().map(String::as_str)));
+}
+
+/// Short lines fill a page by count (10,000), long ones by bytes (about 1,900 lines of 2 KB in
+/// 4 MB): the client's guess of where the page after next starts is too far at the change to
+/// long lines and short of it at the change back, and what it fetched ahead from a wrong place
+/// must not be printed.
+async fn pages_of_uneven_size_print_every_line_once(kind: Kind) {
+    let s = Stack::start(kind, "uneven", None).await;
+    let long = "y".repeat(2_000);
+    let lines: Vec<String> = (1..=25_000)
+        .map(|i| match i {
+            12_001..=15_000 => format!("{i} {long}"),
+            _ => format!("{i} short"),
+        })
+        .collect();
+    for chunk in lines[..3_000]
+        .chunks(400)
+        .chain(lines[3_000..].chunks(5_000))
+    {
+        s.put_lines("uneven-1", chunk).await;
+    }
+    s.complete("uneven-1", "SUCCEEDED", Some(0)).await;
+    let out = output(s.runvoy(&["logs", "uneven-1", "--no-follow"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = stdout_lines(&out);
+    assert_eq!(printed.len(), lines.len());
+    if let Some(i) = (0..lines.len()).find(|&i| printed[i] != lines[i]) {
+        panic!("line {} differs: {:.40}", i + 1, printed[i]);
+    }
 }
 
 /// Lines eight days old (within CloudWatch's 14 days, past the 7-day retention) of an execution

@@ -120,6 +120,13 @@ impl LogEvent {
     /// Gateway's proxy response carries that JSON as a string, escaped a second time (a quote
     /// becomes `\\\"`, a control character `\\u0001`).
     fn escaped_size(&self) -> usize {
+        // Most lines have nothing to escape; this check runs without a branch per byte.
+        let special = self.message.bytes().fold(false, |any, b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if !special {
+            return self.message.len();
+        }
         self.message
             .bytes()
             .map(|b| match b {
@@ -239,6 +246,37 @@ mod wire_tests {
             event_id: "e1".into(),
             timestamp: 5,
             message,
+        }
+    }
+
+    /// `wire_size` bounds the event as it appears in a Lambda proxy response: the page's JSON
+    /// carried as a JSON string, so escaped twice.
+    #[test]
+    fn wire_size_bounds_the_doubly_escaped_event() {
+        for message in [
+            "plain text, nothing to escape".to_string(),
+            "a \"quoted\" word and a back\\slash".to_string(),
+            "tab\there, bell\u{7}, escape\u{1b}[1m, newline\n".to_string(),
+            "é ü 日本 🙂".to_string(),
+            "\"".repeat(300),
+            "\\".repeat(300),
+            "\u{1}".repeat(300),
+            String::new(),
+        ] {
+            let e = event(message);
+            let shown: String = e.message.chars().take(20).collect();
+            let once = serde_json::to_string(&e).unwrap();
+            let twice = serde_json::to_string(&once).unwrap();
+            assert!(
+                e.wire_size() >= twice.len(),
+                "{shown:?}…: wire_size {} < {} bytes in a proxy response",
+                e.wire_size(),
+                twice.len()
+            );
+            assert!(
+                e.wire_size() <= twice.len() + 96,
+                "{shown:?}…: a tight bound"
+            );
         }
     }
 

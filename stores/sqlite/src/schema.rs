@@ -5,6 +5,9 @@ pub const PRAGMAS: &str = r#"
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
+-- Pages are read from a mapping of the file rather than copied in by a read call each (a page
+-- of 10,000 lines otherwise spends a sixth of its time in the kernel's copy).
+PRAGMA mmap_size = 268435456;
 "#;
 
 /// Tables and indexes, applied in one `BEGIN IMMEDIATE` transaction.

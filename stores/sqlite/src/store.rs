@@ -214,7 +214,7 @@ impl LogReader for SqliteStore {
             })
             .map_err(sql)?;
         let now = unix_now_secs();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(limit.min(through.saturating_sub(after) as usize));
         let mut bytes = 0usize;
         for row in rows {
             let (e, expires_at) = row.map_err(sql)?;
