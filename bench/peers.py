@@ -212,6 +212,9 @@ def follow(tools):
                     break
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+        if os.environ.get("PEERS_SAMPLES"):
+            # Latencies in the order the lines arrived, to see where a tail comes from.
+            print(f"{tool}: " + " ".join(f"{x:.0f}" for x in lat), file=sys.stderr)
         lat.sort()
         q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] if lat else float("nan")
         print(f"| {tool} | {len(seen)} | {q(0.5):.0f} | {q(0.99):.0f} | {lat[-1] if lat else float('nan'):.0f} |")
@@ -280,6 +283,10 @@ tools = {
     "awslogs": (awslogs_cmd, moto_proxy),
 }
 what = os.environ.get("PEERS", "backlog,follow,restart").split(",")
+# PEERS_TOOLS=runvoy,aws runs only those clients.
+only = os.environ.get("PEERS_TOOLS")
+if only:
+    tools = {t: v for t, v in tools.items() if t in only.split(",")}
 if "backlog" in what:
     backlog(tools)
 if "follow" in what:

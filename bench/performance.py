@@ -9,6 +9,7 @@ import datetime
 import re
 import subprocess
 import sys
+import tempfile
 
 DOC = "docs/performance.md"
 # A marker is a line of its own; the command never spans lines.
@@ -17,11 +18,17 @@ BLOCK = re.compile(r"^(<!-- bench: ([^\n]+?) -->\n)(.*?)^(<!-- /bench -->)", re.
 
 def output_of(cmd):
     print(f"running: {cmd}", file=sys.stderr, flush=True)
-    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr[-4000:])
-        raise SystemExit(f"{cmd} failed with exit code {out.returncode}; {DOC} is unchanged")
-    lines = out.stdout.splitlines()
+    # Files, not pipes: a helper the command leaves running (a moto server) cannot hold them
+    # open, so this waits for the command alone.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(["bash", "-c", cmd], stdout=out, stderr=err).returncode
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if code != 0:
+        sys.stderr.write(stderr[-4000:])
+        raise SystemExit(f"{cmd} failed with exit code {code}; its block is unchanged")
+    lines = stdout.splitlines()
     while lines and (lines[0].startswith("## ") or not lines[0].strip()):
         lines.pop(0)
     while lines and not lines[-1].strip():

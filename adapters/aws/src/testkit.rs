@@ -34,11 +34,15 @@ fn start_or_find() -> String {
         parent = std::process::id()
     );
     // Not waited on: the shell outlives this call and stops moto when the test process exits.
+    // It must not hold this process's stdout or stderr: whoever reads them (a pipe to a script)
+    // would wait for the shell too, and a parent that is never reaped stays "alive" for it.
     #[allow(clippy::zombie_processes)]
     std::process::Command::new("sh")
         .arg("-c")
         .arg(script)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starting moto_server (install it with: pip install 'moto[server]')");
     let url = format!("http://127.0.0.1:{port}");
