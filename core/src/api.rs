@@ -480,13 +480,7 @@ impl Api {
             .ok_or_else(|| CoreError::NotFound(id.to_string()))?;
         // The body's size is known closely enough to allocate it once.
         let size = page.events.iter().map(|e| e.wire_size()).sum::<usize>() + 1024;
-        let response = self.logs_response(id, page);
-        let mut body = Vec::with_capacity(size);
-        serde_json::to_writer(&mut body, &response).expect("response bodies serialize");
-        Ok(HttpResponse {
-            status: 200,
-            body: String::from_utf8(body).expect("serde_json writes UTF-8"),
-        })
+        Ok(json_sized(200, &self.logs_response(id, page), size))
     }
 
     fn logs_response(&self, id: &str, page: LogsPage) -> LogsResponse {
@@ -586,8 +580,15 @@ pub fn status_response(head: &Head) -> StatusResponse {
 }
 
 pub fn json<T: serde::Serialize>(status: u16, body: &T) -> HttpResponse {
+    json_sized(status, body, 128)
+}
+
+/// [`json`] into a buffer of `capacity` bytes to start with.
+fn json_sized<T: serde::Serialize>(status: u16, body: &T, capacity: usize) -> HttpResponse {
+    let mut buf = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut buf, body).expect("response bodies serialize");
     HttpResponse {
         status,
-        body: serde_json::to_string(body).expect("response bodies serialize"),
+        body: String::from_utf8(buf).expect("serde_json writes UTF-8"),
     }
 }
