@@ -142,14 +142,16 @@ impl<'a> Follow<'a> {
     /// Pages over HTTP from the last printed index until nothing more is committed. While one
     /// page is printed the next two are already requested on the runtime's worker thread: the
     /// one from this page's `last_index`, and the one after it, guessed to hold as many lines as
-    /// this one (pages are full unless bounded in bytes). The server's reads, the transfers and
-    /// the decoding overlap with writing to stdout. A prefetched page is used only when it
-    /// starts where printing ended; after one wrong guess this catch-up stops guessing, so
-    /// pages of uneven size cost at most one wasted request. A failed prefetch is asked again
-    /// through [`Follow::page`], which retries.
+    /// this one (pages are full unless bounded in bytes; no guess past a known `final_index`).
+    /// The server's reads, the transfers and the decoding overlap with writing to stdout. A
+    /// prefetched page is used only when it starts where printing ended; a guess that a page
+    /// proves wrong is dropped and guessing stops for this catch-up, so pages of uneven size
+    /// waste at most one request. A failed prefetch ends prefetching for this catch-up; the
+    /// page is asked again through [`Follow::page`] after a backoff.
     async fn catch_up(&mut self) -> Result<(), CliError> {
         let mut ahead: VecDeque<Prefetch> = VecDeque::new();
         let mut guessing = true;
+        let mut prefetching = true;
         loop {
             let page = match ahead.pop_front() {
                 Some(p) if p.since == self.follower.last() => match p.result().await {
@@ -157,24 +159,35 @@ impl<'a> Follow<'a> {
                         self.answered = true;
                         page
                     }
-                    None => self.page().await?,
+                    None => {
+                        // Throttled or failing: stop asking ahead, and back off before asking again.
+                        ahead.clear();
+                        prefetching = false;
+                        tokio::time::sleep(backoff(1)).await;
+                        self.page().await?
+                    }
                 },
-                Some(_) => {
-                    guessing = false;
+                _ => {
                     ahead.clear();
                     self.page().await?
                 }
-                None => self.page().await?,
             };
             let more = page.has_more;
-            if more {
+            if more && prefetching {
                 let next = page.last_index;
-                let lines = page.events.len() as u64;
-                let guess = (guessing && lines > 0).then_some(next + lines);
-                for since in std::iter::once(next).chain(guess) {
-                    if !ahead.iter().any(|p| p.since == since) {
-                        ahead.push_back(Prefetch::start(self.client, self.id, since));
-                    }
+                // What was asked ahead must start here; anything else was a wrong guess.
+                let asked = ahead.len();
+                ahead.retain(|p| p.since == next);
+                if ahead.len() < asked {
+                    guessing = false;
+                }
+                if ahead.is_empty() {
+                    ahead.push_back(Prefetch::start(self.client, self.id, next));
+                }
+                let after = next + page.events.len() as u64;
+                let known_end = page.final_index.is_some_and(|f| after >= f);
+                if guessing && after > next && !known_end {
+                    ahead.push_back(Prefetch::start(self.client, self.id, after));
                 }
             } else {
                 ahead.clear();

@@ -115,7 +115,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CLI_FAILURE);
         }
     };
-    match runtime.block_on(run(cli, notices)) {
+    let result = runtime.block_on(run(cli, notices));
+    // Exit without waiting for a page still being fetched or decoded (after `| head`).
+    runtime.shutdown_background();
+    match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
