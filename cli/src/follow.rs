@@ -20,6 +20,10 @@ use crate::output::Printer;
 const PAGE: usize = runvoy_core::api::MAX_LIMIT;
 /// Silence after which the client polls once (and pings the socket).
 const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How long a WebSocket handshake may take before the client polls without it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// While the handshake runs, the client polls this often.
+const CONNECT_POLL: Duration = Duration::from_secs(1);
 /// Give up after failing to reach the API for this long.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
@@ -80,8 +84,10 @@ impl<'a> Follow<'a> {
                 return Ok(code);
             }
             let attempt = async {
-                let socket = self.subscribe().await;
-                self.catch_up().await?;
+                let socket = self.subscribe().await?;
+                if !self.follower.is_done() {
+                    self.catch_up().await?;
+                }
                 self.stream(socket).await
             }
             .await;
@@ -116,25 +122,42 @@ impl<'a> Follow<'a> {
     }
 
     /// Opens the WebSocket from the last printed index; `None` when it cannot (the loop then
-    /// polls and tries again later).
-    async fn subscribe(&mut self) -> Option<Socket> {
-        let url = self.websocket_url.clone()?;
+    /// polls and tries again later). The handshake runs on the worker thread while lines keep
+    /// coming over HTTP: `$connect` is a function invocation (a cold start, a store write) and
+    /// may take seconds, and nothing written meanwhile waits for it.
+    async fn subscribe(&mut self) -> Result<Option<Socket>, CliError> {
+        let Some(url) = self.websocket_url.clone() else {
+            return Ok(None);
+        };
         let url = format!("{url}&since_index={}", self.follower.last());
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio_tungstenite::connect_async(url),
-        )
-        .await
-        {
-            Ok(Ok((socket, _))) => Some(socket),
-            Ok(Err(e)) => {
-                self.notices
-                    .info(&format!("WebSocket unavailable ({e}); polling"));
-                None
-            }
-            Err(_) => {
-                self.notices.info("WebSocket connect timed out; polling");
-                None
+        let mut connecting = Task(tokio::spawn(async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await
+        }));
+        loop {
+            tokio::select! {
+                done = &mut connecting.0 => {
+                    return Ok(match done {
+                        Ok(Ok(Ok((socket, _)))) => Some(socket),
+                        Ok(Ok(Err(e))) => {
+                            self.notices.info(&format!("WebSocket unavailable ({e}); polling"));
+                            None
+                        }
+                        Ok(Err(_)) => {
+                            self.notices.info("WebSocket connect timed out; polling");
+                            None
+                        }
+                        Err(e) => {
+                            self.notices.info(&format!("WebSocket connect failed ({e}); polling"));
+                            None
+                        }
+                    });
+                }
+                _ = tokio::time::sleep(CONNECT_POLL) => {
+                    self.catch_up().await?;
+                    if self.follower.is_done() {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -337,7 +360,7 @@ impl<'a> Follow<'a> {
 /// The next page, requested ahead; aborted when dropped unused.
 struct Prefetch {
     since: u64,
-    task: tokio::task::JoinHandle<Result<LogsResponse, CliError>>,
+    task: Task<Result<LogsResponse, CliError>>,
 }
 
 impl Prefetch {
@@ -345,19 +368,25 @@ impl Prefetch {
         let (client, id) = (client.clone(), id.to_string());
         Prefetch {
             since,
-            task: tokio::spawn(async move { client.logs(&id, since, PAGE).await }),
+            task: Task(tokio::spawn(
+                async move { client.logs(&id, since, PAGE).await },
+            )),
         }
     }
 
     /// The page, or `None` when it failed (the caller asks again and reports what it gets).
     async fn result(mut self) -> Option<LogsResponse> {
-        (&mut self.task).await.ok()?.ok()
+        (&mut self.task.0).await.ok()?.ok()
     }
 }
 
-impl Drop for Prefetch {
+/// A task on the worker thread that is aborted when its handle is dropped (an unused
+/// prefetch, a handshake abandoned because the execution ended or an error ended the run).
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
     }
 }
 

@@ -52,6 +52,7 @@ suite! {
         a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog,
         pages_of_uneven_size_print_every_line_once,
         an_execution_past_its_retention_is_expired_not_running,
+        lines_keep_coming_while_the_websocket_handshake_hangs,
     ],
     local: [hostile_log_text_cannot_drive_the_terminal]
 }
@@ -681,4 +682,69 @@ async fn an_execution_past_its_retention_is_expired_not_running(kind: Kind) {
     assert!(err.contains("expired"), "{err}");
     let status = output(s.runvoy(&["status", "old-1"])).await;
     assert_eq!(status.status.code(), Some(125));
+}
+
+/// Every WebSocket handshake takes 30 s (a `$connect` stuck behind a cold start or a slow store
+/// write), longer than the CLI waits for one (10 s): lines written meanwhile are printed over
+/// HTTP while the handshake is pending, not once the client gave up on it, and the end of the
+/// execution ends the CLI without a socket.
+async fn lines_keep_coming_while_the_websocket_handshake_hangs(kind: Kind) {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    let s = Stack::start(kind, "handshake", Some("connect-ms=30000")).await;
+    s.put_lines("hs-1", &numbered("a", 1, 5)).await;
+    let mut child = s.runvoy(&["logs", "hs-1", "-v"]).spawn().unwrap();
+    // Both streams into one channel, in the order they were written.
+    let (tx, rx) = mpsc::channel::<(&str, String)>();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out_tx = tx.clone();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = out_tx.send(("out", l));
+        }
+    });
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(("err", l));
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    s.put_lines("hs-1", &numbered("b", 1, 5)).await;
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|(k, l)| *k == "out" && l == "b 5") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::task::block_in_place(|| rx.recv_timeout(left)) {
+            Ok(item) => seen.push(item),
+            Err(_) => panic!("b 5 never printed: {seen:?}"),
+        }
+    }
+    s.complete("hs-1", "SUCCEEDED", Some(0)).await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    seen.extend(rx.try_iter());
+    assert!(
+        !seen
+            .iter()
+            .take_while(|(k, l)| !(*k == "out" && l == "b 5"))
+            .any(|(k, l)| *k == "err" && l.contains("WebSocket")),
+        "the lines waited for the handshake: {seen:?}"
+    );
+    let printed: Vec<&str> = seen
+        .iter()
+        .filter(|(k, _)| *k == "out")
+        .map(|(_, l)| l.as_str())
+        .collect();
+    let mut want = numbered("a", 1, 5);
+    want.extend(numbered("b", 1, 5));
+    assert_eq!(printed, want);
+    assert_eq!(status.code(), Some(0), "{seen:?}");
 }

@@ -148,6 +148,10 @@ pub struct SourcePage {
     pub events: Vec<SourceEvent>,
     /// The token for the next page. At the end of the stream it equals the token passed in.
     pub next_token: String,
+    /// Whether this read reached the end of the stream as it was when read: what a read from
+    /// `next_token` finds was written since. A stream that keeps being written never hands back
+    /// the token it was given, so reconciliation stops on this instead.
+    pub at_end: bool,
 }
 
 /// The log source an execution writes to (CloudWatch Logs or the local analog).

@@ -683,6 +683,79 @@ impl runvoy_core::ports::LogSource for CountingSource {
     }
 }
 
+/// A stream its producer keeps writing: a new line lands after every read.
+struct GrowingSource {
+    inner: Arc<MemorySource>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl runvoy_core::ports::LogSource for GrowingSource {
+    async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
+        self.inner.exists(id).await
+    }
+    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, runvoy_core::StoreError> {
+        self.inner.newest_timestamp(id).await
+    }
+    async fn page(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
+        let page = self.inner.page(id, token).await;
+        let n = self
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.put(
+            id,
+            1_700_000_000_000 + n as i64,
+            &format!("written during read {n}"),
+        );
+        page
+    }
+}
+
+#[tokio::test]
+async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
+    // The token at the end of a growing stream never repeats: reconciliation must stop at the
+    // end of what it read, not chase the producer until its deadline (a first read of a live
+    // execution took the whole 5 s budget, twice, before this).
+    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let inner = Arc::new(MemorySource::new(10));
+    for i in 0..25 {
+        inner.put("live", 1_699_999_000_000 + i, &format!("line {i}"));
+    }
+    let source = Arc::new(GrowingSource {
+        inner,
+        reads: Default::default(),
+    });
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        clock,
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let reconciler = Reconciler::new(source.clone(), appender, metrics);
+    let outcome = reconciler.reconcile("live").await.unwrap();
+    assert!(outcome.caught_up);
+    assert_eq!(
+        outcome.pages, 3,
+        "25 lines in pages of 10 (and one line written after each read)"
+    );
+    assert_eq!(store.head("live").await.unwrap().unwrap().last_index, 27);
+    // The next reconciliation continues from there.
+    let again = reconciler.reconcile("live").await.unwrap();
+    assert!(again.caught_up);
+    assert_eq!(
+        again.recovered.len(),
+        1,
+        "the line written after the last read"
+    );
+    assert_eq!(store.head("live").await.unwrap().unwrap().last_index, 28);
+}
+
 #[tokio::test]
 async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     use runvoy_core::CoreError;

@@ -22,8 +22,9 @@ pub struct Chaos {
     pub delay_ms: (u64, u64),
     /// Every WebSocket connection is cut (no close frame) this long after it opened.
     pub ws_cut_ms: Option<u64>,
-    /// sim: API Gateway takes this long to open a connection after `$connect` succeeded;
-    /// meanwhile pushes to it are answered 410, as on AWS.
+    /// The WebSocket handshake answers this long after the connection was stored. On the sim,
+    /// API Gateway opens it this long after `$connect` succeeded, and pushes meanwhile are
+    /// answered 410, as on AWS; the local stack queues them.
     pub connect_ms: Option<u64>,
 }
 

@@ -284,6 +284,10 @@ async fn websocket(
         app.pusher.unregister(&connection_id);
         return error(e);
     }
+    if let Some(d) = app.connect_delay {
+        // Pushes meanwhile wait in the session's queue.
+        tokio::time::sleep(d).await;
+    }
     let app2 = app.clone();
     ws.max_message_size(64 * 1024)
         .on_upgrade(move |socket| session(app2, connection_id, socket, rx))

@@ -122,6 +122,9 @@ pub struct App {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// `--chaos ws-cut-ms=N`: WebSocket sessions are cut this long after they open.
     pub(crate) ws_cut: Option<Duration>,
+    /// `--chaos connect-ms=N`: the WebSocket handshake answers this long after the connection
+    /// was stored (a slow `$connect`).
+    pub(crate) connect_delay: Option<Duration>,
     /// The commands it runs, each in a process group of its own.
     pub(crate) groups: runner::ProcessGroups,
 }
@@ -334,6 +337,7 @@ fn wire(
         keys,
         shutdown,
         ws_cut: config.chaos.ws_cut_ms.map(Duration::from_millis),
+        connect_delay: config.chaos.connect_ms.map(Duration::from_millis),
         groups: runner::ProcessGroups::default(),
     }
 }

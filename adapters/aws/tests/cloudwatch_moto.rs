@@ -13,7 +13,7 @@ use runvoy_core::services::{Appender, EngineConfig, Reconciler};
 async fn source_with(
     exec: &str,
     lines: &[(i64, String)],
-) -> (CloudWatchSource, aws_sdk_cloudwatchlogs::Client) {
+) -> (CloudWatchSource, aws_sdk_cloudwatchlogs::Client, String) {
     let client = aws_sdk_cloudwatchlogs::Client::new(&sdk_config().await);
     let group = format!("/aws/ecs/{}/runner", unique("cw"));
     client
@@ -50,7 +50,11 @@ async fn source_with(
             .await
             .unwrap();
     }
-    (CloudWatchSource::new(client.clone(), group, names), client)
+    (
+        CloudWatchSource::new(client.clone(), group.clone(), names),
+        client,
+        group,
+    )
 }
 
 fn now_ms() -> i64 {
@@ -79,7 +83,7 @@ fn lines() -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_commits_every_line_once_across_pages() {
     let lines = lines();
-    let (source, _) = source_with("exec-a", &lines).await;
+    let (source, _, _) = source_with("exec-a", &lines).await;
     let store = Arc::new(MemoryStore::new());
     let metrics = Arc::new(MemoryMetrics::new());
     let appender = Appender::new(
@@ -140,7 +144,7 @@ async fn reconciliation_commits_every_line_once_across_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_ids_match_reconciliation_ids() {
     let lines = lines()[..30].to_vec();
-    let (source, _) = source_with("exec-b", &lines).await;
+    let (source, _, _) = source_with("exec-b", &lines).await;
     let page = source.page("exec-b", None).await.unwrap();
     // A subscription batch carrying the same lines decodes to the same ids.
     let events: Vec<serde_json::Value> = lines
@@ -165,7 +169,7 @@ async fn subscription_ids_match_reconciliation_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_streams_and_bad_tokens_are_told_apart() {
-    let (source, _) = source_with("exec-c", &lines()[..3]).await;
+    let (source, _, _) = source_with("exec-c", &lines()[..3]).await;
     assert!(source.exists("exec-c").await.unwrap());
     assert!(!source.exists("no-such-execution").await.unwrap());
     assert_eq!(
@@ -176,4 +180,65 @@ async fn unknown_streams_and_bad_tokens_are_told_apart() {
     let p = source.page("exec-c", None).await.unwrap();
     let again = source.page("exec-c", Some(&p.next_token)).await.unwrap();
     assert_eq!(again.next_token, p.next_token);
+}
+
+/// A producer writes lines one call after another while the execution is populated: the read ends at the
+/// end of the stream as it read it (the token at the end moves with every new line, so it never
+/// comes back), while the producer is still writing, and the next read picks up the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_being_written_is_read_to_its_end_and_no_further() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const LIVE: usize = 1_500;
+    let backlog: Vec<(i64, String)> = (0..3_000)
+        .map(|i| (now_ms() - 60_000 + i / 10, format!("backlog {i}")))
+        .collect();
+    let (source, client, group) = source_with("exec-d", &backlog).await;
+    let writing = Arc::new(AtomicBool::new(true));
+    let producer = tokio::spawn({
+        let writing = writing.clone();
+        async move {
+            let stream = StreamNames::default().stream("exec-d");
+            for i in 0..LIVE {
+                let event = InputLogEvent::builder()
+                    .timestamp(now_ms())
+                    .message(format!("live {i}"))
+                    .build()
+                    .unwrap();
+                client
+                    .put_log_events()
+                    .log_group_name(&group)
+                    .log_stream_name(&stream)
+                    .log_events(event)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            writing.store(false, Ordering::SeqCst);
+        }
+    });
+    // Let the producer get going.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let store = Arc::new(MemoryStore::new());
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        Arc::new(SimClock::new(now_ms(), 3)),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let reconciler = Reconciler::new(Arc::new(source.clone()), appender, metrics);
+    let first = reconciler.reconcile("exec-d").await.unwrap();
+    assert!(
+        writing.load(Ordering::SeqCst),
+        "the read chased the producer until it stopped ({} pages)",
+        first.pages
+    );
+    assert!(first.caught_up);
+    let populated = store.all_events("exec-d").len();
+    assert!(populated > backlog.len(), "{populated}");
+    producer.await.unwrap();
+    reconciler.reconcile("exec-d").await.unwrap();
+    let all = store.all_events("exec-d");
+    assert_eq!(all.len(), backlog.len() + LIVE);
+    assert!(all.iter().enumerate().all(|(i, e)| e.index == i as u64 + 1));
 }

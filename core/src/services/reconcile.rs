@@ -143,7 +143,7 @@ impl Reconciler {
                 Err(e) => return Err(e.into()),
             };
             outcome.pages += 1;
-            let at_end = token.as_deref() == Some(page.next_token.as_str());
+            let at_end = page.at_end || token.as_deref() == Some(page.next_token.as_str());
             let appended = self
                 .appender
                 .append(
