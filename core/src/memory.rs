@@ -419,21 +419,21 @@ impl LogSource for MemorySource {
             return Ok(SourcePage {
                 events: Vec::new(),
                 next_token: format!("f/{pos}"),
-                at_end: true,
+                live_end: true,
             });
         }
         if self.empty_pages && kind == 'f' {
             return Ok(SourcePage {
                 events: Vec::new(),
                 next_token: format!("e/{pos}"),
-                at_end: false,
+                live_end: false,
             });
         }
         let end = (pos + self.page_size).min(events.len());
         Ok(SourcePage {
             events: events[pos..end].to_vec(),
             next_token: format!("f/{end}"),
-            at_end: end == events.len(),
+            live_end: end == events.len(),
         })
     }
 }

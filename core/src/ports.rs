@@ -148,10 +148,12 @@ pub struct SourcePage {
     pub events: Vec<SourceEvent>,
     /// The token for the next page. At the end of the stream it equals the token passed in.
     pub next_token: String,
-    /// Whether this read reached the end of the stream as it was when read: what a read from
-    /// `next_token` finds was written since. A stream that keeps being written never hands back
-    /// the token it was given, so reconciliation stops on this instead.
-    pub at_end: bool,
+    /// Whether this read reached the lines being written now: the end of the stream as it was
+    /// when read, or (CloudWatch) a line ingested after the read began. A stream that keeps
+    /// being written never hands back the token it was given, so a forward reconciliation stops
+    /// here (what follows is the subscription's to deliver); a completion sweep does not (a
+    /// late line with an old timestamp is met mid-stream) and reads on until the token returns.
+    pub live_end: bool,
 }
 
 /// The log source an execution writes to (CloudWatch Logs or the local analog).

@@ -756,6 +756,55 @@ async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
     assert_eq!(store.head("live").await.unwrap().unwrap().last_index, 28);
 }
 
+/// A source whose every page meets a line written during the read, as a CloudWatch read does
+/// when a late line with an old timestamp lands in the middle of the stream.
+struct LiveEverywhere(Arc<MemorySource>);
+
+#[async_trait::async_trait]
+impl runvoy_core::ports::LogSource for LiveEverywhere {
+    async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
+        self.0.exists(id).await
+    }
+    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, runvoy_core::StoreError> {
+        self.0.newest_timestamp(id).await
+    }
+    async fn page(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
+        let mut page = self.0.page(id, token).await?;
+        page.live_end = true;
+        Ok(page)
+    }
+}
+
+#[tokio::test]
+async fn a_completion_sweep_reads_past_lines_written_during_it() {
+    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let inner = Arc::new(MemorySource::new(10));
+    for i in 0..25 {
+        inner.put("late", 1_699_999_000_000 + i, &format!("line {i}"));
+    }
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        clock,
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let reconciler = Reconciler::new(Arc::new(LiveEverywhere(inner)), appender, metrics);
+    // A forward read stops there: the rest is the subscription's (or the next read's).
+    let forward = reconciler.reconcile("late").await.unwrap();
+    assert_eq!((forward.pages, forward.recovered.len()), (1, 10));
+    // The sweep that completion waits for reads on until the token comes back.
+    let (swept, complete) = reconciler.sweep("late", None).await.unwrap();
+    assert!(complete);
+    assert_eq!(swept.recovered.len(), 15);
+    assert_eq!(store.head("late").await.unwrap().unwrap().last_index, 25);
+}
+
 #[tokio::test]
 async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     use runvoy_core::CoreError;

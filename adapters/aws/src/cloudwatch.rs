@@ -177,13 +177,15 @@ impl LogSource for CloudWatchSource {
             ),
         };
         let stream = self.names.stream(execution_id);
-        // A stream being written never hands back the token it was given: the read ends where
-        // it meets a line ingested after it began (what the next read finds was written since).
+        // A stream being written never hands back the token it was given: a read that meets a
+        // line ingested after it began has reached the live end (`live_end`), and ends there,
+        // cut before its last millisecond like any page that is not the end.
         let began = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(i64::MAX, |d| d.as_millis() as i64);
         let mut lines: Vec<(i64, String)> = Vec::new();
         let mut cw_token: Option<String> = None;
+        let mut live = false;
         let at_end = loop {
             let mut req = self
                 .client
@@ -196,18 +198,17 @@ impl LogSource for CloudWatchSource {
                 req = req.start_time(s);
             }
             let resp = send_patiently(req).await?;
-            let mut written_since = false;
             for e in resp.events.unwrap_or_default() {
-                written_since |= e.ingestion_time.is_some_and(|t| t >= began);
+                live |= e.ingestion_time.is_some_and(|t| t >= began);
                 lines.push((e.timestamp.unwrap_or(0), e.message.unwrap_or_default()));
             }
             let next = resp.next_forward_token;
             // The end of the stream: CloudWatch hands back the token it was given.
-            if next.is_none() || (cw_token.is_some() && next == cw_token) || written_since {
+            if next.is_none() || (cw_token.is_some() && next == cw_token) {
                 break true;
             }
             cw_token = next;
-            let split = lines.len() >= PAGE_TARGET
+            let split = (lines.len() >= PAGE_TARGET || live)
                 && lines.first().map(|l| l.0) != lines.last().map(|l| l.0);
             if split {
                 break false;
@@ -231,7 +232,7 @@ impl LogSource for CloudWatchSource {
         Ok(SourcePage {
             events: identity::with_ids(lines),
             next_token,
-            at_end,
+            live_end: at_end || live,
         })
     }
 }

@@ -182,9 +182,11 @@ async fn unknown_streams_and_bad_tokens_are_told_apart() {
     assert_eq!(again.next_token, p.next_token);
 }
 
-/// A producer writes lines one call after another while the execution is populated: the read ends at the
-/// end of the stream as it read it (the token at the end moves with every new line, so it never
-/// comes back), while the producer is still writing, and the next read picks up the rest.
+/// A producer writes lines one call after another while the execution is populated: the forward
+/// read ends at the lines being written (the token at the end moves with every new line, so it
+/// never comes back) while the producer is still writing. A completion sweep does not stop
+/// there (what it meets may be a late line in the middle of the stream): it reads until the
+/// token comes back, so it ends with every line committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_being_written_is_read_to_its_end_and_no_further() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,8 +238,13 @@ async fn a_stream_being_written_is_read_to_its_end_and_no_further() {
     assert!(first.caught_up);
     let populated = store.all_events("exec-d").len();
     assert!(populated > backlog.len(), "{populated}");
+    let (swept, complete) = reconciler.sweep("exec-d", None).await.unwrap();
+    assert!(complete, "{swept:?}");
+    assert!(
+        !writing.load(Ordering::SeqCst),
+        "the sweep stopped at a line written during it"
+    );
     producer.await.unwrap();
-    reconciler.reconcile("exec-d").await.unwrap();
     let all = store.all_events("exec-d");
     assert_eq!(all.len(), backlog.len() + LIVE);
     assert!(all.iter().enumerate().all(|(i, e)| e.index == i as u64 + 1));

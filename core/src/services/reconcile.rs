@@ -21,6 +21,16 @@ pub struct ReconcileOutcome {
     pub caught_up: bool,
 }
 
+/// Where a read of the source ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// At the lines being written now (`SourcePage::live_end`): forward reconciliation.
+    LiveEnd,
+    /// Only where the source hands back the token it was given: a completion sweep, which must
+    /// read past a late line with an old timestamp.
+    TokenReturns,
+}
+
 #[derive(Clone)]
 pub struct Reconciler {
     source: Arc<dyn LogSource>,
@@ -80,6 +90,7 @@ impl Reconciler {
                 execution_id,
                 head.and_then(|h| h.source_cursor),
                 Progress::Forward,
+                Until::LiveEnd,
                 deadline_ms,
             )
             .await?;
@@ -114,6 +125,7 @@ impl Reconciler {
             execution_id,
             head.and_then(|h| h.sweep_cursor),
             Progress::Sweep,
+            Until::TokenReturns,
             deadline_ms,
         )
         .await
@@ -124,6 +136,7 @@ impl Reconciler {
         execution_id: &str,
         mut token: Option<String>,
         progress: fn(String) -> Progress,
+        until: Until,
         deadline_ms: Option<i64>,
     ) -> Result<(ReconcileOutcome, bool), CoreError> {
         let mut outcome = ReconcileOutcome::default();
@@ -143,7 +156,8 @@ impl Reconciler {
                 Err(e) => return Err(e.into()),
             };
             outcome.pages += 1;
-            let at_end = page.at_end || token.as_deref() == Some(page.next_token.as_str());
+            let at_end = token.as_deref() == Some(page.next_token.as_str())
+                || (until == Until::LiveEnd && page.live_end);
             let appended = self
                 .appender
                 .append(

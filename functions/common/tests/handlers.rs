@@ -47,7 +47,7 @@ impl LogSource for CloudWatchLike {
                     .collect(),
             ),
             next_token: p.next_token,
-            at_end: p.at_end,
+            live_end: p.live_end,
         })
     }
 }

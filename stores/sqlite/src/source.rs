@@ -144,7 +144,7 @@ impl LogSource for SqliteSource {
             });
         }
         Ok(SourcePage {
-            at_end: events.len() < self.page,
+            live_end: events.len() < self.page,
             events,
             next_token: format!("f/{last}"),
         })
