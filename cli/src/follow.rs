@@ -24,6 +24,8 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// While the handshake runs, the client polls this often.
 const CONNECT_POLL: Duration = Duration::from_secs(1);
+/// A connection that ends sooner than this counts as a failed handshake.
+const SHORT_LIVED: Duration = Duration::from_secs(10);
 /// Give up after failing to reach the API for this long.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
@@ -37,6 +39,8 @@ pub struct Follow<'a> {
     pub notices: Notices,
     follower: Follower,
     websocket_url: Option<String>,
+    /// Handshakes failed in a row (a connection the server ended at once included).
+    handshake_failures: u32,
     /// Whether the API has answered once (after that, lost connections are retried).
     answered: bool,
 }
@@ -62,6 +66,7 @@ impl<'a> Follow<'a> {
             notices,
             follower: Follower::new(since),
             websocket_url: None,
+            handshake_failures: 0,
             answered: false,
         }
     }
@@ -85,10 +90,20 @@ impl<'a> Follow<'a> {
             }
             let attempt = async {
                 let socket = self.subscribe().await?;
+                let opened = socket.is_some().then(Instant::now);
                 if !self.follower.is_done() {
                     self.catch_up().await?;
                 }
-                self.stream(socket).await
+                let next = self.stream(socket).await;
+                if let (Some(opened), Ok(Next::Reconnect)) = (opened, &next) {
+                    // A connection the server ends at once counts as a failed handshake.
+                    if opened.elapsed() < SHORT_LIVED {
+                        self.handshake_failures += 1;
+                    } else {
+                        self.handshake_failures = 0;
+                    }
+                }
+                next
             }
             .await;
             match attempt {
@@ -125,8 +140,30 @@ impl<'a> Follow<'a> {
     /// polls and tries again later). The handshake runs on the worker thread while lines keep
     /// coming over HTTP: `$connect` is a function invocation (a cold start, a store write) and
     /// may take seconds, and nothing written meanwhile waits for it.
+    ///
+    /// After failed handshakes in a row (refused, timed out, or a connection the server ended
+    /// at once) the next one waits longer, polling meanwhile: 1–2 s more after the first,
+    /// doubling up to 15–30 s, so clients of a failing `$connect` do not each invoke it every
+    /// two seconds.
     async fn subscribe(&mut self) -> Result<Option<Socket>, CliError> {
-        let Some(url) = self.websocket_url.clone() else {
+        if self.websocket_url.is_none() {
+            return Ok(None);
+        }
+        let due = Instant::now()
+            + match self.handshake_failures {
+                0 => Duration::ZERO,
+                n => handshake_backoff(n),
+            };
+        while Instant::now() < due {
+            let left = due.saturating_duration_since(Instant::now());
+            tokio::time::sleep(left.min(IDLE_POLL)).await;
+            self.catch_up().await?;
+            if self.follower.is_done() {
+                return Ok(None);
+            }
+        }
+        // The URL of the latest page: its token may have been renewed while waiting.
+        let Some(url) = self.websocket_url.as_deref() else {
             return Ok(None);
         };
         let url = format!("{url}&since_index={}", self.follower.last());
@@ -136,7 +173,7 @@ impl<'a> Follow<'a> {
         loop {
             tokio::select! {
                 done = &mut connecting.0 => {
-                    return Ok(match done {
+                    let socket = match done {
                         Ok(Ok(Ok((socket, _)))) => Some(socket),
                         Ok(Ok(Err(e))) => {
                             self.notices.info(&format!("WebSocket unavailable ({e}); polling"));
@@ -150,7 +187,11 @@ impl<'a> Follow<'a> {
                             self.notices.info(&format!("WebSocket connect failed ({e}); polling"));
                             None
                         }
-                    });
+                    };
+                    if socket.is_none() {
+                        self.handshake_failures += 1;
+                    }
+                    return Ok(socket);
                 }
                 _ = tokio::time::sleep(CONNECT_POLL) => {
                     self.catch_up().await?;
@@ -388,6 +429,13 @@ impl<T> Drop for Task<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The wait before the next handshake after `failures` (≥ 1) failed ones: 2 s doubling up to
+/// 30 s, the upper half of it at random (clients that lost the same server spread out).
+fn handshake_backoff(failures: u32) -> Duration {
+    let cap = (2_000u64 << (failures - 1).min(4)).min(30_000);
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
 }
 
 /// Exponential backoff with full jitter: up to 200 ms × 2^n, capped at 5 s.

@@ -1,7 +1,7 @@
 //! AWS's rules as the sim enforces them, each shown catching what it exists for: the IAM gate
 //! (both ways), Lambda's 6 MB response, dropped subscription deliveries, pushes answered 410
 //! while a connection is inside `$connect`, the TTL sweeper; and API key rotation on the
-//! deployed functions.
+//! deployed functions. And the CLI against a failing `$connect` and connections cut at once.
 
 mod common;
 
@@ -418,4 +418,99 @@ async fn environments_coexist_on_one_account() {
 
     blue.restart().await;
     passed(&smoke(&blue).await);
+}
+
+/// The websocket function cannot store connections (its role lacks `dynamodb:PutItem`), so
+/// every `$connect` fails. The CLI follows by polling, prints every line, and tries the
+/// handshake again ever less often: about every 2 s without backoff (a dozen attempts in the
+/// 26 s below), four or five with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_connect_is_retried_ever_less_often_while_lines_keep_coming() {
+    let dir = common::temp_dir("connect-broken");
+    let template = template_with(&dir, |t| {
+        let statements = t["Resources"]["WebsocketRole"]["Properties"]["Policies"][0]
+            ["PolicyDocument"]["Statement"]
+            .as_array_mut()
+            .unwrap();
+        for st in statements {
+            if let Some(actions) = st["Action"].as_array_mut() {
+                actions.retain(|a| a != "dynamodb:PutItem");
+            }
+        }
+    });
+    let s = Stack::start_with(
+        Kind::Sim,
+        "connect-broken",
+        None,
+        vec!["--template".into(), template.display().to_string()],
+    )
+    .await;
+    s.put_lines("wsfail-1", &numbered("a", 1, 5)).await;
+    let follower = tokio::task::spawn_blocking({
+        let mut cmd = s.runvoy(&["logs", "wsfail-1", "-v"]);
+        move || cmd.output().unwrap()
+    });
+    let mut want = numbered("a", 1, 5);
+    for i in 1..=6 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let more = numbered(&format!("b{i}"), 1, 5);
+        s.put_lines("wsfail-1", &more).await;
+        want.extend(more);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.complete("wsfail-1", "SUCCEEDED", Some(0)).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stdout_lines(&out), want);
+    assert_eq!(out.status.code(), Some(0));
+    let notices = String::from_utf8_lossy(&out.stderr);
+    assert!(notices.contains("WebSocket unavailable"), "{notices}");
+    let stats = s.sim_stats().await;
+    assert!(
+        denied(&stats)
+            .iter()
+            .any(|(f, a)| f.ends_with("-websocket") && a == "dynamodb:PutItem"),
+        "{stats:#}"
+    );
+    let attempts = stats["websocket"]["refused_connects"].as_u64().unwrap();
+    assert!(
+        (2..=6).contains(&attempts),
+        "{attempts} handshakes in 28 s: {notices}"
+    );
+}
+
+/// Every connection is cut 300 ms after it opened (`ws-cut-ms`): a connection the server ends
+/// at once counts as a failed handshake, so the CLI does not reconnect every few hundred
+/// milliseconds (about fifty connections in the 20 s below without backoff), and polling still
+/// prints every line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_at_once_are_reopened_ever_less_often() {
+    let s = Stack::start(Kind::Sim, "cut-at-once", Some("ws-cut-ms=300")).await;
+    s.put_lines("cut-1", &numbered("a", 1, 5)).await;
+    let follower = tokio::task::spawn_blocking({
+        let mut cmd = s.runvoy(&["logs", "cut-1"]);
+        move || cmd.output().unwrap()
+    });
+    let mut want = numbered("a", 1, 5);
+    for i in 1..=5 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let more = numbered(&format!("b{i}"), 1, 5);
+        s.put_lines("cut-1", &more).await;
+        want.extend(more);
+    }
+    s.complete("cut-1", "SUCCEEDED", Some(0)).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stdout_lines(&out), want);
+    assert_eq!(out.status.code(), Some(0));
+    let stats = s.sim_stats().await;
+    let connections = stats["websocket"]["connections"].as_u64().unwrap();
+    assert!(
+        (2..=8).contains(&connections),
+        "{connections} connections in 20 s: {stats:#}"
+    );
 }
