@@ -24,6 +24,11 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// While the handshake runs, the client polls this often.
 const CONNECT_POLL: Duration = Duration::from_secs(1);
+/// A WebSocket URL older than this is renewed by a poll before a handshake (its token expires;
+/// the server's tokens live an hour or more).
+const URL_FRESH_FOR: Duration = Duration::from_secs(60);
+/// A catch-up this soon after the last one is skipped after a handshake.
+const MIN_POLL_GAP: Duration = Duration::from_secs(1);
 /// A connection that ends sooner than this counts as a failed handshake.
 const SHORT_LIVED: Duration = Duration::from_secs(10);
 /// Give up after failing to reach the API for this long.
@@ -41,6 +46,10 @@ pub struct Follow<'a> {
     websocket_url: Option<String>,
     /// Handshakes failed in a row (a connection the server ended at once included).
     handshake_failures: u32,
+    /// When the last page carrying a WebSocket URL (and its token) arrived.
+    url_received: Option<Instant>,
+    /// When the last HTTP catch-up ended.
+    polled: Option<Instant>,
     /// Whether the API has answered once (after that, lost connections are retried).
     answered: bool,
 }
@@ -67,6 +76,8 @@ impl<'a> Follow<'a> {
             follower: Follower::new(since),
             websocket_url: None,
             handshake_failures: 0,
+            url_received: None,
+            polled: None,
             answered: false,
         }
     }
@@ -90,17 +101,20 @@ impl<'a> Follow<'a> {
             }
             let attempt = async {
                 let socket = self.subscribe().await?;
-                let opened = socket.is_some().then(Instant::now);
-                if !self.follower.is_done() {
+                // A poll just ran (while the handshake did): `resume` covers what follows it.
+                if !self.follower.is_done()
+                    && self.polled.is_none_or(|t| t.elapsed() >= MIN_POLL_GAP)
+                {
                     self.catch_up().await?;
                 }
+                let opened = socket.is_some().then(Instant::now);
                 let next = self.stream(socket).await;
-                if let (Some(opened), Ok(Next::Reconnect)) = (opened, &next) {
+                if let Some(opened) = opened {
                     // A connection the server ends at once counts as a failed handshake.
-                    if opened.elapsed() < SHORT_LIVED {
-                        self.handshake_failures += 1;
-                    } else {
+                    if opened.elapsed() >= SHORT_LIVED {
                         self.handshake_failures = 0;
+                    } else if matches!(next, Ok(Next::Reconnect)) {
+                        self.handshake_failures += 1;
                     }
                 }
                 next
@@ -154,9 +168,25 @@ impl<'a> Follow<'a> {
                 0 => Duration::ZERO,
                 n => handshake_backoff(n),
             };
-        while Instant::now() < due {
+        loop {
             let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             tokio::time::sleep(left.min(IDLE_POLL)).await;
+            if Instant::now() >= due {
+                break;
+            }
+            self.catch_up().await?;
+            if self.follower.is_done() {
+                return Ok(None);
+            }
+        }
+        // A token as old as the connection that just ended expires with it: ask for a new one.
+        if self
+            .url_received
+            .is_none_or(|t| t.elapsed() >= URL_FRESH_FOR)
+        {
             self.catch_up().await?;
             if self.follower.is_done() {
                 return Ok(None);
@@ -258,6 +288,7 @@ impl<'a> Follow<'a> {
             }
             self.absorb(page)?;
             if !more {
+                self.polled = Some(Instant::now());
                 return Ok(());
             }
         }
@@ -297,13 +328,16 @@ impl<'a> Follow<'a> {
                 .terminal(page.status, page.exit_code, final_index);
         }
         if page.websocket_url.is_some() {
+            self.url_received = Some(Instant::now());
             self.websocket_url = page.websocket_url;
         }
         Ok(())
     }
 
     async fn stream(&mut self, mut socket: Option<Socket>) -> Result<Next, CliError> {
-        if let Some(s) = socket.as_mut() {
+        if let Some(s) = socket.as_mut()
+            && !self.follower.is_done()
+        {
             let resume = ClientMessage::Resume {
                 since_index: self.follower.last(),
             };
