@@ -24,6 +24,19 @@ fn template_with(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> std::p
     path
 }
 
+/// Removes `action` from every statement of `role`'s policy.
+fn drop_action(t: &mut Value, role: &str, action: &str) {
+    let statements =
+        t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_array_mut()
+            .unwrap();
+    for st in statements {
+        if let Some(actions) = st["Action"].as_array_mut() {
+            actions.retain(|a| a != action);
+        }
+    }
+}
+
 fn denied(stats: &Value) -> Vec<(String, String)> {
     stats["gate"]["denied"]
         .as_array()
@@ -55,15 +68,7 @@ async fn the_rendered_roles_grant_what_the_functions_call() {
 async fn a_grant_missing_from_a_role_is_refused_like_aws_does() {
     let dir = common::temp_dir("iam-broken");
     let template = template_with(&dir, |t| {
-        let statements = t["Resources"]["ForwarderRole"]["Properties"]["Policies"][0]
-            ["PolicyDocument"]["Statement"]
-            .as_array_mut()
-            .unwrap();
-        for st in statements {
-            if let Some(actions) = st["Action"].as_array_mut() {
-                actions.retain(|a| a != "dynamodb:PutItem");
-            }
-        }
+        drop_action(t, "ForwarderRole", "dynamodb:PutItem");
         // And the API's Query of the `recent` index (listing executions).
         t["Resources"]["ApiRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
             .as_array_mut()
@@ -428,15 +433,7 @@ async fn environments_coexist_on_one_account() {
 async fn a_failing_connect_is_retried_ever_less_often_while_lines_keep_coming() {
     let dir = common::temp_dir("connect-broken");
     let template = template_with(&dir, |t| {
-        let statements = t["Resources"]["WebsocketRole"]["Properties"]["Policies"][0]
-            ["PolicyDocument"]["Statement"]
-            .as_array_mut()
-            .unwrap();
-        for st in statements {
-            if let Some(actions) = st["Action"].as_array_mut() {
-                actions.retain(|a| a != "dynamodb:PutItem");
-            }
-        }
+        drop_action(t, "WebsocketRole", "dynamodb:PutItem")
     });
     let s = Stack::start_with(
         Kind::Sim,

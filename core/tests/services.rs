@@ -8,7 +8,7 @@ use runvoy_core::client::Follower;
 use runvoy_core::memory::{
     MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
 };
-use runvoy_core::ports::{Clock, LogStore, Metric};
+use runvoy_core::ports::{Clock, LogStore, Metric, SourcePage};
 use runvoy_core::services::{
     Appender, Completer, EngineConfig, FanOut, Reader, Reconciler, pack_messages,
 };
@@ -639,32 +639,42 @@ fn follower_prints_once_in_order_and_reports_gaps() {
     assert_eq!((f.is_done(), f.exit_code()), (true, Some(1)));
 }
 
-/// A source that counts the pages read from it, and makes each take `page_ms` of (simulated)
-/// time.
-struct CountingSource {
+/// What a [`Tapped`] source does after each read: given the source, the execution, the read's
+/// number and the page it read.
+type Tap = Box<dyn Fn(&MemorySource, &str, usize, &mut SourcePage) + Send + Sync>;
+
+/// A memory source that counts the pages read from it and runs a tap after each read (to move
+/// a clock, write to the stream while it is read, or change what the page says).
+struct Tapped {
     inner: Arc<MemorySource>,
-    clock: Arc<SimClock>,
-    page_ms: i64,
-    pages: std::sync::atomic::AtomicUsize,
+    reads: std::sync::atomic::AtomicUsize,
+    tap: Tap,
 }
 
-impl CountingSource {
-    fn new(inner: Arc<MemorySource>, clock: Arc<SimClock>, page_ms: i64) -> CountingSource {
-        CountingSource {
+impl Tapped {
+    fn new(
+        inner: Arc<MemorySource>,
+        tap: impl Fn(&MemorySource, &str, usize, &mut SourcePage) + Send + Sync + 'static,
+    ) -> Tapped {
+        Tapped {
             inner,
-            clock,
-            page_ms,
-            pages: Default::default(),
+            reads: Default::default(),
+            tap: Box::new(tap),
         }
     }
 
+    /// Each read takes `page_ms` of (simulated) time.
+    fn counting(inner: Arc<MemorySource>, clock: Arc<SimClock>, page_ms: i64) -> Tapped {
+        Tapped::new(inner, move |_, _, _, _| clock.advance(page_ms))
+    }
+
     fn pages(&self) -> usize {
-        self.pages.load(std::sync::atomic::Ordering::Relaxed)
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 #[async_trait::async_trait]
-impl runvoy_core::ports::LogSource for CountingSource {
+impl runvoy_core::ports::LogSource for Tapped {
     async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
         self.inner.exists(id).await
     }
@@ -675,43 +685,13 @@ impl runvoy_core::ports::LogSource for CountingSource {
         &self,
         id: &str,
         token: Option<&str>,
-    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
-        self.clock.advance(self.page_ms);
-        self.pages
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.page(id, token).await
-    }
-}
-
-/// A stream its producer keeps writing: a new line lands after every read.
-struct GrowingSource {
-    inner: Arc<MemorySource>,
-    reads: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl runvoy_core::ports::LogSource for GrowingSource {
-    async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
-        self.inner.exists(id).await
-    }
-    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, runvoy_core::StoreError> {
-        self.inner.newest_timestamp(id).await
-    }
-    async fn page(
-        &self,
-        id: &str,
-        token: Option<&str>,
-    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
-        let page = self.inner.page(id, token).await;
+    ) -> Result<SourcePage, runvoy_core::StoreError> {
+        let mut page = self.inner.page(id, token).await?;
         let n = self
             .reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.put(
-            id,
-            1_700_000_000_000 + n as i64,
-            &format!("written during read {n}"),
-        );
-        page
+        (self.tap)(&self.inner, id, n, &mut page);
+        Ok(page)
     }
 }
 
@@ -726,10 +706,14 @@ async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
     for i in 0..25 {
         inner.put("live", 1_699_999_000_000 + i, &format!("line {i}"));
     }
-    let source = Arc::new(GrowingSource {
-        inner,
-        reads: Default::default(),
-    });
+    // A stream its producer keeps writing: a new line lands after every read.
+    let source = Arc::new(Tapped::new(inner, |src, id, n, _| {
+        src.put(
+            id,
+            1_700_000_000_000 + n as i64,
+            &format!("written during read {n}"),
+        );
+    }));
     let metrics = Arc::new(MemoryMetrics::new());
     let appender = Appender::new(
         store.clone(),
@@ -756,29 +740,6 @@ async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
     assert_eq!(store.head("live").await.unwrap().unwrap().last_index, 28);
 }
 
-/// A source whose every page meets a line written during the read, as a CloudWatch read does
-/// when a late line with an old timestamp lands in the middle of the stream.
-struct LiveEverywhere(Arc<MemorySource>);
-
-#[async_trait::async_trait]
-impl runvoy_core::ports::LogSource for LiveEverywhere {
-    async fn exists(&self, id: &str) -> Result<bool, runvoy_core::StoreError> {
-        self.0.exists(id).await
-    }
-    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, runvoy_core::StoreError> {
-        self.0.newest_timestamp(id).await
-    }
-    async fn page(
-        &self,
-        id: &str,
-        token: Option<&str>,
-    ) -> Result<runvoy_core::ports::SourcePage, runvoy_core::StoreError> {
-        let mut page = self.0.page(id, token).await?;
-        page.live_end = true;
-        Ok(page)
-    }
-}
-
 #[tokio::test]
 async fn a_completion_sweep_reads_past_lines_written_during_it() {
     let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
@@ -794,7 +755,10 @@ async fn a_completion_sweep_reads_past_lines_written_during_it() {
         metrics.clone(),
         EngineConfig::default(),
     );
-    let reconciler = Reconciler::new(Arc::new(LiveEverywhere(inner)), appender, metrics);
+    // Every page meets a line written during the read, as a CloudWatch read does when a late
+    // line with an old timestamp lands in the middle of the stream.
+    let live_everywhere = Tapped::new(inner, |_, _, _, page| page.live_end = true);
+    let reconciler = Reconciler::new(Arc::new(live_everywhere), appender, metrics);
     // A forward read stops there: the rest is the subscription's (or the next read's).
     let forward = reconciler.reconcile("late").await.unwrap();
     assert_eq!((forward.pages, forward.recovered.len()), (1, 10));
@@ -814,7 +778,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     for i in 0..100 {
         inner.put("long", 1_699_999_000_000 + i, &format!("line {i}"));
     }
-    let source = Arc::new(CountingSource::new(inner, clock.clone(), 1_000));
+    let source = Arc::new(Tapped::counting(inner, clock.clone(), 1_000));
     let metrics = Arc::new(MemoryMetrics::new());
     let appender = Appender::new(
         store.clone(),
@@ -858,7 +822,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
         (head.status, head.final_index),
         (Status::Succeeded, Some(100))
     );
-    let pages = source.pages.load(std::sync::atomic::Ordering::Relaxed);
+    let pages = source.pages();
     assert!(
         pages <= 12,
         "a retry continues instead of starting over: {pages} pages for 10"
@@ -921,7 +885,7 @@ async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
     let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
     let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
     let inner = Arc::new(MemorySource::new(100));
-    let source = Arc::new(CountingSource::new(inner.clone(), clock.clone(), 0));
+    let source = Arc::new(Tapped::counting(inner.clone(), clock.clone(), 0));
     let metrics = Arc::new(MemoryMetrics::new());
     let appender = Appender::new(
         store.clone(),

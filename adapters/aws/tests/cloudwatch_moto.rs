@@ -57,6 +57,20 @@ async fn source_with(
     )
 }
 
+/// A reconciler from `source` into an in-memory store.
+fn reconciler_of(source: &CloudWatchSource) -> (Arc<MemoryStore>, Reconciler) {
+    let store = Arc::new(MemoryStore::new());
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        Arc::new(SimClock::new(now_ms(), 3)),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let reconciler = Reconciler::new(Arc::new(source.clone()), appender, metrics);
+    (store, reconciler)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -84,15 +98,7 @@ fn lines() -> Vec<(i64, String)> {
 async fn reconciliation_commits_every_line_once_across_pages() {
     let lines = lines();
     let (source, _, _) = source_with("exec-a", &lines).await;
-    let store = Arc::new(MemoryStore::new());
-    let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        Arc::new(SimClock::new(now_ms(), 3)),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let reconciler = Reconciler::new(Arc::new(source.clone()), appender, metrics);
+    let (store, reconciler) = reconciler_of(&source);
 
     let first = reconciler.reconcile("exec-a").await.unwrap();
     assert!(
@@ -220,15 +226,7 @@ async fn a_stream_being_written_is_read_to_its_end_and_no_further() {
     });
     // Let the producer get going.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let store = Arc::new(MemoryStore::new());
-    let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        Arc::new(SimClock::new(now_ms(), 3)),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let reconciler = Reconciler::new(Arc::new(source.clone()), appender, metrics);
+    let (store, reconciler) = reconciler_of(&source);
     let first = reconciler.reconcile("exec-d").await.unwrap();
     assert!(
         writing.load(Ordering::SeqCst),
