@@ -24,6 +24,12 @@ fn template_with(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> std::p
     path
 }
 
+/// The sim deployed from `template` (its IAM refusals are expected, not a test failure).
+async fn sim_with_template(tag: &str, template: &std::path::Path) -> Stack {
+    let args = vec!["--template".into(), template.display().to_string()];
+    Stack::start_with(Kind::Sim, tag, None, args).await
+}
+
 /// Removes `action` from every statement of `role`'s policy.
 fn drop_action(t: &mut Value, role: &str, action: &str) {
     let statements =
@@ -75,13 +81,7 @@ async fn a_grant_missing_from_a_role_is_refused_like_aws_does() {
             .unwrap()
             .retain(|st| !st["Resource"].to_string().contains("/index/recent"));
     });
-    let s = Stack::start_with(
-        Kind::Sim,
-        "iam-broken",
-        None,
-        vec!["--template".into(), template.display().to_string()],
-    )
-    .await;
+    let s = sim_with_template("iam-broken", &template).await;
     s.put_lines("denied-1", &numbered("d", 1, 50)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let stats = loop {
@@ -435,13 +435,7 @@ async fn a_failing_connect_is_retried_ever_less_often_while_lines_keep_coming() 
     let template = template_with(&dir, |t| {
         drop_action(t, "WebsocketRole", "dynamodb:PutItem")
     });
-    let s = Stack::start_with(
-        Kind::Sim,
-        "connect-broken",
-        None,
-        vec!["--template".into(), template.display().to_string()],
-    )
-    .await;
+    let s = sim_with_template("connect-broken", &template).await;
     s.put_lines("wsfail-1", &numbered("a", 1, 5)).await;
     let follower = tokio::task::spawn_blocking({
         let mut cmd = s.runvoy(&["logs", "wsfail-1", "-v"]);

@@ -695,25 +695,18 @@ impl runvoy_core::ports::LogSource for Tapped {
     }
 }
 
-#[tokio::test]
-async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
-    // The token at the end of a growing stream never repeats: reconciliation must stop at the
-    // end of what it read, not chase the producer until its deadline (a first read of a live
-    // execution took the whole 5 s budget, twice, before this).
+/// 25 lines of `id` in a source read in pages of 10 through `tap`, and a reconciler from it
+/// into an empty store.
+fn reconciler_of_25_lines(
+    id: &str,
+    tap: impl Fn(&MemorySource, &str, usize, &mut SourcePage) + Send + Sync + 'static,
+) -> (Arc<dyn LogStore>, Reconciler) {
     let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
     let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
     let inner = Arc::new(MemorySource::new(10));
     for i in 0..25 {
-        inner.put("live", 1_699_999_000_000 + i, &format!("line {i}"));
+        inner.put(id, 1_699_999_000_000 + i, &format!("line {i}"));
     }
-    // A stream its producer keeps writing: a new line lands after every read.
-    let source = Arc::new(Tapped::new(inner, |src, id, n, _| {
-        src.put(
-            id,
-            1_700_000_000_000 + n as i64,
-            &format!("written during read {n}"),
-        );
-    }));
     let metrics = Arc::new(MemoryMetrics::new());
     let appender = Appender::new(
         store.clone(),
@@ -721,7 +714,23 @@ async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
         metrics.clone(),
         EngineConfig::default(),
     );
-    let reconciler = Reconciler::new(source.clone(), appender, metrics);
+    let source = Arc::new(Tapped::new(inner, tap));
+    (store, Reconciler::new(source, appender, metrics))
+}
+
+#[tokio::test]
+async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
+    // The token at the end of a growing stream never repeats: reconciliation must stop at the
+    // end of what it read, not chase the producer until its deadline (a first read of a live
+    // execution took the whole 5 s budget, twice, before this).
+    // A stream its producer keeps writing: a new line lands after every read.
+    let (store, reconciler) = reconciler_of_25_lines("live", |src, id, n, _| {
+        src.put(
+            id,
+            1_700_000_000_000 + n as i64,
+            &format!("written during read {n}"),
+        );
+    });
     let outcome = reconciler.reconcile("live").await.unwrap();
     assert!(outcome.caught_up);
     assert_eq!(
@@ -742,23 +751,9 @@ async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
 
 #[tokio::test]
 async fn a_completion_sweep_reads_past_lines_written_during_it() {
-    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
-    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
-    let inner = Arc::new(MemorySource::new(10));
-    for i in 0..25 {
-        inner.put("late", 1_699_999_000_000 + i, &format!("line {i}"));
-    }
-    let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock,
-        metrics.clone(),
-        EngineConfig::default(),
-    );
     // Every page meets a line written during the read, as a CloudWatch read does when a late
     // line with an old timestamp lands in the middle of the stream.
-    let live_everywhere = Tapped::new(inner, |_, _, _, page| page.live_end = true);
-    let reconciler = Reconciler::new(Arc::new(live_everywhere), appender, metrics);
+    let (store, reconciler) = reconciler_of_25_lines("late", |_, _, _, page| page.live_end = true);
     // A forward read stops there: the rest is the subscription's (or the next read's).
     let forward = reconciler.reconcile("late").await.unwrap();
     assert_eq!((forward.pages, forward.recovered.len()), (1, 10));
