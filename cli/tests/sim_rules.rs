@@ -436,26 +436,7 @@ async fn a_failing_connect_is_retried_ever_less_often_while_lines_keep_coming() 
         drop_action(t, "WebsocketRole", "dynamodb:PutItem")
     });
     let s = sim_with_template("connect-broken", &template).await;
-    s.put_lines("wsfail-1", &numbered("a", 1, 5)).await;
-    let follower = tokio::task::spawn_blocking({
-        let mut cmd = s.runvoy(&["logs", "wsfail-1", "-v"]);
-        move || cmd.output().unwrap()
-    });
-    let mut want = numbered("a", 1, 5);
-    for i in 1..=6 {
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let more = numbered(&format!("b{i}"), 1, 5);
-        s.put_lines("wsfail-1", &more).await;
-        want.extend(more);
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    s.complete("wsfail-1", "SUCCEEDED", Some(0)).await;
-    let out = tokio::time::timeout(Duration::from_secs(60), follower)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stdout_lines(&out), want);
-    assert_eq!(out.status.code(), Some(0));
+    let out = follow_while_writing(&s, "wsfail-1", 6).await;
     let notices = String::from_utf8_lossy(&out.stderr);
     assert!(notices.contains("WebSocket unavailable"), "{notices}");
     let stats = s.sim_stats().await;
@@ -474,34 +455,42 @@ async fn a_failing_connect_is_retried_ever_less_often_while_lines_keep_coming() 
 
 /// Every connection is cut 300 ms after it opened (`ws-cut-ms`): a connection the server ends
 /// at once counts as a failed handshake, so the CLI does not reconnect every few hundred
-/// milliseconds (about fifty connections in the 20 s below without backoff), and polling still
+/// milliseconds (about fifty connections in the 22 s below without backoff), and polling still
 /// prints every line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_at_once_are_reopened_ever_less_often() {
     let s = Stack::start(Kind::Sim, "cut-at-once", Some("ws-cut-ms=300")).await;
-    s.put_lines("cut-1", &numbered("a", 1, 5)).await;
+    follow_while_writing(&s, "cut-1", 5).await;
+    let stats = s.sim_stats().await;
+    let connections = stats["websocket"]["connections"].as_u64().unwrap();
+    assert!(
+        (2..=8).contains(&connections),
+        "{connections} connections in 22 s: {stats:#}"
+    );
+}
+
+/// `runvoy logs -v ID` while five lines are written every 4 s, `rounds` times; then the
+/// execution completes. Every line is printed once, in order, and the CLI exits 0.
+async fn follow_while_writing(s: &Stack, id: &str, rounds: usize) -> std::process::Output {
+    s.put_lines(id, &numbered("a", 1, 5)).await;
     let follower = tokio::task::spawn_blocking({
-        let mut cmd = s.runvoy(&["logs", "cut-1"]);
+        let mut cmd = s.runvoy(&["logs", id, "-v"]);
         move || cmd.output().unwrap()
     });
     let mut want = numbered("a", 1, 5);
-    for i in 1..=5 {
+    for i in 1..=rounds {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let more = numbered(&format!("b{i}"), 1, 5);
-        s.put_lines("cut-1", &more).await;
+        s.put_lines(id, &more).await;
         want.extend(more);
     }
-    s.complete("cut-1", "SUCCEEDED", Some(0)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.complete(id, "SUCCEEDED", Some(0)).await;
     let out = tokio::time::timeout(Duration::from_secs(60), follower)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stdout_lines(&out), want);
     assert_eq!(out.status.code(), Some(0));
-    let stats = s.sim_stats().await;
-    let connections = stats["websocket"]["connections"].as_u64().unwrap();
-    assert!(
-        (2..=8).contains(&connections),
-        "{connections} connections in 20 s: {stats:#}"
-    );
+    out
 }
