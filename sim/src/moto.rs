@@ -67,19 +67,19 @@ pub async fn start(state_dir: &Path) -> Result<OwnMoto, SimError> {
     })
 }
 
-/// Waits for a moto to answer, up to 20 s.
+/// Waits for a moto to answer, up to 60 s (importing moto on a busy machine takes a while).
 pub async fn wait_until_up(endpoint: &str) -> Result<(), SimError> {
     let addr = endpoint
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    for _ in 0..200 {
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(&addr).await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(SimError::Moto(format!(
-        "moto did not answer at {endpoint} within 20 s (see moto.log in the state directory)"
+        "moto did not answer at {endpoint} within 60 s (see moto.log in the state directory)"
     )))
 }

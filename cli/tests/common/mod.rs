@@ -8,7 +8,7 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runvoy_local::{Chaos, LocalConfig, LocalStack};
 use serde_json::{Value, json};
@@ -184,28 +184,45 @@ impl Stack {
         panic!("no free ports for the sim");
     }
 
+    /// Starts moto on a free port. A port taken between the pick and moto's bind, or a moto
+    /// that exits at once, is retried on another port; a slow start (a busy machine importing
+    /// moto) is waited for, up to a minute and a half.
     fn start_moto(&mut self) {
-        let port = free_port();
-        let log = std::fs::File::create(self.dir.join("moto.log")).unwrap();
-        let child = Command::new("python3")
-            .arg(workspace().join("scripts/moto-server"))
-            .args(["127.0.0.1", &port.to_string()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting scripts/moto-server (pip install 'moto[server]')");
-        self.moto = Some(child);
-        self.moto_endpoint = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+        let path = self.dir.join("moto.log");
+        for _ in 0..5 {
+            let port = free_port();
+            let log = std::fs::File::create(&path).unwrap();
+            let mut child = Command::new("python3")
+                .arg(workspace().join("scripts/moto-server"))
+                .args(["127.0.0.1", &port.to_string()])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("starting scripts/moto-server (pip install 'moto[server]')");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(90) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    self.moto = Some(child);
+                    self.moto_endpoint = format!("http://127.0.0.1:{port}");
+                    return;
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            let _ = child.kill();
+            let _ = child.wait();
+            let printed = std::fs::read_to_string(&path).unwrap_or_default();
+            if !printed.contains("in use") {
+                panic!(
+                    "moto did not start on port {port} within {:?}: {}:\n{printed}",
+                    started.elapsed(),
+                    path.display()
+                );
+            }
         }
-        panic!(
-            "moto did not start: see {}",
-            self.dir.join("moto.log").display()
-        );
+        panic!("no free port for moto: see {}", path.display());
     }
 
     /// (Re)starts on the same port and state directory.
