@@ -8,16 +8,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use runvoy_core::client::Follower;
-use runvoy_core::wire::{ClientMessage, LogsResponse, ServerMessage};
+use runvoy_core::wire::{ClientMessage, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::CliError;
-use crate::http::ApiClient;
+use crate::http::{ApiClient, Page};
 use crate::notice::Notices;
 use crate::output::Printer;
 
-/// Events per HTTP page.
-const PAGE: usize = runvoy_core::api::MAX_LIMIT;
+/// Events per HTTP page: about 2 MB of dense records at 70 bytes a line, so that the three
+/// pages in flight keep the process under 20 MB (servers bound pages in bytes too).
+const PAGE: usize = 25_000;
 /// Silence after which the client polls once (and pings the socket).
 const IDLE_POLL: Duration = Duration::from_secs(2);
 /// How long a WebSocket handshake may take before the client polls without it.
@@ -266,9 +267,9 @@ impl<'a> Follow<'a> {
                     self.page().await?
                 }
             };
-            let more = page.has_more;
+            let more = page.meta().has_more;
             if more && prefetching {
-                let next = page.last_index;
+                let next = page.meta().last_index;
                 // What was asked ahead must start here; anything else was a wrong guess.
                 let asked = ahead.len();
                 ahead.retain(|p| p.since == next);
@@ -278,8 +279,8 @@ impl<'a> Follow<'a> {
                 if ahead.is_empty() {
                     ahead.push_back(Prefetch::start(self.client, self.id, next));
                 }
-                let after = next + page.events.len() as u64;
-                let known_end = page.final_index.is_some_and(|f| after >= f);
+                let after = next + page.len() as u64;
+                let known_end = page.meta().final_index.is_some_and(|f| after >= f);
                 if guessing && after > next && !known_end {
                     ahead.push_back(Prefetch::start(self.client, self.id, after));
                 }
@@ -296,7 +297,7 @@ impl<'a> Follow<'a> {
 
     /// One page after the last printed line, retrying transient failures with backoff (for
     /// up to [`GIVE_UP_AFTER`]).
-    async fn page(&mut self) -> Result<LogsResponse, CliError> {
+    async fn page(&mut self) -> Result<Page, CliError> {
         let mut failures = 0u32;
         let started = Instant::now();
         loop {
@@ -314,15 +315,27 @@ impl<'a> Follow<'a> {
         }
     }
 
-    fn absorb(&mut self, page: LogsResponse) -> Result<(), CliError> {
-        let accepted = self.follower.accept(page.events);
-        if accepted.gap {
-            return Err(CliError::Protocol(format!(
-                "a page after line {} skipped lines",
-                self.follower.last()
-            )));
-        }
-        self.printer.print(&accepted.print)?;
+    fn absorb(&mut self, page: Page) -> Result<(), CliError> {
+        let last = self.follower.last();
+        let skipped = || CliError::Protocol(format!("a page skipped lines after line {last}"));
+        let page = match page {
+            Page::Json(mut p) => {
+                let accepted = self.follower.accept(std::mem::take(&mut p.events));
+                if accepted.gap {
+                    return Err(skipped());
+                }
+                self.printer.print(&accepted.print)?;
+                p
+            }
+            Page::Dense(p) => {
+                let run = self.follower.accept_run(p.first_index(), p.len());
+                if run.gap {
+                    return Err(skipped());
+                }
+                self.printer.print_dense(&p, run.skip, run.take)?;
+                p.into_meta()
+            }
+        };
         if let Some(final_index) = page.final_index {
             self.follower
                 .terminal(page.status, page.exit_code, final_index);
@@ -435,7 +448,7 @@ impl<'a> Follow<'a> {
 /// The next page, requested ahead; aborted when dropped unused.
 struct Prefetch {
     since: u64,
-    task: Task<Result<LogsResponse, CliError>>,
+    task: Task<Result<Page, CliError>>,
 }
 
 impl Prefetch {
@@ -450,7 +463,7 @@ impl Prefetch {
     }
 
     /// The page, or `None` when it failed (the caller asks again and reports what it gets).
-    async fn result(mut self) -> Option<LogsResponse> {
+    async fn result(mut self) -> Option<Page> {
         (&mut self.task.0).await.ok()?.ok()
     }
 }

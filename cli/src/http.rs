@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use runvoy_core::lines::{LINES_CONTENT_TYPE, LinesPage};
 use runvoy_core::wire::{ErrorBody, LogsResponse, StatusResponse};
 use serde::de::DeserializeOwned;
 
@@ -12,6 +14,31 @@ use crate::settings::Settings;
 pub struct ApiClient {
     http: reqwest::Client,
     settings: Settings,
+    dense: bool,
+}
+
+/// A logs page as the server sent it: JSON (spec §4), or dense ([`runvoy_core::lines`]).
+pub enum Page {
+    Json(LogsResponse),
+    Dense(LinesPage<Bytes>),
+}
+
+impl Page {
+    /// Every field but the events (those of a JSON page are still in it).
+    pub fn meta(&self) -> &LogsResponse {
+        match self {
+            Page::Json(p) => p,
+            Page::Dense(p) => &p.meta,
+        }
+    }
+
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Page::Json(p) => p.events.len(),
+            Page::Dense(p) => p.len(),
+        }
+    }
 }
 
 impl ApiClient {
@@ -24,15 +51,38 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CliError::Config(format!("cannot set up HTTP: {e}")))?;
-        Ok(ApiClient { http, settings })
+        Ok(ApiClient {
+            http,
+            settings,
+            dense: false,
+        })
     }
 
-    pub async fn logs(&self, id: &str, since: u64, limit: usize) -> Result<LogsResponse, CliError> {
+    /// Asks for dense logs pages (when the event ids are not needed); a server may still
+    /// answer JSON, and both are read.
+    pub fn with_dense_pages(mut self, dense: bool) -> ApiClient {
+        self.dense = dense;
+        self
+    }
+
+    pub async fn logs(&self, id: &str, since: u64, limit: usize) -> Result<Page, CliError> {
         let url = format!(
             "{}/api/v1/executions/{id}/logs?since_index={since}&limit={limit}",
             self.settings.api_url
         );
-        self.send(id, self.http.get(url)).await
+        let mut req = self.http.get(url);
+        if self.dense {
+            req = req.header(reqwest::header::ACCEPT, LINES_CONTENT_TYPE);
+        }
+        let (content_type, body) = self.fetch(id, req).await?;
+        if content_type.as_deref() == Some(LINES_CONTENT_TYPE) {
+            return LinesPage::parse(body)
+                .map(Page::Dense)
+                .map_err(CliError::Protocol);
+        }
+        serde_json::from_slice(&body)
+            .map(Page::Json)
+            .map_err(|e| CliError::Protocol(e.to_string()))
     }
 
     pub async fn status(&self, id: &str) -> Result<StatusResponse, CliError> {
@@ -62,6 +112,16 @@ impl ApiClient {
         id: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<T, CliError> {
+        let (_, body) = self.fetch(id, req).await?;
+        serde_json::from_slice(&body).map_err(|e| CliError::Protocol(e.to_string()))
+    }
+
+    /// A successful response's content type and body; any other answer as the error it means.
+    async fn fetch(
+        &self,
+        id: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(Option<String>, Bytes), CliError> {
         let resp = req
             .header("X-API-Key", &self.settings.api_key)
             .send()
@@ -77,12 +137,17 @@ impl ApiClient {
                 .to_string();
             return Err(CliError::Redirected(status, to));
         }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
         let body = resp
             .bytes()
             .await
             .map_err(|e| CliError::Unreachable(self.settings.api_url.clone(), root_cause(&e)))?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|e| CliError::Protocol(e.to_string()));
+            return Ok((content_type, body));
         }
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)

@@ -180,7 +180,9 @@ async fn logs(
         index: args.index,
         terminal_safe: !args.raw && std::io::stdout().is_terminal(),
     });
-    let follow = Follow::new(client, id, &mut printer, notices, args.since_index);
+    // Event ids are printed with --json only: other formats take the dense pages.
+    let client = client.clone().with_dense_pages(!args.json);
+    let follow = Follow::new(&client, id, &mut printer, notices, args.since_index);
     if args.no_follow {
         follow.once().await
     } else {

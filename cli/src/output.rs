@@ -5,6 +5,7 @@
 use std::io::{BufWriter, Stdout, Write};
 
 use runvoy_core::LogEvent;
+use runvoy_core::lines::LinesPage;
 
 use crate::error::CliError;
 
@@ -15,6 +16,13 @@ pub struct Format {
     pub index: bool,
     /// stdout is a terminal: show control characters visibly (see `terminal`).
     pub terminal_safe: bool,
+}
+
+impl Format {
+    /// The message alone, unchanged.
+    fn plain(&self) -> bool {
+        !(self.json || self.timestamps || self.index || self.terminal_safe)
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -34,7 +42,7 @@ pub struct Printer {
 impl Printer {
     pub fn new(format: Format) -> Printer {
         Printer {
-            out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+            out: BufWriter::with_capacity(256 * 1024, std::io::stdout()),
             format,
             scratch: Vec::new(),
         }
@@ -54,24 +62,58 @@ impl Printer {
                     message: &e.message,
                 };
                 serde_json::to_writer(&mut self.out, &line).map_err(std::io::Error::from)?;
+                self.out.write_all(b"\n")?;
             } else {
-                if self.format.index {
-                    write!(self.out, "{} ", e.index)?;
-                }
-                if self.format.timestamps {
-                    write!(self.out, "{} ", rfc3339_ms(e.timestamp))?;
-                }
-                if self.format.terminal_safe {
-                    self.scratch.clear();
-                    crate::terminal::visible(&e.message, true, &mut self.scratch);
-                    self.out.write_all(&self.scratch)?;
-                } else {
-                    self.out.write_all(e.message.as_bytes())?;
-                }
+                self.text_line(e.index, e.timestamp, e.message.as_bytes())?;
             }
-            self.out.write_all(b"\n")?;
         }
         self.out.flush()?;
+        Ok(())
+    }
+
+    /// Prints `take` records of a dense page after its first `skip` (never `--json`: dense
+    /// pages carry no event ids, and the CLI does not ask for them then).
+    pub fn print_dense<B: AsRef<[u8]>>(
+        &mut self,
+        page: &LinesPage<B>,
+        skip: usize,
+        take: usize,
+    ) -> Result<(), CliError> {
+        if take == 0 {
+            return Ok(());
+        }
+        let records = page.records().iter().skip(skip).take(take);
+        if self.format.plain() {
+            // Each message with its newline, as the page holds them.
+            for r in records {
+                self.out.write_all(page.line(r))?;
+            }
+        } else {
+            let first = page.first_index() + skip as u64;
+            for (i, r) in records.enumerate() {
+                self.text_line(first + i as u64, r.timestamp, page.message(r))?;
+            }
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn text_line(&mut self, index: u64, timestamp: i64, message: &[u8]) -> Result<(), CliError> {
+        if self.format.index {
+            write!(self.out, "{index} ")?;
+        }
+        if self.format.timestamps {
+            write!(self.out, "{} ", rfc3339_ms(timestamp))?;
+        }
+        if self.format.terminal_safe {
+            self.scratch.clear();
+            let text = String::from_utf8_lossy(message);
+            crate::terminal::visible(&text, true, &mut self.scratch);
+            self.out.write_all(&self.scratch)?;
+        } else {
+            self.out.write_all(message)?;
+        }
+        self.out.write_all(b"\n")?;
         Ok(())
     }
 }

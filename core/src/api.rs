@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::{ApiKeys, Denied, TokenSigner};
 use crate::error::{CoreError, StoreError};
+use crate::lines::{self, LINES_CONTENT_TYPE, accepts_lines};
 use crate::model::Head;
 use crate::ports::Clock;
 use crate::services::{Completer, FanOut, LogsPage, Reader, Reconciler};
@@ -16,7 +17,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Events per page when the client does not say.
 pub const DEFAULT_LIMIT: usize = 1_000;
 /// Most events per page.
-pub const MAX_LIMIT: usize = 10_000;
+pub const MAX_LIMIT: usize = 100_000;
 /// Executions listed when the client does not say, and the most it may ask for.
 pub const DEFAULT_LIST_LIMIT: u64 = 50;
 pub const MAX_LIST_LIMIT: u64 = 200;
@@ -34,15 +35,22 @@ pub struct HttpRequest {
     pub query: String,
     /// The `X-API-Key` header.
     pub api_key: Option<String>,
+    /// The `Accept` header: a logs page is dense ([`crate::lines`]) when it asks for that.
+    pub accept: Option<String>,
     pub body: Vec<u8>,
 }
 
-/// A JSON response.
+/// A response: JSON, or a dense logs page ([`crate::lines`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     pub status: u16,
     pub body: String,
+    /// `application/json` or [`LINES_CONTENT_TYPE`].
+    pub content_type: &'static str,
 }
+
+/// The `Content-Type` of every response but a dense logs page.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// An error response: status, machine code and one sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +84,7 @@ impl ApiError {
         HttpResponse {
             status: self.status,
             body: serde_json::to_string(&self.body()).expect("error bodies serialize"),
+            content_type: JSON_CONTENT_TYPE,
         }
     }
 
@@ -335,7 +344,10 @@ impl Api {
         validate_execution_id(&id)?;
         let query = parse_query(&req.query)?;
         match (req.method.as_str(), action) {
-            ("GET", Some("logs")) => self.logs(&id, &query).await,
+            ("GET", Some("logs")) => {
+                self.logs(&id, &query, accepts_lines(req.accept.as_deref()))
+                    .await
+            }
             ("GET", None) => self.status(&id).await,
             ("POST", Some("complete")) => self.complete(&id, &req.body).await,
             (_, None | Some("logs" | "complete")) => Err(ApiError::new(
@@ -457,6 +469,7 @@ impl Api {
         &self,
         id: &str,
         query: &HashMap<String, String>,
+        dense: bool,
     ) -> Result<HttpResponse, ApiError> {
         for k in query.keys() {
             if k != "since_index" && k != "limit" {
@@ -473,6 +486,13 @@ impl Api {
             )));
         }
         self.head_with_population(id).await?;
+        if dense && let Some(d) = self.reader.dense_page(id, since, limit as usize).await? {
+            return Ok(HttpResponse {
+                status: 200,
+                body: lines::body(&self.logs_response(id, d.page), &d.records),
+                content_type: LINES_CONTENT_TYPE,
+            });
+        }
         let page = self
             .reader
             .page(id, since, limit as usize)
@@ -590,5 +610,6 @@ fn json_sized<T: serde::Serialize>(status: u16, body: &T, capacity: usize) -> Ht
     HttpResponse {
         status,
         body: String::from_utf8(buf).expect("serde_json writes UTF-8"),
+        content_type: JSON_CONTENT_TYPE,
     }
 }

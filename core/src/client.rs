@@ -12,6 +12,17 @@ pub struct Accepted {
     pub gap: bool,
 }
 
+/// What the follower releases of a run of contiguous events (a dense page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAccepted {
+    /// Leading events of the run already released: skip them.
+    pub skip: usize,
+    /// Events after those to print now, each exactly once.
+    pub take: usize,
+    /// The run starts beyond `last + 1`: nothing released, fetch from `last` over HTTP.
+    pub gap: bool,
+}
+
 /// Tracks the last printed index and the terminal status of one execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follower {
@@ -57,6 +68,33 @@ impl Follower {
             }
         }
         Accepted { print, gap }
+    }
+
+    /// Feeds a run of `count` contiguous events from index `first` (a dense page, whose
+    /// events are not materialised): the same rule as [`Follower::accept`], by index only.
+    pub fn accept_run(&mut self, first: u64, count: usize) -> RunAccepted {
+        if count == 0 {
+            return RunAccepted {
+                skip: 0,
+                take: 0,
+                gap: false,
+            };
+        }
+        if first > self.last + 1 {
+            return RunAccepted {
+                skip: 0,
+                take: 0,
+                gap: true,
+            };
+        }
+        let skip = ((self.last + 1 - first) as usize).min(count);
+        let take = count - skip;
+        self.last += take as u64;
+        RunAccepted {
+            skip,
+            take,
+            gap: false,
+        }
     }
 
     /// Records a terminal status (from a `status` message or an HTTP response).

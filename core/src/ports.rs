@@ -84,6 +84,35 @@ pub trait LogReader: HeadReader {
         limit: usize,
     ) -> Result<Vec<ExecutionSummary>, StoreError>;
 
+    /// The events [`LogReader::read_bounded`] reads, appended to `out` as dense records
+    /// ([`crate::lines`]); returns how many. `Ok(None)` when they cannot travel dense (a message
+    /// that travels as base64 in JSON); `out` is then left as it was. A store may bound the
+    /// read by the records' own bytes instead of [`LogEvent::wire_size`] when its pages never
+    /// cross a Lambda response (the local stack's).
+    async fn read_dense(
+        &self,
+        execution_id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, StoreError> {
+        let events = self
+            .read_bounded(execution_id, after, through, limit, max_bytes)
+            .await?;
+        if !crate::lines::fits_lines(&events) {
+            return Ok(None);
+        }
+        for (expected, e) in (after + 1..).zip(&events) {
+            if e.index != expected {
+                return Err(StoreError::Expired(execution_id.to_string()));
+            }
+            crate::lines::push_record(out, e.timestamp, e.message.as_bytes());
+        }
+        Ok(Some(events.len()))
+    }
+
     /// [`LogReader::read_bounded`] without a byte bound.
     async fn read_range(
         &self,

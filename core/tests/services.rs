@@ -5,6 +5,7 @@ use std::sync::Arc;
 use runvoy_core::api::{Api, ApiConfig, HttpRequest, HttpResponse};
 use runvoy_core::auth::{ApiKeys, TokenSigner};
 use runvoy_core::client::Follower;
+use runvoy_core::lines::{LINES_CONTENT_TYPE, LinesPage};
 use runvoy_core::memory::{
     MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
 };
@@ -101,6 +102,7 @@ async fn call(
         path: path.into(),
         query: query.into(),
         api_key: key.map(str::to_string),
+        accept: None,
         body: body.as_bytes().to_vec(),
     })
     .await
@@ -180,6 +182,79 @@ async fn first_read_populates_from_the_source_and_pages() {
     assert_eq!(e.metrics.get(Metric::EventsReconciled), 10);
 }
 
+/// `GET …/logs?{query}` asking for a dense page.
+async fn get_dense(api: &Api, exec: &str, query: &str) -> HttpResponse {
+    api.handle(HttpRequest {
+        method: "GET".into(),
+        path: format!("/api/v1/executions/{exec}/logs"),
+        query: query.into(),
+        api_key: Some(KEY.into()),
+        accept: Some(format!("application/json;q=0.5, {LINES_CONTENT_TYPE}")),
+        body: Vec::new(),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_dense_page_is_served_when_asked_and_json_otherwise() {
+    let e = env();
+    write(&e, "exd", 10);
+    // A line that travels as base64 in JSON (escaping could grow it sixfold).
+    e.source
+        .put("exd", 1_699_999_950_000, &"\u{1}".repeat(200_000));
+    let json = call(
+        &e.api,
+        "GET",
+        "/api/v1/executions/exd/logs",
+        "since_index=2&limit=4",
+        Some(KEY),
+        "",
+    )
+    .await;
+    assert_eq!(json.content_type, "application/json");
+    let want: LogsResponse = serde_json::from_str(&json.body).unwrap();
+
+    let r = get_dense(&e.api, "exd", "since_index=2&limit=4").await;
+    assert_eq!(
+        (r.status, r.content_type),
+        (200, LINES_CONTENT_TYPE),
+        "{}",
+        r.body
+    );
+    let page = LinesPage::parse(r.body.as_bytes()).unwrap();
+    assert_eq!((page.first_index(), page.len()), (3, 4));
+    let got: Vec<(i64, &[u8])> = page
+        .records()
+        .iter()
+        .map(|x| (x.timestamp, page.message(x)))
+        .collect();
+    let expected: Vec<(i64, &[u8])> = want
+        .events
+        .iter()
+        .map(|x| (x.timestamp, x.message.as_bytes()))
+        .collect();
+    assert_eq!(got, expected);
+    let mut meta = want.clone();
+    meta.events.clear();
+    // The websocket token is signed per response; the rest is the JSON page's.
+    let mut dense_meta = page.meta.clone();
+    dense_meta.websocket_url = meta.websocket_url.clone();
+    assert_eq!(dense_meta, meta);
+    assert!(page.meta.websocket_url.is_some());
+
+    // A page holding that line stays JSON.
+    let r = get_dense(&e.api, "exd", "since_index=9").await;
+    assert_eq!(r.content_type, "application/json");
+    let page: LogsResponse = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        page.events.iter().map(|x| x.index).collect::<Vec<_>>(),
+        [10, 11]
+    );
+    assert!(page.events[1].travels_base64());
+    let r = get_dense(&e.api, "exd", "limit=10").await;
+    assert_eq!(r.content_type, LINES_CONTENT_TYPE);
+}
+
 #[tokio::test]
 async fn recent_executions_are_listed_newest_first() {
     let e = env();
@@ -254,7 +329,7 @@ async fn bad_requests_get_the_error_json() {
             "bad_request",
         ),
         ("GET", p, "limit=0", Some(KEY), 400, "bad_request"),
-        ("GET", p, "limit=10001", Some(KEY), 400, "bad_request"),
+        ("GET", p, "limit=100001", Some(KEY), 400, "bad_request"),
         ("GET", p, "colour=red", Some(KEY), 400, "bad_request"),
         ("GET", p, "since_index=%zz", Some(KEY), 400, "bad_request"),
         (
@@ -637,6 +712,27 @@ fn follower_prints_once_in_order_and_reports_gaps() {
     assert!(!f.is_done());
     f.accept(vec![ev(3)]);
     assert_eq!((f.is_done(), f.exit_code()), (true, Some(1)));
+}
+
+#[test]
+fn a_run_releases_only_what_continues_the_sequence() {
+    let mut f = Follower::new(0);
+    let r = f.accept_run(1, 3);
+    assert_eq!((r.skip, r.take, r.gap, f.last()), (0, 3, false, 3));
+    // Overlapping what was printed: only the new tail.
+    let r = f.accept_run(2, 4);
+    assert_eq!((r.skip, r.take, r.gap, f.last()), (2, 2, false, 5));
+    // Wholly printed already.
+    let r = f.accept_run(1, 5);
+    assert_eq!((r.skip, r.take, r.gap, f.last()), (5, 0, false, 5));
+    // Beyond a hole: nothing, and a gap.
+    let r = f.accept_run(7, 2);
+    assert_eq!((r.skip, r.take, r.gap, f.last()), (0, 0, true, 5));
+    let r = f.accept_run(9, 0);
+    assert_eq!((r.take, r.gap), (0, false));
+    f.terminal(Status::Succeeded, Some(0), 6);
+    f.accept_run(6, 1);
+    assert_eq!(f.exit_code(), Some(0));
 }
 
 /// What a [`Tapped`] source does after each read: given the source, the execution, the read's

@@ -233,6 +233,7 @@ async fn get_logs(api: &Api, since: u64) -> Result<LogsResponse, String> {
             path: format!("/api/v1/executions/{EXEC}/logs"),
             query: format!("since_index={since}&limit=7"),
             api_key: Some(KEY.into()),
+            accept: None,
             body: vec![],
         })
         .await;

@@ -55,7 +55,7 @@ pub fn router(app: Arc<App>, guard: Arc<crate::guard::Guard>) -> Router {
 
 pub(crate) fn respond(r: HttpResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+    (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
 }
 
 /// The log page and its assets (no key: the page asks for it and sends it to the API).
@@ -137,6 +137,10 @@ async fn api(
         path: uri.path().to_string(),
         query: uri.query().unwrap_or_default().to_string(),
         api_key: api_key(&headers),
+        accept: headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         body,
     };
     respond(app.api.handle(req).await)

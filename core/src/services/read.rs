@@ -82,6 +82,64 @@ impl Reader {
     }
 }
 
+/// A page whose events are dense records ([`crate::lines`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DensePage {
+    /// The page without its events.
+    pub page: LogsPage,
+    /// Its events, as dense records.
+    pub records: Vec<u8>,
+}
+
+impl Reader {
+    /// [`Reader::page`] with its events as dense records. `Ok(None)`: the execution has no
+    /// head yet, or these events cannot travel dense (ask for the JSON page).
+    pub async fn dense_page(
+        &self,
+        execution_id: &str,
+        since_index: u64,
+        limit: usize,
+    ) -> Result<Option<DensePage>, CoreError> {
+        let Some(head) = self.store.head(execution_id).await? else {
+            return Ok(None);
+        };
+        if head.expires_at <= self.clock.now_ms() / 1000 {
+            return Err(StoreError::Expired(execution_id.to_string()).into());
+        }
+        let mut records = Vec::new();
+        let mut count = 0;
+        if since_index < head.last_index && limit > 0 {
+            let read = self
+                .store
+                .read_dense(
+                    execution_id,
+                    since_index,
+                    head.last_index,
+                    limit,
+                    MAX_PAGE_BYTES,
+                    &mut records,
+                )
+                .await?;
+            match read {
+                None => return Ok(None),
+                // The head promises lines the store no longer has.
+                Some(0) => return Err(StoreError::Expired(execution_id.to_string()).into()),
+                Some(n) => count = n as u64,
+            }
+        }
+        let last_index = since_index + count;
+        Ok(Some(DensePage {
+            page: LogsPage {
+                has_more: last_index < head.last_index,
+                last_index,
+                events: Vec::new(),
+                head,
+            },
+            records,
+        }))
+    }
+}
+
 /// A store must return `since+1, since+2, …`; anything else means items are gone (I8) and the
 /// page must not be presented as complete.
 fn check_contiguous(execution_id: &str, since: u64, events: &[LogEvent]) -> Result<(), CoreError> {

@@ -58,7 +58,10 @@ macro_rules! store_conformance_suite {
                 full_commit_is_accepted,
                 racing_commits_have_exactly_one_winner,
                 expired_items_are_reported_not_skipped,
-                recent_executions_are_listed_newest_first
+                recent_executions_are_listed_newest_first,
+                dense_reads_carry_the_events_read,
+                dense_reads_are_bounded_but_never_empty,
+                dense_reads_report_expiry_and_base64_messages
             );
         }
     };
@@ -96,6 +99,8 @@ macro_rules! __conformance_cases {
 
 pub mod store {
     use super::*;
+
+    pub use super::dense::*;
 
     type Store = Arc<dyn LogStore>;
 
@@ -538,6 +543,151 @@ pub mod store {
             other => panic!("expected Expired, got {other:?}"),
         }
         assert_eq!(s.read_range(&id, 2, 3, 10).await.unwrap(), events(3, 3, 10));
+    }
+}
+
+/// What `read_dense` must append for `events`.
+fn dense(events: &[LogEvent]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        crate::lines::push_record(&mut out, e.timestamp, e.message.as_bytes());
+    }
+    out
+}
+
+pub mod dense {
+    use super::*;
+
+    type Store = Arc<dyn LogStore>;
+
+    async fn read(
+        s: &Store,
+        id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+        max: usize,
+    ) -> Result<Option<(usize, Vec<u8>)>, StoreError> {
+        // Appended after what the buffer holds already.
+        let mut out = b"before".to_vec();
+        let n = s
+            .read_dense(id, after, through, limit, max, &mut out)
+            .await?;
+        assert!(out.starts_with(b"before"));
+        Ok(n.map(|n| (n, out[6..].to_vec())))
+    }
+
+    pub async fn dense_reads_carry_the_events_read<S: LogStore + 'static>(s: Arc<S>) {
+        let s: Store = s;
+        let id = fresh_id("dense");
+        let mut all = events(1, 12, 30);
+        all[1].message = "two\nlines, a \"quote\" and a back\\slash".into();
+        all[4].message = String::new();
+        all[7].message = "é 日本 🙂 \u{1b}[1mbold\u{1b}[0m\ttab".into();
+        for (k, chunk) in all.chunks(5).enumerate() {
+            let k = k as u64;
+            s.commit(Commit {
+                expected_version: (k > 0).then_some(k),
+                head: head_at(&id, chunk.last().unwrap().index, k + 1),
+                events: chunk.to_vec(),
+            })
+            .await
+            .unwrap();
+        }
+        for (after, through, limit) in [
+            (0, 12, 100),
+            (3, 12, 100),
+            (3, 9, 100),
+            (4, 12, 3),
+            (11, 12, 5),
+            (12, 12, 5),
+        ] {
+            let want = s.read_range(&id, after, through, limit).await.unwrap();
+            let (n, got) = read(&s, &id, after, through, limit, usize::MAX)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n, want.len(), "({after}, {through}, {limit})");
+            assert_eq!(got, dense(&want), "({after}, {through}, {limit})");
+        }
+    }
+
+    pub async fn dense_reads_are_bounded_but_never_empty<S: LogStore + 'static>(s: Arc<S>) {
+        let s: Store = s;
+        let id = fresh_id("dense-bytes");
+        let evs = events(1, 10, 1_000);
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 10, 1),
+            events: evs.clone(),
+        })
+        .await
+        .unwrap();
+        let (n, got) = read(&s, &id, 4, 10, 10, 1).await.unwrap().unwrap();
+        assert_eq!(
+            (n, got),
+            (1, dense(&evs[4..5])),
+            "one event even when it alone is larger than the bound"
+        );
+        // A store bounds by wire size or by the records' own bytes, never above the bound.
+        let bound = dense(&evs[..3]).len().max(3 * evs[0].wire_size());
+        let (n, got) = read(&s, &id, 0, 10, 10, bound).await.unwrap().unwrap();
+        assert!((1..10).contains(&n), "{n} records in {bound} bytes");
+        assert!(got.len() <= bound);
+        assert_eq!(got, dense(&evs[..n]));
+    }
+
+    pub async fn dense_reads_report_expiry_and_base64_messages<S: LogStore + 'static>(s: Arc<S>) {
+        let s: Store = s;
+        let id = fresh_id("dense-expired");
+        let mut head = head_at(&id, 2, 1);
+        head.expires_at = 1_000; // long past
+        s.commit(Commit {
+            expected_version: None,
+            head,
+            events: events(1, 2, 10),
+        })
+        .await
+        .unwrap();
+        let mut live = head_at(&id, 3, 2);
+        live.expires_at = tomorrow();
+        s.commit(Commit {
+            expected_version: Some(1),
+            head: live,
+            events: events(3, 3, 10),
+        })
+        .await
+        .unwrap();
+        match read(&s, &id, 0, 3, 10, usize::MAX).await {
+            Err(StoreError::Expired(e)) => assert_eq!(e, id),
+            other => panic!("expected Expired, got {other:?}"),
+        }
+        assert_eq!(
+            read(&s, &id, 2, 3, 10, usize::MAX)
+                .await
+                .unwrap()
+                .unwrap()
+                .1,
+            dense(&events(3, 3, 10))
+        );
+
+        // A message that would travel as base64 in JSON keeps its page JSON.
+        let id = fresh_id("dense-base64");
+        let mut evs = events(1, 3, 10);
+        evs[1].message = "\u{1}".repeat(crate::model::BASE64_ABOVE / 4);
+        assert!(evs[1].travels_base64());
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id, 3, 1),
+            events: evs.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(read(&s, &id, 0, 3, 10, usize::MAX).await.unwrap(), None);
+        assert_eq!(
+            read(&s, &id, 2, 3, 10, usize::MAX).await.unwrap(),
+            Some((1, dense(&evs[2..])))
+        );
     }
 }
 

@@ -26,10 +26,15 @@ pub async fn handle(api: &Api, req: ApiGatewayV2httpRequest) -> ApiGatewayV2http
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        accept: req
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         body,
     };
     let r = api.handle(request).await;
-    respond(r.status, r.body)
+    respond_as(r.status, r.body, r.content_type)
 }
 
 fn decode_body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
@@ -63,8 +68,12 @@ fn page_response(page: runvoy_web::Page) -> ApiGatewayV2httpResponse {
 }
 
 pub fn respond(status: u16, body: String) -> ApiGatewayV2httpResponse {
+    respond_as(status, body, runvoy_core::api::JSON_CONTENT_TYPE)
+}
+
+fn respond_as(status: u16, body: String, content_type: &'static str) -> ApiGatewayV2httpResponse {
     let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("content-type", HeaderValue::from_static(content_type));
     let mut r = ApiGatewayV2httpResponse::default();
     r.status_code = i64::from(status);
     r.headers = headers;

@@ -63,7 +63,7 @@ proptest! {
     fn http_parameters(path in "/api/v1/executions/[^?]{0,40}(/logs|/complete)?", query in ".{0,80}", method in "(GET|POST|PUT|)", body in ".{0,100}") {
         let _ = parse_query(&query);
         let (api, _) = api_and_ws();
-        let r = block(api.handle(HttpRequest { method, path, query, api_key: Some("key".into()), body: body.into_bytes() }));
+        let r = block(api.handle(HttpRequest { method, path, query, api_key: Some("key".into()), accept: None, body: body.into_bytes() }));
         prop_assert!(matches!(r.status, 200 | 400 | 404 | 405 | 409 | 410 | 413), "status {}", r.status);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         if r.status != 200 {

@@ -128,6 +128,7 @@ async fn forwarder_api_and_completion_over_moto() {
             path: format!("/api/v1/executions/{exec}/logs"),
             query: String::new(),
             api_key: Some("0123456789abcdef0123".into()),
+            accept: None,
             body: vec![],
         })
         .await;

@@ -59,6 +59,7 @@ impl Db {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
         tx.execute_batch(schema::SCHEMA).map_err(sql)?;
+        store::migrate_events(&tx).map_err(sql)?;
         // Databases made before `resumed_at` existed.
         let has_resumed_at: bool = tx
             .prepare("SELECT 1 FROM pragma_table_info('connections') WHERE name = 'resumed_at'")

@@ -22,17 +22,26 @@ CREATE TABLE IF NOT EXISTS heads (
 -- Listing recent executions (`LogReader::recent`) without reading every head.
 CREATE INDEX IF NOT EXISTS heads_by_creation ON heads (json_extract(head, '$.created_at'));
 
--- Committed log items; (execution_id, event_id) unique is the idempotency record.
-CREATE TABLE IF NOT EXISTS events (
+-- Committed log items, packed: one row per run of consecutive lines a commit wrote, keyed by
+-- its first index. `lines` holds the run's dense records (`{timestamp} {length}\n{message}\n`
+-- each, as a dense page carries them), `ids` the JSON array of their event ids, `longest` the
+-- bytes of its longest message.
+CREATE TABLE IF NOT EXISTS runs (
     execution_id TEXT NOT NULL,
-    log_index    INTEGER NOT NULL,
-    event_id     TEXT NOT NULL,
-    timestamp    INTEGER NOT NULL,
-    message      TEXT NOT NULL,
+    first_index  INTEGER NOT NULL,
+    last_index   INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
-    PRIMARY KEY (execution_id, log_index)
+    longest      INTEGER NOT NULL,
+    lines        BLOB NOT NULL,
+    ids          TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_by_last_index ON runs (execution_id, last_index);
+-- The idempotency records: one per committed event id.
+CREATE TABLE IF NOT EXISTS event_ids (
+    execution_id TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    PRIMARY KEY (execution_id, event_id)
 ) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_event_id ON events (execution_id, event_id);
 
 CREATE TABLE IF NOT EXISTS connections (
     connection_id TEXT PRIMARY KEY,

@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use runvoy_core::lines;
+use runvoy_core::model::BASE64_ABOVE;
 use runvoy_core::ports::{
     Commit, ConnectionStore, HeadReader, LogReader, LogWriter, check_read_item, fits_in_read,
 };
@@ -71,7 +73,7 @@ fn known_in(
     for chunk in ids.chunks(IDS_PER_QUERY) {
         let marks = vec!["?"; chunk.len()].join(",");
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT event_id FROM events WHERE execution_id = ? AND event_id IN ({marks})"
+            "SELECT event_id FROM event_ids WHERE execution_id = ? AND event_id IN ({marks})"
         ))?;
         let args = std::iter::once(execution_id).chain(chunk.iter().map(String::as_str));
         let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
@@ -122,22 +124,26 @@ impl LogWriter for SqliteStore {
                 return Err(CommitError::Duplicate(known.into_iter().collect()));
             }
             let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (execution_id, log_index, event_id, timestamp, message, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
+                .prepare_cached("INSERT INTO event_ids (execution_id, event_id) VALUES (?1, ?2)")
                 .map_err(sql)?;
             for e in &commit.events {
-                insert
-                    .execute(params![
-                        exec,
-                        e.index,
-                        e.event_id,
-                        e.timestamp,
-                        e.message,
-                        commit.head.expires_at
-                    ])
-                    .map_err(sql)?;
+                insert.execute(params![exec, e.event_id]).map_err(sql)?;
+            }
+            let mut run: Option<Run> = None;
+            for e in &commit.events {
+                if let Some(r) = run.as_mut().filter(|r| r.last + 1 == e.index) {
+                    r.push(&e.event_id, e.timestamp, &e.message);
+                    continue;
+                }
+                if let Some(r) = run.take() {
+                    r.insert(&tx, exec).map_err(sql)?;
+                }
+                let mut r = Run::new(e.index, commit.head.expires_at);
+                r.push(&e.event_id, e.timestamp, &e.message);
+                run = Some(r);
+            }
+            if let Some(r) = run {
+                r.insert(&tx, exec).map_err(sql)?;
             }
         }
         let json = serde_json::to_string(&commit.head)
@@ -195,38 +201,270 @@ impl LogReader for SqliteStore {
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT log_index, event_id, timestamp, message, expires_at FROM events
-                 WHERE execution_id = ?1 AND log_index > ?2 AND log_index <= ?3
-                 ORDER BY log_index LIMIT ?4",
+                "SELECT first_index, expires_at, lines, ids FROM runs
+                 WHERE execution_id = ?1 AND last_index > ?2 ORDER BY last_index",
             )
             .map_err(sql)?;
-        let rows = stmt
-            .query_map(params![execution_id, after, through, limit as i64], |r| {
-                Ok((
-                    LogEvent {
-                        index: r.get(0)?,
-                        event_id: r.get(1)?,
-                        timestamp: r.get(2)?,
-                        message: r.get(3)?,
-                    },
-                    r.get::<_, i64>(4)?,
-                ))
-            })
-            .map_err(sql)?;
+        let mut rows = stmt.query(params![execution_id, after]).map_err(sql)?;
         let now = unix_now_secs();
         let mut out = Vec::with_capacity(limit.min(through.saturating_sub(after) as usize));
         let mut bytes = 0usize;
-        for row in rows {
-            let (e, expires_at) = row.map_err(sql)?;
-            check_read_item(execution_id, after, out.len(), e.index, expires_at, now)?;
-            if !fits_in_read(out.len(), bytes, &e, max_bytes) {
-                break;
+        'runs: while let Some(row) = rows.next().map_err(sql)? {
+            let first: u64 = row.get(0).map_err(sql)?;
+            let expires_at: i64 = row.get(1).map_err(sql)?;
+            let lines = row.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(sql)?;
+            let ids: Vec<String> = serde_json::from_str(
+                row.get_ref(3)
+                    .map_err(sql)?
+                    .as_str()
+                    .map_err(|e| sql(e.into()))?,
+            )
+            .map_err(|e| unreadable(execution_id, first, e))?;
+            let records = records(lines, first, execution_id)?;
+            if records.len() != ids.len() {
+                return Err(unreadable(
+                    execution_id,
+                    first,
+                    "its ids and lines differ in number",
+                ));
             }
-            bytes += e.wire_size();
-            out.push(e);
+            for ((index, (timestamp, message)), event_id) in (first..).zip(records).zip(ids) {
+                if index <= after {
+                    continue;
+                }
+                if index > through || out.len() == limit {
+                    break 'runs;
+                }
+                check_read_item(execution_id, after, out.len(), index, expires_at, now)?;
+                let message = std::str::from_utf8(message)
+                    .map_err(|e| unreadable(execution_id, first, e))?
+                    .to_string();
+                let e = LogEvent {
+                    index,
+                    event_id,
+                    timestamp,
+                    message,
+                };
+                if !fits_in_read(out.len(), bytes, &e, max_bytes) {
+                    break 'runs;
+                }
+                bytes += e.wire_size();
+                out.push(e);
+            }
         }
         Ok(out)
     }
+
+    /// Copies the records straight from the runs: whole stretches of a run at a time, bounded
+    /// by the records' own bytes (the local stack's pages never cross a Lambda response).
+    async fn read_dense(
+        &self,
+        execution_id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, StoreError> {
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT first_index, last_index, expires_at, longest, lines FROM runs
+                 WHERE execution_id = ?1 AND last_index > ?2 ORDER BY last_index",
+            )
+            .map_err(sql)?;
+        let mut rows = stmt.query(params![execution_id, after]).map_err(sql)?;
+        let now = unix_now_secs();
+        let start_len = out.len();
+        let mut count = 0usize;
+        'runs: while let Some(row) = rows.next().map_err(sql)? {
+            let first: u64 = row.get(0).map_err(sql)?;
+            let last: u64 = row.get(1).map_err(sql)?;
+            let expires_at: i64 = row.get(2).map_err(sql)?;
+            let longest: usize = row.get(3).map_err(sql)?;
+            let lines = row.get_ref(4).and_then(|v| Ok(v.as_blob()?)).map_err(sql)?;
+            // A run that goes out whole is copied without reading its records one by one.
+            let n = (last + 1 - first) as usize;
+            if first == after + 1 + count as u64
+                && last <= through
+                && count + n <= limit
+                && expires_at > now
+                && longest.saturating_mul(7) <= BASE64_ABOVE
+                && out.len() - start_len + lines.len() <= max_bytes
+            {
+                out.extend_from_slice(lines);
+                count += n;
+                continue;
+            }
+            // The stretch of this run's records that goes out, copied at once.
+            let mut stretch = None::<(usize, usize)>;
+            let mut at = 0usize;
+            let mut index = first;
+            let mut done = false;
+            while at < lines.len() {
+                let record = record_at(lines, at, execution_id, first)?;
+                let (len, end) = (record.len, record.start + record.len + 1);
+                if index > after {
+                    if index > through || count == limit {
+                        done = true;
+                        break;
+                    }
+                    check_read_item(execution_id, after, count, index, expires_at, now)?;
+                    if len.saturating_mul(7) > BASE64_ABOVE {
+                        // Might travel as base64 in JSON: that page is not dense.
+                        out.truncate(start_len);
+                        return Ok(None);
+                    }
+                    if count > 0
+                        && out.len() - start_len + stretch.map_or(0, |(s, e)| e - s) + (end - at)
+                            > max_bytes
+                    {
+                        done = true;
+                        break;
+                    }
+                    stretch = Some((stretch.map_or(at, |(s, _)| s), end));
+                    count += 1;
+                }
+                at = end;
+                index += 1;
+            }
+            if let Some((s, e)) = stretch {
+                out.extend_from_slice(&lines[s..e]);
+            }
+            if done {
+                break 'runs;
+            }
+        }
+        Ok(Some(count))
+    }
+}
+
+/// A run being built: consecutive lines from `first`, as they are stored.
+struct Run {
+    first: u64,
+    last: u64,
+    expires_at: i64,
+    /// Bytes of its longest message.
+    longest: usize,
+    lines: Vec<u8>,
+    ids: Vec<String>,
+}
+
+impl Run {
+    fn new(first: u64, expires_at: i64) -> Run {
+        Run {
+            first,
+            last: first - 1,
+            expires_at,
+            longest: 0,
+            lines: Vec::new(),
+            ids: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, event_id: &str, timestamp: i64, message: &str) {
+        lines::push_record(&mut self.lines, timestamp, message.as_bytes());
+        self.ids.push(event_id.to_string());
+        self.longest = self.longest.max(message.len());
+        self.last += 1;
+    }
+
+    fn insert(&self, conn: &rusqlite::Connection, execution_id: &str) -> rusqlite::Result<()> {
+        let ids = serde_json::to_string(&self.ids).expect("strings serialize");
+        conn.prepare_cached(
+            "INSERT INTO runs (execution_id, first_index, last_index, expires_at, longest, lines, ids)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            execution_id,
+            self.first,
+            self.last,
+            self.expires_at,
+            self.longest,
+            self.lines,
+            ids
+        ])?;
+        Ok(())
+    }
+}
+
+/// Databases made when every line was a row of `events`: their lines become runs (of up to
+/// 1,000 consecutive lines with one expiry), their ids idempotency records, and `events` goes.
+pub(crate) fn migrate_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let old = tx
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")?
+        .exists([])?;
+    if !old {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO event_ids (execution_id, event_id)
+         SELECT execution_id, event_id FROM events",
+    )?;
+    {
+        let mut stmt = tx.prepare(
+            "SELECT execution_id, log_index, event_id, timestamp, message, expires_at
+             FROM events ORDER BY execution_id, log_index",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut run: Option<(String, Run)> = None;
+        while let Some(r) = rows.next()? {
+            let execution_id: String = r.get(0)?;
+            let index: u64 = r.get(1)?;
+            let expires_at: i64 = r.get(5)?;
+            let continues = run.as_ref().is_some_and(|(id, run)| {
+                *id == execution_id
+                    && run.last + 1 == index
+                    && run.expires_at == expires_at
+                    && run.ids.len() < 1_000
+            });
+            if !continues {
+                if let Some((id, done)) = run.take() {
+                    done.insert(tx, &id)?;
+                }
+                run = Some((execution_id, Run::new(index, expires_at)));
+            }
+            let (_, current) = run.as_mut().expect("a run was just started");
+            current.push(&r.get::<_, String>(2)?, r.get(3)?, &r.get::<_, String>(4)?);
+        }
+        if let Some((id, done)) = run {
+            done.insert(tx, &id)?;
+        }
+    }
+    tx.execute_batch("DROP TABLE events")
+}
+
+/// The records of the run at `first`: timestamp and message each.
+fn records<'a>(
+    lines: &'a [u8],
+    first: u64,
+    execution_id: &str,
+) -> Result<Vec<(i64, &'a [u8])>, StoreError> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < lines.len() {
+        let r = record_at(lines, at, execution_id, first)?;
+        out.push((r.timestamp, &lines[r.start..r.start + r.len]));
+        at = r.start + r.len + 1;
+    }
+    Ok(out)
+}
+
+/// The record at `at` of the run at `first`.
+fn record_at(
+    lines: &[u8],
+    at: usize,
+    execution_id: &str,
+    first: u64,
+) -> Result<lines::Record, StoreError> {
+    lines::parse_record(lines, at)
+        .ok_or_else(|| unreadable(execution_id, first, "a damaged record"))
+}
+
+fn unreadable(execution_id: &str, first: u64, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!(
+        "the stored run of {execution_id} at line {first} is unreadable: {what}"
+    ))
 }
 
 fn row_to_connection(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {

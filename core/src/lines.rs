@@ -1,0 +1,299 @@
+//! The dense page format: a logs page a client asks for with `Accept: application/vnd.runvoy.lines`
+//! instead of the JSON of spec §4, for draining a backlog at the speed of the pipe it goes to.
+//!
+//! The body is the page's JSON without its events (`"events":[]`, every other field as in the
+//! JSON page) on the first line, then one record per event, in index order:
+//!
+//! ```text
+//! {"execution_id":"abc","status":"RUNNING","events":[],"last_index":2,"has_more":false,…}
+//! 1700000000000 5
+//! hello
+//! 1700000000001 12
+//! two
+//! lines
+//! ```
+//!
+//! A record is the timestamp (ms) and the message's length in bytes, in decimal, then the message
+//! itself and a newline. The indexes are implicit: the records are contiguous and end at
+//! `last_index`. Event ids are not carried (the JSON page has them). The body is UTF-8 text, so it
+//! travels unchanged through a Lambda proxy response. A server may answer JSON anyway (an older
+//! server, or a page holding a message that travels as base64); the `Content-Type` says which.
+
+use crate::model::LogEvent;
+use crate::wire::LogsResponse;
+
+/// The media type of the dense format, asked for in `Accept` and answered in `Content-Type`.
+pub const LINES_CONTENT_TYPE: &str = "application/vnd.runvoy.lines";
+
+/// Whether a request's `Accept` header asks for the dense format.
+pub fn accepts_lines(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| {
+        a.split(',')
+            .any(|t| t.split(';').next().unwrap_or("").trim() == LINES_CONTENT_TYPE)
+    })
+}
+
+/// Whether `events` can go in a dense page within the bound its JSON page was read with: a
+/// message that travels as base64 in JSON (it would grow the most when escaped) cannot.
+pub fn fits_lines(events: &[LogEvent]) -> bool {
+    !events.iter().any(LogEvent::travels_base64)
+}
+
+/// The dense body of `page` (its events left out) followed by `records`, already dense.
+pub fn body(page: &LogsResponse, records: &[u8]) -> String {
+    let mut out = Vec::with_capacity(records.len() + 1024);
+    serde_json::to_writer(&mut out, page).expect("response bodies serialize");
+    out.push(b'\n');
+    out.extend_from_slice(records);
+    String::from_utf8(out).expect("JSON and UTF-8 messages are UTF-8")
+}
+
+/// The dense body of `page` (its events left out) with `events` as its records.
+pub fn render(page: &LogsResponse, events: &[LogEvent]) -> String {
+    let mut records = Vec::with_capacity(events.iter().map(|e| e.message.len() + 24).sum());
+    for e in events {
+        push_record(&mut records, e.timestamp, e.message.as_bytes());
+    }
+    body(page, &records)
+}
+
+/// Appends one record. A message is UTF-8 text (a [`LogEvent`]'s `String`), so the body is too.
+pub fn push_record(out: &mut Vec<u8>, timestamp: i64, message: &[u8]) {
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(digits.format(timestamp).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(digits.format(message.len()).as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(message);
+    out.push(b'\n');
+}
+
+/// One record of a parsed dense page: where its message lies in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub timestamp: i64,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// A dense page as received: the body, kept whole, and where each message lies in it (no copy
+/// per line).
+#[derive(Debug, Clone)]
+pub struct LinesPage<B> {
+    /// Every field of the page but its events (`events` is empty).
+    pub meta: LogsResponse,
+    body: B,
+    records: Vec<Record>,
+}
+
+impl<B: AsRef<[u8]>> LinesPage<B> {
+    /// Parses a dense body. Anything that is not exactly the format is an error saying where.
+    pub fn parse(body: B) -> Result<LinesPage<B>, String> {
+        let bytes = body.as_ref();
+        let end = memchr(b'\n', bytes, 0).ok_or("a dense page has no header line")?;
+        let meta: LogsResponse = serde_json::from_slice(&bytes[..end])
+            .map_err(|e| format!("a dense page's header is not a logs page: {e}"))?;
+        if !meta.events.is_empty() {
+            return Err("a dense page's header carries events".into());
+        }
+        let mut records = Vec::new();
+        let mut at = end + 1;
+        while at < bytes.len() {
+            let record = parse_record(bytes, at).ok_or_else(|| {
+                format!(
+                    "record {} is not a timestamp and a length, then as many bytes and a newline",
+                    records.len() + 1
+                )
+            })?;
+            at = record.start + record.len + 1;
+            records.push(record);
+        }
+        if records.len() as u64 > meta.last_index {
+            return Err("a dense page holds more records than its last_index allows".into());
+        }
+        Ok(LinesPage {
+            meta,
+            body,
+            records,
+        })
+    }
+
+    /// Every field but the events.
+    pub fn into_meta(self) -> LogsResponse {
+        self.meta
+    }
+
+    /// Index of the first record (`last_index + 1` when there are none).
+    pub fn first_index(&self) -> u64 {
+        self.meta.last_index + 1 - self.records.len() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The message bytes of `record` followed by its newline: the line as printed raw.
+    pub fn line(&self, record: &Record) -> &[u8] {
+        &self.body.as_ref()[record.start..record.start + record.len + 1]
+    }
+
+    /// The message bytes of `record`.
+    pub fn message(&self, record: &Record) -> &[u8] {
+        &self.body.as_ref()[record.start..record.start + record.len]
+    }
+}
+
+/// The record starting at `at` in `bytes`: its timestamp and where its message lies, checked
+/// to end with a newline. `None` when what is there is not a record.
+pub fn parse_record(bytes: &[u8], at: usize) -> Option<Record> {
+    let (timestamp, at) = digits(bytes, at, true)?;
+    if bytes.get(at) != Some(&b' ') {
+        return None;
+    }
+    let (len, at) = digits(bytes, at + 1, false)?;
+    if bytes.get(at) != Some(&b'\n') {
+        return None;
+    }
+    let start = at + 1;
+    let len = usize::try_from(len).ok()?;
+    let end = start.checked_add(len)?;
+    if bytes.get(end) != Some(&b'\n') {
+        return None;
+    }
+    Some(Record {
+        timestamp,
+        start,
+        len,
+    })
+}
+
+/// A decimal number of 1 to 18 digits at `at` (with a leading `-` when `signed`), and where
+/// it ends. Eighteen digits cannot overflow an `i64`, so the loop needs no checks.
+fn digits(bytes: &[u8], mut at: usize, signed: bool) -> Option<(i64, usize)> {
+    let negative = signed && bytes.get(at) == Some(&b'-');
+    if negative {
+        at += 1;
+    }
+    let rest = bytes.get(at..)?;
+    let count = rest
+        .iter()
+        .take(19)
+        .take_while(|d| d.is_ascii_digit())
+        .count();
+    if count == 0 || count > 18 {
+        return None;
+    }
+    let n = rest[..count]
+        .iter()
+        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    Some((if negative { -n } else { n }, at + count))
+}
+
+/// Position of the first `needle` in `haystack` at or after `from`.
+fn memchr(needle: u8, haystack: &[u8], from: usize) -> Option<usize> {
+    haystack[from..]
+        .iter()
+        .position(|b| *b == needle)
+        .map(|p| p + from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+
+    fn page(last_index: u64) -> LogsResponse {
+        LogsResponse {
+            execution_id: "abc".into(),
+            status: Status::Running,
+            events: Vec::new(),
+            last_index,
+            has_more: true,
+            final_index: None,
+            exit_code: None,
+            websocket_url: Some("ws://x/ws?token=t".into()),
+        }
+    }
+
+    fn event(index: u64, message: &str) -> LogEvent {
+        LogEvent {
+            index,
+            event_id: format!("id-{index}"),
+            timestamp: 1_700_000_000_000 + index as i64,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_page_reads_back_as_it_was_written() {
+        let events = vec![
+            event(8, "plain"),
+            event(9, "two\nlines and a \"quote\""),
+            event(10, ""),
+            event(11, "é 日本 🙂 \u{1b}[1m"),
+        ];
+        let body = render(&page(11), &events);
+        let parsed = LinesPage::parse(body.as_bytes()).unwrap();
+        assert_eq!(parsed.meta, page(11));
+        assert_eq!(parsed.first_index(), 8);
+        let got: Vec<(i64, &[u8])> = parsed
+            .records()
+            .iter()
+            .map(|r| (r.timestamp, parsed.message(r)))
+            .collect();
+        let want: Vec<(i64, &[u8])> = events
+            .iter()
+            .map(|e| (e.timestamp, e.message.as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_empty_page_has_its_header_only() {
+        let body = render(&page(5), &[]);
+        assert_eq!(body.lines().count(), 1);
+        let parsed = LinesPage::parse(body.as_bytes()).unwrap();
+        assert!(parsed.is_empty());
+        assert_eq!(parsed.first_index(), 6);
+    }
+
+    #[test]
+    fn a_damaged_body_is_refused_not_misread() {
+        let body = render(&page(2), &[event(1, "one"), event(2, "two")]);
+        for cut in [body.len() - 1, body.len() - 3, body.find('\n').unwrap()] {
+            assert!(
+                LinesPage::parse(&body.as_bytes()[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            parse_record(b"-5 3\nabc\n", 0).map(|r| r.timestamp),
+            Some(-5)
+        );
+        assert!(parse_record(b"1234567890123456789 3\nabc\n", 0).is_none());
+        assert!(parse_record(b"5 \nabc\n", 0).is_none());
+        let wrong_length = body.replacen(" 3\none", " 4\none", 1);
+        assert!(LinesPage::parse(wrong_length.as_bytes()).is_err());
+        let more_than_promised = render(&page(1), &[event(1, "one"), event(2, "two")]);
+        assert!(LinesPage::parse(more_than_promised.as_bytes()).is_err());
+        assert!(LinesPage::parse(&b"not json\n"[..]).is_err());
+    }
+
+    #[test]
+    fn accept_headers_are_matched_by_media_type() {
+        assert!(accepts_lines(Some(LINES_CONTENT_TYPE)));
+        assert!(accepts_lines(Some(
+            "application/json;q=0.5, application/vnd.runvoy.lines"
+        )));
+        assert!(!accepts_lines(Some("application/json")));
+        assert!(!accepts_lines(None));
+    }
+}

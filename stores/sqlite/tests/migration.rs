@@ -1,0 +1,126 @@
+//! A database written when every line was a row of `events` opens with its lines packed into
+//! runs: every line reads back the same, its ids still refuse a second commit, and the old
+//! table is gone.
+
+use runvoy_core::CommitError;
+use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter};
+use runvoy_core::testkit::{events, head_at};
+use runvoy_sqlite::{Db, SqliteStore, rusqlite};
+
+/// The tables as they were, with `lines` lines of execution `a` (expiring `first_expiry` for
+/// the first 1,500 and later after them) and three of execution `b`.
+fn old_database(path: &std::path::Path, lines: u64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE heads (execution_id TEXT PRIMARY KEY, version INTEGER NOT NULL,
+             head TEXT NOT NULL, expires_at INTEGER NOT NULL);
+         CREATE TABLE events (execution_id TEXT NOT NULL, log_index INTEGER NOT NULL,
+             event_id TEXT NOT NULL, timestamp INTEGER NOT NULL, message TEXT NOT NULL,
+             expires_at INTEGER NOT NULL, PRIMARY KEY (execution_id, log_index)) WITHOUT ROWID;
+         CREATE UNIQUE INDEX events_by_event_id ON events (execution_id, event_id);",
+    )
+    .unwrap();
+    for (id, n) in [("a", lines), ("b", 3)] {
+        let head = head_at(id, n, 1);
+        conn.execute(
+            "INSERT INTO heads VALUES (?1, 1, ?2, ?3)",
+            rusqlite::params![id, serde_json::to_string(&head).unwrap(), head.expires_at],
+        )
+        .unwrap();
+        for e in events(1, n, 40) {
+            // Two expiries in one execution, as two commits a day apart would leave them.
+            let expires_at = head.expires_at - i64::from(e.index <= 1_500);
+            conn.execute(
+                "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![id, e.index, e.event_id, e.timestamp, e.message, expires_at],
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn lines_stored_one_per_row_read_back_the_same_after_opening() {
+    let dir = std::env::temp_dir().join(format!("runvoy-migration-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.db");
+    let _ = std::fs::remove_file(&path);
+    old_database(&path, 2_345);
+
+    let store = SqliteStore::new(Db::open(&path).unwrap());
+    assert_eq!(
+        store.read_range("a", 0, 2_345, 10_000).await.unwrap(),
+        events(1, 2_345, 40)
+    );
+    assert_eq!(
+        store.read_range("a", 1_499, 1_502, 10).await.unwrap(),
+        events(1_500, 1_502, 40)
+    );
+    assert_eq!(
+        store.read_range("b", 0, 3, 10).await.unwrap(),
+        events(1, 3, 40)
+    );
+    let mut dense = Vec::new();
+    let n = store
+        .read_dense("a", 999, 2_345, 10_000, usize::MAX, &mut dense)
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1_346));
+
+    // The ids are still known: a redelivered line is refused, not given a second index.
+    let head = store.head("a").await.unwrap().unwrap();
+    let mut next = head_at("a", 2_346, 2);
+    next.expires_at = head.expires_at;
+    let mut again = events(2_346, 2_346, 40);
+    again[0].event_id = "e7".into();
+    match store
+        .commit(Commit {
+            expected_version: Some(1),
+            head: next.clone(),
+            events: again,
+        })
+        .await
+    {
+        Err(CommitError::Duplicate(ids)) => assert_eq!(ids, ["e7"]),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    store
+        .commit(Commit {
+            expected_version: Some(1),
+            head: next,
+            events: events(2_346, 2_346, 40),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_range("a", 2_340, 2_346, 10).await.unwrap(),
+        events(2_341, 2_346, 40)
+    );
+
+    // Opened again: nothing left to migrate, nothing migrated twice.
+    drop(store);
+    let store = SqliteStore::new(Db::open(&path).unwrap());
+    assert_eq!(
+        store.read_range("a", 0, 2_346, 10_000).await.unwrap(),
+        events(1, 2_346, 40)
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let old: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0);
+    let runs: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE execution_id = 'a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // 1,500 lines with one expiry (two runs of ≤ 1,000), 845 with the other (one), the new one.
+    assert_eq!(runs, 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
