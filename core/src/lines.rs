@@ -25,11 +25,18 @@ use crate::wire::LogsResponse;
 /// The media type of the dense format, asked for in `Accept` and answered in `Content-Type`.
 pub const LINES_CONTENT_TYPE: &str = "application/vnd.runvoy.lines";
 
-/// Whether a request's `Accept` header asks for the dense format.
+/// Whether a request's `Accept` header asks for the dense format (named, and not with `q=0`).
 pub fn accepts_lines(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| {
-        a.split(',')
-            .any(|t| t.split(';').next().unwrap_or("").trim() == LINES_CONTENT_TYPE)
+        a.split(',').any(|t| {
+            let mut parts = t.split(';').map(str::trim);
+            parts.next() == Some(LINES_CONTENT_TYPE)
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
     })
 }
 
@@ -125,7 +132,8 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
 
     /// Index of the first record (`last_index + 1` when there are none).
     pub fn first_index(&self) -> u64 {
-        self.meta.last_index + 1 - self.records.len() as u64
+        // `parse` checked that the records are no more than `last_index`.
+        self.meta.last_index - self.records.len() as u64 + 1
     }
 
     pub fn len(&self) -> usize {
@@ -175,26 +183,30 @@ pub fn parse_record(bytes: &[u8], at: usize) -> Option<Record> {
     })
 }
 
-/// A decimal number of 1 to 18 digits at `at` (with a leading `-` when `signed`), and where
-/// it ends. Eighteen digits cannot overflow an `i64`, so the loop needs no checks.
-fn digits(bytes: &[u8], mut at: usize, signed: bool) -> Option<(i64, usize)> {
+/// A decimal number at `at` (with a leading `-` when `signed`), and where it ends. Up to 18
+/// digits cannot overflow an `i64` and need no checks; 19 are parsed with them.
+fn digits(bytes: &[u8], at: usize, signed: bool) -> Option<(i64, usize)> {
     let negative = signed && bytes.get(at) == Some(&b'-');
-    if negative {
-        at += 1;
-    }
-    let rest = bytes.get(at..)?;
+    let from = at + usize::from(negative);
+    let rest = bytes.get(from..)?;
     let count = rest
         .iter()
-        .take(19)
+        .take(20)
         .take_while(|d| d.is_ascii_digit())
         .count();
-    if count == 0 || count > 18 {
-        return None;
+    match count {
+        1..=18 => {
+            let n = rest[..count]
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+            Some((if negative { -n } else { n }, from + count))
+        }
+        19 => {
+            let text = std::str::from_utf8(&bytes[at..from + count]).ok()?;
+            Some((text.parse().ok()?, from + count))
+        }
+        _ => None,
     }
-    let n = rest[..count]
-        .iter()
-        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-    Some((if negative { -n } else { n }, at + count))
 }
 
 /// Position of the first `needle` in `haystack` at or after `from`.
@@ -278,10 +290,18 @@ mod tests {
             parse_record(b"-5 3\nabc\n", 0).map(|r| r.timestamp),
             Some(-5)
         );
-        assert!(parse_record(b"1234567890123456789 3\nabc\n", 0).is_none());
+        for t in [i64::MIN, i64::MAX, -1, 0, 1_700_000_000_000_000_000] {
+            let mut out = Vec::new();
+            push_record(&mut out, t, b"abc");
+            assert_eq!(parse_record(&out, 0).map(|r| r.timestamp), Some(t), "{t}");
+        }
+        assert!(parse_record(b"12345678901234567890 3\nabc\n", 0).is_none());
+        assert!(parse_record(b"9223372036854775808 3\nabc\n", 0).is_none());
         assert!(parse_record(b"5 \nabc\n", 0).is_none());
         let wrong_length = body.replacen(" 3\none", " 4\none", 1);
         assert!(LinesPage::parse(wrong_length.as_bytes()).is_err());
+        let top = LinesPage::parse(render(&page(u64::MAX), &[event(9, "x")]).into_bytes()).unwrap();
+        assert_eq!(top.first_index(), u64::MAX);
         let more_than_promised = render(&page(1), &[event(1, "one"), event(2, "two")]);
         assert!(LinesPage::parse(more_than_promised.as_bytes()).is_err());
         assert!(LinesPage::parse(&b"not json\n"[..]).is_err());
@@ -294,6 +314,8 @@ mod tests {
             "application/json;q=0.5, application/vnd.runvoy.lines"
         )));
         assert!(!accepts_lines(Some("application/json")));
+        assert!(!accepts_lines(Some("application/vnd.runvoy.lines;q=0")));
+        assert!(accepts_lines(Some("application/vnd.runvoy.lines; q=0.1")));
         assert!(!accepts_lines(None));
     }
 }

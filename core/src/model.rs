@@ -115,33 +115,43 @@ impl TryFrom<WireEvent> for LogEvent {
     }
 }
 
+/// A message's size as JSON inside a Lambda proxy response (see [`LogEvent::wire_size`]).
+fn escaped_size(message: &[u8]) -> usize {
+    // Most lines have nothing to escape; this check runs without a branch per byte.
+    let special = message.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !special {
+        return message.len();
+    }
+    message
+        .iter()
+        .map(|b| match b {
+            b'"' | b'\\' => 4,
+            b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 3,
+            0..=0x1f => 7,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Whether a message is sent as `message_base64` in JSON (escaping would blow it up).
+pub fn travels_base64(message: &[u8]) -> bool {
+    // Escaping grows a byte to 7 at most: shorter messages need no count.
+    message.len() * 7 > BASE64_ABOVE && escaped_size(message) > BASE64_ABOVE
+}
+
 impl LogEvent {
     /// The message's size as JSON inside a Lambda proxy response: the page is JSON, and API
     /// Gateway's proxy response carries that JSON as a string, escaped a second time (a quote
     /// becomes `\\\"`, a control character `\\u0001`).
     fn escaped_size(&self) -> usize {
-        // Most lines have nothing to escape; this check runs without a branch per byte.
-        let special = self.message.bytes().fold(false, |any, b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        });
-        if !special {
-            return self.message.len();
-        }
-        self.message
-            .bytes()
-            .map(|b| match b {
-                b'"' | b'\\' => 4,
-                b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 3,
-                0..=0x1f => 7,
-                _ => 1,
-            })
-            .sum()
+        escaped_size(self.message.as_bytes())
     }
 
     /// Whether the message is sent as `message_base64`.
     pub fn travels_base64(&self) -> bool {
-        // Escaping grows a byte to 7 at most: shorter messages need no count.
-        self.message.len() * 7 > BASE64_ABOVE && self.escaped_size() > BASE64_ABOVE
+        travels_base64(self.message.as_bytes())
     }
 
     /// At most how many bytes this event takes in a Lambda response. Used to bound pages below

@@ -55,7 +55,12 @@ pub fn router(app: Arc<App>, guard: Arc<crate::guard::Guard>) -> Router {
 
 pub(crate) fn respond(r: HttpResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+    // A logs page is JSON or dense depending on `Accept`.
+    let headers = [
+        (header::CONTENT_TYPE, r.content_type),
+        (header::VARY, "Accept"),
+    ];
+    (status, headers, r.body).into_response()
 }
 
 /// The log page and its assets (no key: the page asks for it and sends it to the API).

@@ -684,6 +684,21 @@ pub mod dense {
         .await
         .unwrap();
         assert_eq!(read(&s, &id, 0, 3, 10, usize::MAX).await.unwrap(), None);
+        // A long line with nothing to escape stays dense.
+        let id2 = fresh_id("dense-long");
+        let mut long = events(1, 2, 10);
+        long[0].message = "a".repeat(300_000);
+        s.commit(Commit {
+            expected_version: None,
+            head: head_at(&id2, 2, 1),
+            events: long.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            read(&s, &id2, 0, 2, 10, usize::MAX).await.unwrap(),
+            Some((2, dense(&long)))
+        );
         assert_eq!(
             read(&s, &id, 2, 3, 10, usize::MAX).await.unwrap(),
             Some((1, dense(&evs[2..])))

@@ -74,6 +74,8 @@ pub fn respond(status: u16, body: String) -> ApiGatewayV2httpResponse {
 fn respond_as(status: u16, body: String, content_type: &'static str) -> ApiGatewayV2httpResponse {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static(content_type));
+    // A logs page is JSON or dense depending on `Accept`.
+    headers.insert("vary", HeaderValue::from_static("Accept"));
     let mut r = ApiGatewayV2httpResponse::default();
     r.status_code = i64::from(status);
     r.headers = headers;

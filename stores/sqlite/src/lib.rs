@@ -58,8 +58,19 @@ impl Db {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
+        let layout: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        if layout > schema::LAYOUT {
+            return Err(StoreError::Backend(format!(
+                "the database was written by a newer runvoy (layout {layout}, this one knows {}); \
+                 upgrade runvoy or use another --state-dir",
+                schema::LAYOUT
+            )));
+        }
         tx.execute_batch(schema::SCHEMA).map_err(sql)?;
         store::migrate_events(&tx).map_err(sql)?;
+        tx.execute_batch(schema::AFTER_MIGRATION).map_err(sql)?;
         // Databases made before `resumed_at` existed.
         let has_resumed_at: bool = tx
             .prepare("SELECT 1 FROM pragma_table_info('connections') WHERE name = 'resumed_at'")

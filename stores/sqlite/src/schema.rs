@@ -10,6 +10,18 @@ PRAGMA foreign_keys = ON;
 PRAGMA mmap_size = 268435456;
 "#;
 
+/// The layout this code writes, kept in `PRAGMA user_version`: 2 since log lines are packed in
+/// runs (0: one row per line in `events`). A database of a later layout is refused at open.
+pub const LAYOUT: i64 = 2;
+
+/// Applied after a database of layout 0 was migrated. A view named `events` makes a binary of
+/// layout 0 fail at open (its schema indexes `events`) instead of recreating the table and
+/// committing lines beside the runs, where this layout's idempotency check would not see them.
+pub const AFTER_MIGRATION: &str = r#"
+CREATE VIEW IF NOT EXISTS events AS SELECT 'log lines are in runs since layout 2' AS moved;
+PRAGMA user_version = 2;
+"#;
+
 /// Tables and indexes, applied in one `BEGIN IMMEDIATE` transaction.
 pub const SCHEMA: &str = r#"
 -- The execution head (log_index = 0 in DynamoDB terms), serialized, with its version.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use runvoy_core::lines;
-use runvoy_core::model::BASE64_ABOVE;
+use runvoy_core::model::{BASE64_ABOVE, travels_base64};
 use runvoy_core::ports::{
     Commit, ConnectionStore, HeadReader, LogReader, LogWriter, check_read_item, fits_in_read,
 };
@@ -310,17 +310,17 @@ impl LogReader for SqliteStore {
                         break;
                     }
                     check_read_item(execution_id, after, count, index, expires_at, now)?;
-                    if len.saturating_mul(7) > BASE64_ABOVE {
-                        // Might travel as base64 in JSON: that page is not dense.
-                        out.truncate(start_len);
-                        return Ok(None);
-                    }
                     if count > 0
                         && out.len() - start_len + stretch.map_or(0, |(s, e)| e - s) + (end - at)
                             > max_bytes
                     {
                         done = true;
                         break;
+                    }
+                    if travels_base64(&lines[record.start..record.start + len]) {
+                        // Travels as base64 in JSON: that page is not dense.
+                        out.truncate(start_len);
+                        return Ok(None);
                     }
                     stretch = Some((stretch.map_or(at, |(s, _)| s), end));
                     count += 1;

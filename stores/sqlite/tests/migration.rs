@@ -107,7 +107,7 @@ async fn lines_stored_one_per_row_read_back_the_same_after_opening() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     let old: i64 = conn
         .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'events'",
+            "SELECT count(*) FROM sqlite_master WHERE name = 'events' AND type = 'table'",
             [],
             |r| r.get(0),
         )
@@ -122,5 +122,33 @@ async fn lines_stored_one_per_row_read_back_the_same_after_opening() {
         .unwrap();
     // 1,500 lines with one expiry (two runs of ≤ 1,000), 845 with the other (one), the new one.
     assert_eq!(runs, 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A binary of the old layout fails to open a migrated database (its schema indexes `events`)
+/// rather than committing lines the new idempotency check would not see; a database of a later
+/// layout is refused with a sentence.
+#[tokio::test]
+async fn other_layouts_refuse_each_others_databases() {
+    let dir = std::env::temp_dir().join(format!("runvoy-layouts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("new.db");
+    let _ = std::fs::remove_file(&path);
+    drop(Db::open(&path).unwrap());
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let old_schema = "CREATE TABLE IF NOT EXISTS events (execution_id TEXT NOT NULL,
+             log_index INTEGER NOT NULL, event_id TEXT NOT NULL, timestamp INTEGER NOT NULL,
+             message TEXT NOT NULL, expires_at INTEGER NOT NULL,
+             PRIMARY KEY (execution_id, log_index)) WITHOUT ROWID;
+         CREATE UNIQUE INDEX IF NOT EXISTS events_by_event_id ON events (execution_id, event_id);";
+    assert!(conn.execute_batch(old_schema).is_err());
+
+    conn.execute_batch("PRAGMA user_version = 9").unwrap();
+    drop(conn);
+    let Err(e) = Db::open(&path) else {
+        panic!("a database of layout 9 was opened")
+    };
+    assert!(e.to_string().contains("newer runvoy"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
