@@ -80,7 +80,7 @@ async fn backlog(s: &LocalStack, id: &str, n: usize) {
 }
 
 /// Fetches the backlog's dense pages of 25,000 lines one after another, as the CLI asks for
-/// them, reading only each page's first line; returns (seconds, bytes fetched).
+/// them, reading only each page's JSON line; returns (seconds, bytes fetched).
 async fn pages_only(s: &LocalStack, id: &str, n: usize) -> (f64, usize) {
     let http = reqwest::Client::new();
     let start = Instant::now();
@@ -101,8 +101,12 @@ async fn pages_only(s: &LocalStack, id: &str, n: usize) -> (f64, usize) {
             .await
             .unwrap();
         fetched += body.len();
-        let header = body.split(|b| *b == b'\n').next().unwrap();
-        let page: Value = serde_json::from_slice(header).unwrap();
+        // The page's JSON is its last line.
+        let json = body[..body.len() - 1]
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap();
+        let page: Value = serde_json::from_slice(json).unwrap();
         let last = page["last_index"].as_u64().unwrap();
         assert!(last > since, "page after {since}: {page}");
         since = last;

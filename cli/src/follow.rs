@@ -333,7 +333,9 @@ impl<'a> Follow<'a> {
                     return Err(skipped());
                 }
                 self.printer.print_dense(&p, run.skip, run.take)?;
-                p.into_meta()
+                let (meta, buf) = p.into_parts();
+                self.client.recycle(buf);
+                meta
             }
         };
         if let Some(final_index) = page.final_index {

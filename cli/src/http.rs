@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use runvoy_core::lines::{LINES_CONTENT_TYPE, LinesPage};
+use std::sync::{Arc, Mutex};
+
+use runvoy_core::lines::{LINES_CONTENT_TYPE, LinesPage, LinesReader};
 use runvoy_core::wire::{ErrorBody, LogsResponse, StatusResponse};
 use serde::de::DeserializeOwned;
 
@@ -15,12 +16,18 @@ pub struct ApiClient {
     http: reqwest::Client,
     settings: Settings,
     dense: bool,
+    /// Buffers of dense pages already printed, reused for the next ones (no fresh memory to
+    /// fault in per page).
+    buffers: Arc<Mutex<Vec<Vec<u8>>>>,
 }
+
+/// Buffers kept for reuse: as many as pages in flight.
+const BUFFERS_KEPT: usize = 3;
 
 /// A logs page as the server sent it: JSON (spec §4), or dense ([`runvoy_core::lines`]).
 pub enum Page {
     Json(LogsResponse),
-    Dense(LinesPage<Bytes>),
+    Dense(LinesPage<Vec<u8>>),
 }
 
 impl Page {
@@ -55,6 +62,7 @@ impl ApiClient {
             http,
             settings,
             dense: false,
+            buffers: Arc::default(),
         })
     }
 
@@ -74,15 +82,44 @@ impl ApiClient {
         if self.dense {
             req = req.header(reqwest::header::ACCEPT, LINES_CONTENT_TYPE);
         }
-        let (content_type, body) = self.fetch(id, req).await?;
-        if content_type.as_deref() == Some(LINES_CONTENT_TYPE) {
-            return LinesPage::parse(body)
-                .map(Page::Dense)
-                .map_err(CliError::Protocol);
+        let mut resp = self.respond(id, req).await?;
+        if content_type(&resp).as_deref() != Some(LINES_CONTENT_TYPE) {
+            let body = resp.bytes().await.map_err(|e| self.cut(&e))?;
+            return serde_json::from_slice(&body)
+                .map(Page::Json)
+                .map_err(|e| CliError::Protocol(e.to_string()));
         }
-        serde_json::from_slice(&body)
-            .map(Page::Json)
-            .map_err(|e| CliError::Protocol(e.to_string()))
+        // Records are read as the body arrives, into a buffer an earlier page left.
+        let mut buf = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        buf.reserve(resp.content_length().unwrap_or(0) as usize);
+        let mut reader = LinesReader::default();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.cut(&e))? {
+            buf.extend_from_slice(&chunk);
+            reader.feed(&buf);
+        }
+        reader
+            .finish(buf)
+            .map(Page::Dense)
+            .map_err(CliError::Protocol)
+    }
+
+    /// Keeps a printed dense page's buffer for a later page.
+    pub fn recycle(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut kept = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < BUFFERS_KEPT {
+            kept.push(buf);
+        }
+    }
+
+    /// A body that stopped arriving.
+    fn cut(&self, e: &reqwest::Error) -> CliError {
+        CliError::Unreachable(self.settings.api_url.clone(), root_cause(e))
     }
 
     pub async fn status(&self, id: &str) -> Result<StatusResponse, CliError> {
@@ -112,16 +149,17 @@ impl ApiClient {
         id: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<T, CliError> {
-        let (_, body) = self.fetch(id, req).await?;
+        let body = self.respond(id, req).await?.bytes().await;
+        let body = body.map_err(|e| self.cut(&e))?;
         serde_json::from_slice(&body).map_err(|e| CliError::Protocol(e.to_string()))
     }
 
-    /// A successful response's content type and body; any other answer as the error it means.
-    async fn fetch(
+    /// A successful response, its body still to read; any other answer as the error it means.
+    async fn respond(
         &self,
         id: &str,
         req: reqwest::RequestBuilder,
-    ) -> Result<(Option<String>, Bytes), CliError> {
+    ) -> Result<reqwest::Response, CliError> {
         let resp = req
             .header("X-API-Key", &self.settings.api_key)
             .send()
@@ -137,18 +175,10 @@ impl ApiClient {
                 .to_string();
             return Err(CliError::Redirected(status, to));
         }
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| CliError::Unreachable(self.settings.api_url.clone(), root_cause(&e)))?;
         if (200..300).contains(&status) {
-            return Ok((content_type, body));
+            return Ok(resp);
         }
+        let body = resp.bytes().await.map_err(|e| self.cut(&e))?;
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
@@ -161,6 +191,14 @@ impl ApiClient {
             _ => CliError::Server(status, message),
         })
     }
+}
+
+/// The media type of a response, without parameters.
+fn content_type(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
 }
 
 /// The innermost error's text ("Connection refused (os error 111)"), not the URL again.

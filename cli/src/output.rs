@@ -91,7 +91,7 @@ impl Printer {
         } else {
             let first = page.first_index() + skip as u64;
             for (i, r) in records.enumerate() {
-                self.text_line(first + i as u64, r.timestamp, page.message(r))?;
+                self.text_line(first + i as u64, page.timestamp(r), page.message(r))?;
             }
         }
         self.out.flush()?;

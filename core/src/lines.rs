@@ -1,21 +1,22 @@
 //! The dense page format: a logs page a client asks for with `Accept: application/vnd.runvoy.lines`
 //! instead of the JSON of spec §4, for draining a backlog at the speed of the pipe it goes to.
 //!
-//! The body is the page's JSON without its events (`"events":[]`, every other field as in the
-//! JSON page) on the first line, then one record per event, in index order:
+//! The body is one record per event, in index order, then the page's JSON without its events
+//! (`"events":[]`, every other field as in the JSON page) on the last line:
 //!
 //! ```text
-//! {"execution_id":"abc","status":"RUNNING","events":[],"last_index":2,"has_more":false,…}
 //! 1700000000000 5
 //! hello
 //! 1700000000001 12
 //! two
 //! lines
+//! {"execution_id":"abc","status":"RUNNING","events":[],"last_index":2,"has_more":false,…}
 //! ```
 //!
 //! A record is the timestamp (ms) and the message's length in bytes, in decimal, then the message
 //! itself and a newline. The indexes are implicit: the records are contiguous and end at
-//! `last_index`. Event ids are not carried (the JSON page has them). The body is UTF-8 text, so it
+//! `last_index`. The JSON comes last so that a server appends it to the records it read, without
+//! moving them (JSON holds no raw newline, so the last line is always the JSON). Event ids are not carried (the JSON page has them). The body is UTF-8 text, so it
 //! travels unchanged through a Lambda proxy response. A server may answer JSON anyway (an older
 //! server, or a page holding a message that travels as base64); the `Content-Type` says which.
 
@@ -46,22 +47,21 @@ pub fn fits_lines(events: &[LogEvent]) -> bool {
     !events.iter().any(LogEvent::travels_base64)
 }
 
-/// The dense body of `page` (its events left out) followed by `records`, already dense.
-pub fn body(page: &LogsResponse, records: &[u8]) -> String {
-    let mut out = Vec::with_capacity(records.len() + 1024);
-    serde_json::to_writer(&mut out, page).expect("response bodies serialize");
-    out.push(b'\n');
-    out.extend_from_slice(records);
-    String::from_utf8(out).expect("JSON and UTF-8 messages are UTF-8")
+/// The dense body of `records` (already dense) and `page` (its events left out).
+pub fn body(page: &LogsResponse, mut records: Vec<u8>) -> String {
+    serde_json::to_writer(&mut records, page).expect("response bodies serialize");
+    records.push(b'\n');
+    String::from_utf8(records).expect("JSON and UTF-8 messages are UTF-8")
 }
 
 /// The dense body of `page` (its events left out) with `events` as its records.
 pub fn render(page: &LogsResponse, events: &[LogEvent]) -> String {
-    let mut records = Vec::with_capacity(events.iter().map(|e| e.message.len() + 24).sum());
+    let mut records =
+        Vec::with_capacity(events.iter().map(|e| e.message.len() + 24).sum::<usize>() + 1024);
     for e in events {
         push_record(&mut records, e.timestamp, e.message.as_bytes());
     }
-    body(page, &records)
+    body(page, records)
 }
 
 /// Appends one record. A message is UTF-8 text (a [`LogEvent`]'s `String`), so the body is too.
@@ -75,12 +75,22 @@ pub fn push_record(out: &mut Vec<u8>, timestamp: i64, message: &[u8]) {
     out.push(b'\n');
 }
 
-/// One record of a parsed dense page: where its message lies in the body.
+/// One record of a parsed dense page: where it starts and where its message lies in the body.
+/// Its timestamp is read when asked for ([`Record::timestamp`]): summing its digits is a chain
+/// of multiplications that plain output does not need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
-    pub timestamp: i64,
+    head: usize,
     pub start: usize,
     pub len: usize,
+}
+
+impl Record {
+    /// The record's timestamp, from the body it was parsed from.
+    pub fn timestamp(&self, body: &[u8]) -> i64 {
+        // Checked when the record was parsed.
+        digits(body, self.head, true).map_or(0, |(t, _)| t)
+    }
 }
 
 /// A dense page as received: the body, kept whole, and where each message lies in it (no copy
@@ -93,36 +103,63 @@ pub struct LinesPage<B> {
     records: Vec<Record>,
 }
 
-impl<B: AsRef<[u8]>> LinesPage<B> {
-    /// Parses a dense body. Anything that is not exactly the format is an error saying where.
-    pub fn parse(body: B) -> Result<LinesPage<B>, String> {
-        let bytes = body.as_ref();
-        let end = memchr(b'\n', bytes, 0).ok_or("a dense page has no header line")?;
-        let meta: LogsResponse = serde_json::from_slice(&bytes[..end])
-            .map_err(|e| format!("a dense page's header is not a logs page: {e}"))?;
+/// Parses a dense body as it arrives: [`LinesReader::feed`] after each chunk (the records
+/// are read while the bytes are fresh in the cache), [`LinesReader::finish`] at the end.
+#[derive(Debug, Default)]
+pub struct LinesReader {
+    records: Vec<Record>,
+    at: usize,
+}
+
+impl LinesReader {
+    /// Reads the complete records of `received` (the body so far) not read yet. A record is
+    /// known by its first bytes, so one cut by the end of `received` is read on a later call.
+    pub fn feed(&mut self, received: &[u8]) {
+        while let Some(record) = parse_record(received, self.at) {
+            self.at = record.start + record.len + 1;
+            self.records.push(record);
+        }
+    }
+
+    /// The page, once `body` is whole: what follows the records must be the JSON line.
+    pub fn finish<B: AsRef<[u8]>>(mut self, body: B) -> Result<LinesPage<B>, String> {
+        self.feed(body.as_ref());
+        let rest = &body.as_ref()[self.at..];
+        let Some((b'\n', line)) = rest.split_last() else {
+            return Err(format!(
+                "a dense page does not end with its JSON line after record {}",
+                self.records.len()
+            ));
+        };
+        let meta: LogsResponse = serde_json::from_slice(line).map_err(|e| {
+            format!(
+                "after record {}, a dense page holds no record and no logs page: {e}",
+                self.records.len()
+            )
+        })?;
         if !meta.events.is_empty() {
-            return Err("a dense page's header carries events".into());
+            return Err("a dense page's JSON line carries events".into());
         }
-        let mut records = Vec::new();
-        let mut at = end + 1;
-        while at < bytes.len() {
-            let record = parse_record(bytes, at).ok_or_else(|| {
-                format!(
-                    "record {} is not a timestamp and a length, then as many bytes and a newline",
-                    records.len() + 1
-                )
-            })?;
-            at = record.start + record.len + 1;
-            records.push(record);
-        }
-        if records.len() as u64 > meta.last_index {
+        if self.records.len() as u64 > meta.last_index {
             return Err("a dense page holds more records than its last_index allows".into());
         }
         Ok(LinesPage {
             meta,
             body,
-            records,
+            records: self.records,
         })
+    }
+}
+
+impl<B: AsRef<[u8]>> LinesPage<B> {
+    /// Parses a dense body. Anything that is not exactly the format is an error saying where.
+    pub fn parse(body: B) -> Result<LinesPage<B>, String> {
+        LinesReader::default().finish(body)
+    }
+
+    /// Every field but the events, and the body (to reuse its buffer).
+    pub fn into_parts(self) -> (LogsResponse, B) {
+        (self.meta, self.body)
     }
 
     /// Every field but the events.
@@ -148,6 +185,11 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
         &self.records
     }
 
+    /// The timestamp of `record`.
+    pub fn timestamp(&self, record: &Record) -> i64 {
+        record.timestamp(self.body.as_ref())
+    }
+
     /// The message bytes of `record` followed by its newline: the line as printed raw.
     pub fn line(&self, record: &Record) -> &[u8] {
         &self.body.as_ref()[record.start..record.start + record.len + 1]
@@ -161,8 +203,8 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
 
 /// The record starting at `at` in `bytes`: its timestamp and where its message lies, checked
 /// to end with a newline. `None` when what is there is not a record.
-pub fn parse_record(bytes: &[u8], at: usize) -> Option<Record> {
-    let (timestamp, at) = digits(bytes, at, true)?;
+pub fn parse_record(bytes: &[u8], head: usize) -> Option<Record> {
+    let at = skip_digits(bytes, head)?;
     if bytes.get(at) != Some(&b' ') {
         return None;
     }
@@ -176,45 +218,49 @@ pub fn parse_record(bytes: &[u8], at: usize) -> Option<Record> {
     if bytes.get(end) != Some(&b'\n') {
         return None;
     }
-    Some(Record {
-        timestamp,
-        start,
-        len,
-    })
+    Some(Record { head, start, len })
 }
 
-/// A decimal number at `at` (with a leading `-` when `signed`), and where it ends. Up to 18
-/// digits cannot overflow an `i64` and need no checks; 19 are parsed with them.
-fn digits(bytes: &[u8], at: usize, signed: bool) -> Option<(i64, usize)> {
-    let negative = signed && bytes.get(at) == Some(&b'-');
-    let from = at + usize::from(negative);
-    let rest = bytes.get(from..)?;
-    let count = rest
-        .iter()
-        .take(20)
-        .take_while(|d| d.is_ascii_digit())
-        .count();
-    match count {
-        1..=18 => {
-            let n = rest[..count]
-                .iter()
-                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-            Some((if negative { -n } else { n }, from + count))
-        }
-        19 => {
-            let text = std::str::from_utf8(&bytes[at..from + count]).ok()?;
-            Some((text.parse().ok()?, from + count))
-        }
-        _ => None,
+/// Where the timestamp at `at` ends, checked to be one without reading its value (up to 18
+/// digits always are; 19 are read to check they fit).
+#[inline]
+fn skip_digits(bytes: &[u8], at: usize) -> Option<usize> {
+    let from = at + usize::from(bytes.get(at) == Some(&b'-'));
+    let mut end = from;
+    while end - from < 19 && bytes.get(end).is_some_and(u8::is_ascii_digit) {
+        end += 1;
+    }
+    match end - from {
+        0 => None,
+        1..=18 => Some(end),
+        _ => digits(bytes, at, true).map(|(_, end)| end),
     }
 }
 
-/// Position of the first `needle` in `haystack` at or after `from`.
-fn memchr(needle: u8, haystack: &[u8], from: usize) -> Option<usize> {
-    haystack[from..]
-        .iter()
-        .position(|b| *b == needle)
-        .map(|p| p + from)
+/// A decimal number at `at` (with a leading `-` when `signed`), and where it ends. Up to 18
+/// digits cannot overflow an `i64` and are summed without checks; 19 are parsed with them.
+#[inline]
+fn digits(bytes: &[u8], at: usize, signed: bool) -> Option<(i64, usize)> {
+    let negative = signed && bytes.get(at) == Some(&b'-');
+    let from = at + usize::from(negative);
+    let mut end = from;
+    let mut n: i64 = 0;
+    while let Some(&b) = bytes.get(end) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 || end - from == 19 {
+            break;
+        }
+        n = n.wrapping_mul(10).wrapping_add(i64::from(d));
+        end += 1;
+    }
+    match end - from {
+        0 => None,
+        1..=18 => Some((if negative { -n } else { n }, end)),
+        _ => {
+            let text = std::str::from_utf8(&bytes[at..end]).ok()?;
+            Some((text.parse().ok()?, end))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,13 +305,31 @@ mod tests {
         let got: Vec<(i64, &[u8])> = parsed
             .records()
             .iter()
-            .map(|r| (r.timestamp, parsed.message(r)))
+            .map(|r| (parsed.timestamp(r), parsed.message(r)))
             .collect();
         let want: Vec<(i64, &[u8])> = events
             .iter()
             .map(|e| (e.timestamp, e.message.as_bytes()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_page_fed_in_pieces_reads_as_a_whole() {
+        let events: Vec<LogEvent> = (1..=40)
+            .map(|i| event(i, &"x\ny ".repeat(i as usize)))
+            .collect();
+        let body = render(&page(40), &events).into_bytes();
+        let whole = LinesPage::parse(body.as_slice()).unwrap();
+        for piece in [1, 7, 64, 1000] {
+            let mut reader = LinesReader::default();
+            for end in (piece..body.len()).step_by(piece) {
+                reader.feed(&body[..end]);
+            }
+            let fed = reader.finish(body.as_slice()).unwrap();
+            assert_eq!(fed.records(), whole.records(), "pieces of {piece}");
+            assert_eq!(fed.meta, whole.meta);
+        }
     }
 
     #[test]
@@ -280,20 +344,24 @@ mod tests {
     #[test]
     fn a_damaged_body_is_refused_not_misread() {
         let body = render(&page(2), &[event(1, "one"), event(2, "two")]);
-        for cut in [body.len() - 1, body.len() - 3, body.find('\n').unwrap()] {
+        for cut in [body.len() - 1, body.len() - 3, body.find('\n').unwrap() + 1] {
             assert!(
                 LinesPage::parse(&body.as_bytes()[..cut]).is_err(),
                 "cut at {cut}"
             );
         }
         assert_eq!(
-            parse_record(b"-5 3\nabc\n", 0).map(|r| r.timestamp),
+            parse_record(b"-5 3\nabc\n", 0).map(|r| r.timestamp(b"-5 3\nabc\n")),
             Some(-5)
         );
         for t in [i64::MIN, i64::MAX, -1, 0, 1_700_000_000_000_000_000] {
             let mut out = Vec::new();
             push_record(&mut out, t, b"abc");
-            assert_eq!(parse_record(&out, 0).map(|r| r.timestamp), Some(t), "{t}");
+            assert_eq!(
+                parse_record(&out, 0).map(|r| r.timestamp(&out)),
+                Some(t),
+                "{t}"
+            );
         }
         assert!(parse_record(b"12345678901234567890 3\nabc\n", 0).is_none());
         assert!(parse_record(b"9223372036854775808 3\nabc\n", 0).is_none());

@@ -226,7 +226,7 @@ async fn a_dense_page_is_served_when_asked_and_json_otherwise() {
     let got: Vec<(i64, &[u8])> = page
         .records()
         .iter()
-        .map(|x| (x.timestamp, page.message(x)))
+        .map(|x| (page.timestamp(x), page.message(x)))
         .collect();
     let expected: Vec<(i64, &[u8])> = want
         .events

@@ -106,7 +106,9 @@ impl Reader {
         if head.expires_at <= self.clock.now_ms() / 1000 {
             return Err(StoreError::Expired(execution_id.to_string()).into());
         }
-        let mut records = Vec::new();
+        // Room for the records, and the JSON line that follows them (an estimate: growing the
+        // buffer would copy what was read).
+        let mut records = Vec::with_capacity(limit.saturating_mul(80).min(MAX_PAGE_BYTES) + 2048);
         let mut count = 0;
         if since_index < head.last_index && limit > 0 {
             let read = self

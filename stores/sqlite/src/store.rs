@@ -255,8 +255,10 @@ impl LogReader for SqliteStore {
         Ok(out)
     }
 
-    /// Copies the records straight from the runs: whole stretches of a run at a time, bounded
-    /// by the records' own bytes (the local stack's pages never cross a Lambda response).
+    /// Copies the records straight from the runs: a run that goes out whole is read into `out`
+    /// by SQLite's blob I/O (one copy, its records not read one by one); the runs at the page's
+    /// edges are read aside and walked. Bounded by the records' own bytes (the local stack's
+    /// pages never cross a Lambda response).
     async fn read_dense(
         &self,
         execution_id: &str,
@@ -269,7 +271,7 @@ impl LogReader for SqliteStore {
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT first_index, last_index, expires_at, longest, lines FROM runs
+                "SELECT rowid, first_index, last_index, expires_at, longest, length(lines) FROM runs
                  WHERE execution_id = ?1 AND last_index > ?2 ORDER BY last_index",
             )
             .map_err(sql)?;
@@ -277,25 +279,43 @@ impl LogReader for SqliteStore {
         let now = unix_now_secs();
         let start_len = out.len();
         let mut count = 0usize;
+        let mut blob: Option<rusqlite::blob::Blob<'_>> = None;
+        let mut edge = Vec::new();
         'runs: while let Some(row) = rows.next().map_err(sql)? {
-            let first: u64 = row.get(0).map_err(sql)?;
-            let last: u64 = row.get(1).map_err(sql)?;
-            let expires_at: i64 = row.get(2).map_err(sql)?;
-            let longest: usize = row.get(3).map_err(sql)?;
-            let lines = row.get_ref(4).and_then(|v| Ok(v.as_blob()?)).map_err(sql)?;
-            // A run that goes out whole is copied without reading its records one by one.
+            let rowid: i64 = row.get(0).map_err(sql)?;
+            let first: u64 = row.get(1).map_err(sql)?;
+            let last: u64 = row.get(2).map_err(sql)?;
+            let expires_at: i64 = row.get(3).map_err(sql)?;
+            let longest: usize = row.get(4).map_err(sql)?;
+            let size: usize = row.get(5).map_err(sql)?;
+            let run = match blob.as_mut() {
+                Some(b) => {
+                    b.reopen(rowid).map_err(sql)?;
+                    b
+                }
+                None => blob.insert(
+                    conn.blob_open("main", "runs", "lines", rowid, true)
+                        .map_err(sql)?,
+                ),
+            };
             let n = (last + 1 - first) as usize;
             if first == after + 1 + count as u64
                 && last <= through
                 && count + n <= limit
                 && expires_at > now
                 && longest.saturating_mul(7) <= BASE64_ABOVE
-                && out.len() - start_len + lines.len() <= max_bytes
+                && out.len() - start_len + size <= max_bytes
             {
-                out.extend_from_slice(lines);
+                let at = out.len();
+                out.resize(at + size, 0);
+                run.read_at_exact(&mut out[at..], 0).map_err(sql)?;
                 count += n;
                 continue;
             }
+            edge.clear();
+            edge.resize(size, 0);
+            run.read_at_exact(&mut edge, 0).map_err(sql)?;
+            let lines = edge.as_slice();
             // The stretch of this run's records that goes out, copied at once.
             let mut stretch = None::<(usize, usize)>;
             let mut at = 0usize;
@@ -444,7 +464,7 @@ fn records<'a>(
     let mut at = 0usize;
     while at < lines.len() {
         let r = record_at(lines, at, execution_id, first)?;
-        out.push((r.timestamp, &lines[r.start..r.start + r.len]));
+        out.push((r.timestamp(lines), &lines[r.start..r.start + r.len]));
         at = r.start + r.len + 1;
     }
     Ok(out)
