@@ -24,6 +24,13 @@ pub struct ApiClient {
 /// Buffers kept for reuse: as many as pages in flight.
 const BUFFERS_KEPT: usize = 3;
 
+/// Most bytes reserved up front for a page, whatever its `Content-Length` says, and the
+/// largest buffer kept for reuse.
+const RESERVE_AT_MOST: u64 = 8 * 1024 * 1024;
+
+/// Largest dense page read (servers bound pages at 4 MB, one event larger than that alone).
+const PAGE_AT_MOST: u64 = 64 * 1024 * 1024;
+
 /// A logs page as the server sent it: JSON (spec §4), or dense ([`runvoy_core::lines`]).
 pub enum Page {
     Json(LogsResponse),
@@ -96,9 +103,17 @@ impl ApiClient {
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_default();
-        buf.reserve(resp.content_length().unwrap_or(0) as usize);
+        // The announced size, within reason (a page is bounded at a few MB).
+        let announced = resp.content_length().unwrap_or(0).min(RESERVE_AT_MOST);
+        buf.reserve(announced as usize);
         let mut reader = LinesReader::default();
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.cut(&e))? {
+            if (buf.len() + chunk.len()) as u64 > PAGE_AT_MOST {
+                return Err(CliError::Protocol(format!(
+                    "a page of logs is larger than {} MB; servers bound pages at 4 MB",
+                    PAGE_AT_MOST >> 20
+                )));
+            }
             buf.extend_from_slice(&chunk);
             reader.feed(&buf);
         }
@@ -110,6 +125,10 @@ impl ApiClient {
 
     /// Keeps a printed dense page's buffer for a later page.
     pub fn recycle(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > RESERVE_AT_MOST as usize {
+            // An outsized page (one very long line): not kept for the rest of the run.
+            return;
+        }
         buf.clear();
         let mut kept = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() < BUFFERS_KEPT {

@@ -170,7 +170,7 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
     /// Index of the first record (`last_index + 1` when there are none).
     pub fn first_index(&self) -> u64 {
         // `parse` checked that the records are no more than `last_index`.
-        self.meta.last_index - self.records.len() as u64 + 1
+        (self.meta.last_index - self.records.len() as u64).wrapping_add(1)
     }
 
     pub fn len(&self) -> usize {

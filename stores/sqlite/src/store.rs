@@ -271,7 +271,7 @@ impl LogReader for SqliteStore {
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT rowid, first_index, last_index, expires_at, longest, length(lines) FROM runs
+                "SELECT rowid, first_index, last_index, expires_at, longest FROM runs
                  WHERE execution_id = ?1 AND last_index > ?2 ORDER BY last_index",
             )
             .map_err(sql)?;
@@ -287,7 +287,6 @@ impl LogReader for SqliteStore {
             let last: u64 = row.get(2).map_err(sql)?;
             let expires_at: i64 = row.get(3).map_err(sql)?;
             let longest: usize = row.get(4).map_err(sql)?;
-            let size: usize = row.get(5).map_err(sql)?;
             let run = match blob.as_mut() {
                 Some(b) => {
                     b.reopen(rowid).map_err(sql)?;
@@ -298,6 +297,7 @@ impl LogReader for SqliteStore {
                         .map_err(sql)?,
                 ),
             };
+            let size = run.len();
             let n = (last + 1 - first) as usize;
             if first == after + 1 + count as u64
                 && last <= through
