@@ -519,31 +519,36 @@ pub mod store {
     pub async fn expired_items_are_reported_not_skipped<S: LogStore + 'static>(s: Arc<S>) {
         let s = into_dyn(s);
         let id = fresh_id("expired");
-        let mut head = head_at(&id, 2, 1);
-        head.expires_at = 1_000; // long past
-        s.commit(Commit {
-            expected_version: None,
-            head,
-            events: events(1, 2, 10),
-        })
-        .await
-        .unwrap();
-        // Live items after expired ones: the range is not complete and must not look it.
-        let mut live = head_at(&id, 3, 2);
-        live.expires_at = tomorrow();
-        s.commit(Commit {
-            expected_version: Some(1),
-            head: live,
-            events: events(3, 3, 10),
-        })
-        .await
-        .unwrap();
+        commit_expired_then_live(&s, &id).await;
         match s.read_range(&id, 0, 3, 10).await {
             Err(StoreError::Expired(e)) => assert_eq!(e, id),
             other => panic!("expected Expired, got {other:?}"),
         }
         assert_eq!(s.read_range(&id, 2, 3, 10).await.unwrap(), events(3, 3, 10));
     }
+}
+
+/// Lines 1–2 of `id` committed long expired, then line 3 live: the range from 0 is not complete
+/// and must not look it.
+async fn commit_expired_then_live(s: &Arc<dyn LogStore>, id: &str) {
+    let mut head = head_at(id, 2, 1);
+    head.expires_at = 1_000; // long past
+    s.commit(Commit {
+        expected_version: None,
+        head,
+        events: events(1, 2, 10),
+    })
+    .await
+    .unwrap();
+    let mut live = head_at(id, 3, 2);
+    live.expires_at = tomorrow();
+    s.commit(Commit {
+        expected_version: Some(1),
+        head: live,
+        events: events(3, 3, 10),
+    })
+    .await
+    .unwrap();
 }
 
 /// What `read_dense` must append for `events`.
@@ -640,24 +645,7 @@ pub mod dense {
     pub async fn dense_reads_report_expiry_and_base64_messages<S: LogStore + 'static>(s: Arc<S>) {
         let s: Store = s;
         let id = fresh_id("dense-expired");
-        let mut head = head_at(&id, 2, 1);
-        head.expires_at = 1_000; // long past
-        s.commit(Commit {
-            expected_version: None,
-            head,
-            events: events(1, 2, 10),
-        })
-        .await
-        .unwrap();
-        let mut live = head_at(&id, 3, 2);
-        live.expires_at = tomorrow();
-        s.commit(Commit {
-            expected_version: Some(1),
-            head: live,
-            events: events(3, 3, 10),
-        })
-        .await
-        .unwrap();
+        commit_expired_then_live(&s, &id).await;
         match read(&s, &id, 0, 3, 10, usize::MAX).await {
             Err(StoreError::Expired(e)) => assert_eq!(e, id),
             other => panic!("expected Expired, got {other:?}"),
