@@ -50,6 +50,10 @@ async fn source_with(
             .await
             .unwrap();
     }
+    // A read that follows begins after every line was ingested, in a later millisecond: a line
+    // ingested in the millisecond a read begins counts as being written (`live_end`), and the
+    // read would end before its last millisecond, as on a stream still being written.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     (
         CloudWatchSource::new(client.clone(), group.clone(), names),
         client,
