@@ -33,16 +33,23 @@ struct JsonLine<'a> {
     message: &'a str,
 }
 
-pub struct Printer {
-    out: BufWriter<Stdout>,
+pub struct Printer<W: Write = Stdout> {
+    out: BufWriter<W>,
     format: Format,
     scratch: Vec<u8>,
 }
 
 impl Printer {
     pub fn new(format: Format) -> Printer {
+        Printer::to(std::io::stdout(), format)
+    }
+}
+
+impl<W: Write> Printer<W> {
+    /// A printer writing to `out` instead of stdout.
+    pub fn to(out: W, format: Format) -> Printer<W> {
         Printer {
-            out: BufWriter::with_capacity(256 * 1024, std::io::stdout()),
+            out: BufWriter::with_capacity(256 * 1024, out),
             format,
             scratch: Vec::new(),
         }
@@ -71,30 +78,51 @@ impl Printer {
         Ok(())
     }
 
-    /// Prints `take` records of a dense page after its first `skip` (never `--json`: dense
-    /// pages carry no event ids, and the CLI does not ask for them then).
+    /// Prints `take` events of a dense page after its first `skip` (never `--json`: dense
+    /// pages carry no event ids, and the CLI does not ask for them then). Plain output writes
+    /// each run's messages as the page holds them, in one call, without reading their heads.
     pub fn print_dense<B: AsRef<[u8]>>(
         &mut self,
         page: &LinesPage<B>,
         skip: usize,
         take: usize,
     ) -> Result<(), CliError> {
-        if take == 0 {
-            return Ok(());
-        }
-        let records = page.records().iter().skip(skip).take(take);
-        if self.format.plain() {
-            // Each message with its newline, as the page holds them.
-            for r in records {
-                self.out.write_all(page.line(r))?;
+        let (from, to) = (skip, skip + take);
+        let body = page.body();
+        for run in page.runs() {
+            let (lo, hi) = (from.max(run.first), to.min(run.first + run.count));
+            if lo >= hi {
+                continue;
             }
-        } else {
-            let first = page.first_index() + skip as u64;
-            for (i, r) in records.enumerate() {
+            if self.format.plain() && (lo, hi) == (run.first, run.first + run.count) {
+                self.write_through(run.messages(body))?;
+                continue;
+            }
+            let records = run.records(body).map_err(CliError::Protocol)?;
+            let records = &records[lo - run.first..hi - run.first];
+            if self.format.plain() {
+                let (a, z) = (&records[0], &records[records.len() - 1]);
+                self.write_through(&body[a.start..z.start + z.len + 1])?;
+                continue;
+            }
+            let first = page.first_index() + lo as u64;
+            for (i, r) in records.iter().enumerate() {
                 self.text_line(first + i as u64, page.timestamp(r), page.message(r))?;
             }
         }
         self.out.flush()?;
+        Ok(())
+    }
+
+    /// Writes `bytes` as they are: a large piece straight to stdout, without copying it into
+    /// the buffer first.
+    fn write_through(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        if bytes.len() < 16 * 1024 {
+            self.out.write_all(bytes)?;
+        } else {
+            self.out.flush()?;
+            self.out.get_mut().write_all(bytes)?;
+        }
         Ok(())
     }
 
@@ -150,6 +178,86 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runvoy_core::lines::{self, RunBuilder};
+    use runvoy_core::model::Status;
+    use runvoy_core::wire::LogsResponse;
+
+    /// A dense page of lines 1..=10 in runs of 4, 4 and 2; line 5 holds a newline and line 6
+    /// sets the terminal's title.
+    fn page() -> LinesPage<Vec<u8>> {
+        let mut runs = Vec::new();
+        for chunk in (1..=10u64).collect::<Vec<_>>().chunks(4) {
+            let mut run = RunBuilder::default();
+            for i in chunk {
+                let message = match i {
+                    5 => "five\nand a half".to_string(),
+                    6 => "\u{1b}]0;title\u{7}six".to_string(),
+                    _ => format!("line {i}"),
+                };
+                run.push(1_700_000_000_000 + *i as i64, message.as_bytes());
+            }
+            run.append_to(&mut runs);
+        }
+        let meta = LogsResponse {
+            execution_id: "abc".into(),
+            status: Status::Running,
+            events: Vec::new(),
+            last_index: 10,
+            has_more: false,
+            final_index: None,
+            exit_code: None,
+            websocket_url: None,
+        };
+        LinesPage::parse(lines::body(&meta, runs).into_bytes()).unwrap()
+    }
+
+    fn printed(format: Format, skip: usize, take: usize) -> String {
+        let mut p = Printer::to(Vec::new(), format);
+        p.print_dense(&page(), skip, take).unwrap();
+        String::from_utf8(p.out.into_inner().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn dense_pages_print_the_lines_asked_for_whatever_runs_they_are_in() {
+        let all: Vec<String> = (1..=10)
+            .map(|i| match i {
+                5 => "five\nand a half\n".to_string(),
+                6 => "\u{1b}]0;title\u{7}six\n".to_string(),
+                _ => format!("line {i}\n"),
+            })
+            .collect();
+        for (skip, take) in [
+            (0, 10),
+            (0, 4),
+            (2, 5),
+            (3, 1),
+            (4, 4),
+            (7, 3),
+            (9, 1),
+            (5, 0),
+        ] {
+            assert_eq!(
+                printed(Format::default(), skip, take),
+                all[skip..skip + take].concat(),
+                "skip {skip}, take {take}"
+            );
+        }
+        let indexed = Format {
+            index: true,
+            timestamps: true,
+            ..Format::default()
+        };
+        assert_eq!(
+            printed(indexed, 3, 2),
+            "4 2023-11-14T22:13:20.004Z line 4\n5 2023-11-14T22:13:20.005Z five\nand a half\n"
+        );
+        let terminal = Format {
+            terminal_safe: true,
+            ..Format::default()
+        };
+        let shown = printed(terminal, 5, 1);
+        assert_eq!(shown, "^[]0;title^Gsix\n");
+    }
 
     #[test]
     fn formats_utc_timestamps() {

@@ -1,30 +1,42 @@
-//! The dense page format: a logs page a client asks for with `Accept: application/vnd.runvoy.lines`
-//! instead of the JSON of spec §4, for draining a backlog at the speed of the pipe it goes to.
+//! The dense page format: a logs page a client asks for with `Accept:
+//! application/vnd.runvoy.lines.v2` instead of the JSON of spec §4, for draining a backlog at
+//! the speed of the pipe it goes to.
 //!
-//! The body is one record per event, in index order, then the page's JSON without its events
-//! (`"events":[]`, every other field as in the JSON page) on the last line:
+//! The body is the page's events in runs, in index order, then the page's JSON without its
+//! events (`"events":[]`, every other field as in the JSON page) on the last line:
 //!
 //! ```text
+//! 3 52 21
 //! 1700000000000 5
+//! 1700000000001 9
+//! 1700000000002 0
 //! hello
-//! 1700000000001 12
 //! two
 //! lines
-//! {"execution_id":"abc","status":"RUNNING","events":[],"last_index":2,"has_more":false,…}
+//!
+//! {"execution_id":"abc","status":"RUNNING","events":[],"last_index":3,"has_more":false,…}
 //! ```
 //!
-//! A record is the timestamp (ms) and the message's length in bytes, in decimal, then the message
-//! itself and a newline. The indexes are implicit: the records are contiguous and end at
-//! `last_index`. The JSON comes last so that a server appends it to the records it read, without
-//! moving them (JSON holds no raw newline, so the last line is always the JSON). Event ids are not carried (the JSON page has them). The body is UTF-8 text, so it
-//! travels unchanged through a Lambda proxy response. A server may answer JSON anyway (an older
-//! server, or a page holding a message that travels as base64); the `Content-Type` says which.
+//! A run is a header line (how many events, then the bytes of its heads and of its messages,
+//! in decimal), the heads (one line per event: its timestamp in ms and its message's length in
+//! bytes), then the messages, each followed by a newline. The messages of a run are therefore
+//! the bytes a plain `runvoy logs` prints for it, and a client writes them in one call without
+//! reading the heads; the heads are read for a line printed on its own (with its index or
+//! timestamp, or made visible on a terminal).
+//!
+//! The indexes are implicit: the events are contiguous and end at `last_index`. The JSON comes
+//! last so that a server appends it to the runs it read, without moving them (JSON holds no
+//! raw newline and starts with `{`, a run with a digit). Event ids are not carried (the JSON
+//! page has them). The body is UTF-8 text, so it travels unchanged through a Lambda proxy
+//! response. A server may answer JSON anyway (an older server, or a page holding a message
+//! that travels as base64); the `Content-Type` says which. The unversioned type of the first
+//! format (events one by one) is no longer answered: a client asking for it gets JSON.
 
 use crate::model::LogEvent;
 use crate::wire::LogsResponse;
 
 /// The media type of the dense format, asked for in `Accept` and answered in `Content-Type`.
-pub const LINES_CONTENT_TYPE: &str = "application/vnd.runvoy.lines";
+pub const LINES_CONTENT_TYPE: &str = "application/vnd.runvoy.lines.v2";
 
 /// Whether a request's `Accept` header asks for the dense format (named, and not with `q=0`).
 pub fn accepts_lines(accept: Option<&str>) -> bool {
@@ -47,35 +59,154 @@ pub fn fits_lines(events: &[LogEvent]) -> bool {
     !events.iter().any(LogEvent::travels_base64)
 }
 
-/// The dense body of `records` (already dense) and `page` (its events left out).
-pub fn body(page: &LogsResponse, mut records: Vec<u8>) -> String {
-    serde_json::to_writer(&mut records, page).expect("response bodies serialize");
-    records.push(b'\n');
-    String::from_utf8(records).expect("JSON and UTF-8 messages are UTF-8")
+/// The dense body of `runs` (already encoded) and `page` (its events left out).
+pub fn body(page: &LogsResponse, mut runs: Vec<u8>) -> String {
+    serde_json::to_writer(&mut runs, page).expect("response bodies serialize");
+    runs.push(b'\n');
+    String::from_utf8(runs).expect("JSON and UTF-8 messages are UTF-8")
 }
 
-/// The dense body of `page` (its events left out) with `events` as its records.
+/// The dense body of `page` (its events left out) with `events` (contiguous) as one run.
 pub fn render(page: &LogsResponse, events: &[LogEvent]) -> String {
-    let mut records =
-        Vec::with_capacity(events.iter().map(|e| e.message.len() + 24).sum::<usize>() + 1024);
+    let mut run = RunBuilder::default();
     for e in events {
-        push_record(&mut records, e.timestamp, e.message.as_bytes());
+        run.push(e.timestamp, e.message.as_bytes());
     }
-    body(page, records)
+    let mut out = Vec::with_capacity(run.encoded_len() + 1024);
+    run.append_to(&mut out);
+    body(page, out)
 }
 
-/// Appends one record. A message is UTF-8 text (a [`LogEvent`]'s `String`), so the body is too.
-pub fn push_record(out: &mut Vec<u8>, timestamp: i64, message: &[u8]) {
+/// A run being built: its heads and its messages, each in their own buffer.
+#[derive(Debug, Default, Clone)]
+pub struct RunBuilder {
+    heads: Vec<u8>,
+    messages: Vec<u8>,
+    count: usize,
+}
+
+impl RunBuilder {
+    /// Adds one event. A message is UTF-8 text (a [`LogEvent`]'s `String`), so the body is too.
+    pub fn push(&mut self, timestamp: i64, message: &[u8]) {
+        let mut digits = itoa::Buffer::new();
+        self.heads
+            .extend_from_slice(digits.format(timestamp).as_bytes());
+        self.heads.push(b' ');
+        self.heads
+            .extend_from_slice(digits.format(message.len()).as_bytes());
+        self.heads.push(b'\n');
+        self.messages.extend_from_slice(message);
+        self.messages.push(b'\n');
+        self.count += 1;
+    }
+
+    /// Events pushed.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The bytes [`RunBuilder::append_to`] appends.
+    pub fn encoded_len(&self) -> usize {
+        if self.count == 0 {
+            return 0;
+        }
+        header_len(self.count, self.heads.len(), self.messages.len())
+            + self.heads.len()
+            + self.messages.len()
+    }
+
+    /// Appends the run as a body carries it (nothing when it is empty).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        push_run(out, self.count, &self.heads, &self.messages);
+    }
+}
+
+/// Appends a run of `count` events whose heads and messages are already encoded (nothing
+/// when `count` is 0).
+pub fn push_run(out: &mut Vec<u8>, count: usize, heads: &[u8], messages: &[u8]) {
+    if count == 0 {
+        return;
+    }
     let mut digits = itoa::Buffer::new();
-    out.extend_from_slice(digits.format(timestamp).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(digits.format(message.len()).as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(message);
-    out.push(b'\n');
+    out.reserve(header_len(count, heads.len(), messages.len()) + heads.len() + messages.len());
+    for (n, sep) in [(count, b' '), (heads.len(), b' '), (messages.len(), b'\n')] {
+        out.extend_from_slice(digits.format(n).as_bytes());
+        out.push(sep);
+    }
+    out.extend_from_slice(heads);
+    out.extend_from_slice(messages);
 }
 
-/// One record of a parsed dense page: where it starts and where its message lies in the body.
+/// The bytes of a run's header line.
+fn header_len(count: usize, heads: usize, messages: usize) -> usize {
+    let mut digits = itoa::Buffer::new();
+    [count, heads, messages]
+        .iter()
+        .map(|n| digits.format(*n).len() + 1)
+        .sum()
+}
+
+/// One run of a body: which of the page's events it holds and where its parts lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// The page's event it starts with (0 for the first).
+    pub first: usize,
+    pub count: usize,
+    heads: usize,
+    messages: usize,
+    end: usize,
+}
+
+impl Run {
+    /// The run's messages, each followed by its newline: the run printed plain.
+    pub fn messages<'a>(&self, body: &'a [u8]) -> &'a [u8] {
+        &body[self.messages..self.end]
+    }
+
+    /// Each event of the run: its timestamp's place and its message's. Every head is read and
+    /// checked against the messages, so a damaged run is an error, never a misread line.
+    pub fn records(&self, body: &[u8]) -> Result<Vec<Record>, String> {
+        let mut out = Vec::with_capacity(self.count);
+        let (mut head, mut start) = (self.heads, self.messages);
+        while head < self.messages {
+            let damaged = || {
+                format!(
+                    "event {} of a dense page is damaged",
+                    self.first + out.len()
+                )
+            };
+            let at = skip_digits(body, head).ok_or_else(damaged)?;
+            if body.get(at) != Some(&b' ') {
+                return Err(damaged());
+            }
+            let (len, at) = digits(body, at + 1, false).ok_or_else(damaged)?;
+            if at >= self.messages || body[at] != b'\n' {
+                return Err(damaged());
+            }
+            let len = usize::try_from(len).map_err(|_| damaged())?;
+            let end = start.checked_add(len).ok_or_else(damaged)?;
+            if end >= self.end || body[end] != b'\n' {
+                return Err(damaged());
+            }
+            out.push(Record { head, start, len });
+            (head, start) = (at + 1, end + 1);
+        }
+        if out.len() != self.count || start != self.end {
+            return Err(format!(
+                "a run of a dense page holds {} events, not the {} its header says",
+                out.len(),
+                self.count
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// One event of a parsed run: where its head starts and where its message lies in the body.
 /// Its timestamp is read when asked for ([`Record::timestamp`]): summing its digits is a chain
 /// of multiplications that plain output does not need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,62 +222,157 @@ impl Record {
         // Checked when the record was parsed.
         digits(body, self.head, true).map_or(0, |(t, _)| t)
     }
+
+    /// Where its head starts in the body.
+    pub fn head(&self) -> usize {
+        self.head
+    }
 }
 
-/// A dense page as received: the body, kept whole, and where each message lies in it (no copy
-/// per line).
+/// The run at `at` of `bytes`, the page's events before it being `first`: `Ok(None)` when
+/// `bytes` ends before the run does, or when what is at `at` is not a run (the JSON line, or
+/// the end). Its heads are counted, not read.
+pub fn parse_run(bytes: &[u8], at: usize, first: usize) -> Result<Option<Run>, String> {
+    if !bytes.get(at).is_some_and(u8::is_ascii_digit) {
+        return Ok(None);
+    }
+    let damaged = || format!("the run after event {first} of a dense page is damaged");
+    let mut fields = [0usize; 3];
+    let mut cursor = at;
+    for (i, sep) in [b' ', b' ', b'\n'].into_iter().enumerate() {
+        let Some((n, end)) = digits(bytes, cursor, false) else {
+            return if cursor >= bytes.len() {
+                Ok(None)
+            } else {
+                Err(damaged())
+            };
+        };
+        match bytes.get(end) {
+            None => return Ok(None),
+            Some(b) if *b != sep => return Err(damaged()),
+            Some(_) => {}
+        }
+        fields[i] = usize::try_from(n).map_err(|_| damaged())?;
+        cursor = end + 1;
+    }
+    let [count, heads_len, messages_len] = fields;
+    let heads = cursor;
+    let messages = heads.checked_add(heads_len).ok_or_else(damaged)?;
+    let end = messages.checked_add(messages_len).ok_or_else(damaged)?;
+    if end > bytes.len() {
+        return Ok(None);
+    }
+    // The least a head ("0 0\n") and a message ("\n") can take.
+    if count == 0
+        || heads_len < count.saturating_mul(4)
+        || messages_len < count
+        || bytes[messages - 1] != b'\n'
+        || bytes[end - 1] != b'\n'
+        || bytes[heads..messages]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            != count
+    {
+        return Err(damaged());
+    }
+    Ok(Some(Run {
+        first,
+        count,
+        heads,
+        messages,
+        end,
+    }))
+}
+
+/// The events of `bytes`, runs without a JSON line (what a store appends to a page): timestamp
+/// and message each.
+pub fn events_of(bytes: &[u8]) -> Result<Vec<(i64, &[u8])>, String> {
+    let mut reader = LinesReader::default();
+    reader.feed(bytes);
+    if let Some(e) = reader.broken {
+        return Err(e);
+    }
+    if reader.at != bytes.len() {
+        return Err(format!("{} bytes after the runs", bytes.len() - reader.at));
+    }
+    let mut out = Vec::new();
+    for run in &reader.runs {
+        for r in run.records(bytes)? {
+            out.push((r.timestamp(bytes), &bytes[r.start..r.start + r.len]));
+        }
+    }
+    Ok(out)
+}
+
+/// A dense page as received: the body, kept whole, and where each run lies in it (no copy per
+/// line).
 #[derive(Debug, Clone)]
 pub struct LinesPage<B> {
     /// Every field of the page but its events (`events` is empty).
     pub meta: LogsResponse,
     body: B,
-    records: Vec<Record>,
+    runs: Vec<Run>,
+    count: usize,
 }
 
-/// Parses a dense body as it arrives: [`LinesReader::feed`] after each chunk (the records
-/// are read while the bytes are fresh in the cache), [`LinesReader::finish`] at the end.
+/// Parses a dense body as it arrives: [`LinesReader::feed`] after each chunk (each run is
+/// framed once it is whole), [`LinesReader::finish`] at the end.
 #[derive(Debug, Default)]
 pub struct LinesReader {
-    records: Vec<Record>,
+    runs: Vec<Run>,
+    count: usize,
     at: usize,
+    broken: Option<String>,
 }
 
 impl LinesReader {
-    /// Reads the complete records of `received` (the body so far) not read yet. A record is
-    /// known by its first bytes, so one cut by the end of `received` is read on a later call.
+    /// Frames the whole runs of `received` (the body so far) not framed yet. A run cut by the
+    /// end of `received` is framed on a later call.
     pub fn feed(&mut self, received: &[u8]) {
-        while let Some(record) = parse_record(received, self.at) {
-            self.at = record.start + record.len + 1;
-            self.records.push(record);
+        while self.broken.is_none() {
+            match parse_run(received, self.at, self.count) {
+                Ok(Some(run)) => {
+                    self.at = run.end;
+                    self.count += run.count;
+                    self.runs.push(run);
+                }
+                Ok(None) => break,
+                Err(e) => self.broken = Some(e),
+            }
         }
     }
 
-    /// The page, once `body` is whole: what follows the records must be the JSON line.
+    /// The page, once `body` is whole: what follows the runs must be the JSON line.
     pub fn finish<B: AsRef<[u8]>>(mut self, body: B) -> Result<LinesPage<B>, String> {
         self.feed(body.as_ref());
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
         let rest = &body.as_ref()[self.at..];
         let Some((b'\n', line)) = rest.split_last() else {
             return Err(format!(
-                "a dense page does not end with its JSON line after record {}",
-                self.records.len()
+                "a dense page does not end with its JSON line after event {}",
+                self.count
             ));
         };
         let meta: LogsResponse = serde_json::from_slice(line).map_err(|e| {
             format!(
-                "after record {}, a dense page holds no record and no logs page: {e}",
-                self.records.len()
+                "after event {}, a dense page holds no run and no logs page: {e}",
+                self.count
             )
         })?;
         if !meta.events.is_empty() {
             return Err("a dense page's JSON line carries events".into());
         }
-        if self.records.len() as u64 > meta.last_index {
-            return Err("a dense page holds more records than its last_index allows".into());
+        if self.count as u64 > meta.last_index {
+            return Err("a dense page holds more events than its last_index allows".into());
         }
         Ok(LinesPage {
             meta,
             body,
-            records: self.records,
+            runs: self.runs,
+            count: self.count,
         })
     }
 }
@@ -167,22 +393,36 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
         self.meta
     }
 
-    /// Index of the first record (`last_index + 1` when there are none).
+    /// Index of the first event (`last_index + 1` when there are none).
     pub fn first_index(&self) -> u64 {
-        // `parse` checked that the records are no more than `last_index`.
-        (self.meta.last_index - self.records.len() as u64).wrapping_add(1)
+        // `finish` checked that the events are no more than `last_index`.
+        (self.meta.last_index - self.count as u64).wrapping_add(1)
     }
 
+    /// Events in the page.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.count == 0
     }
 
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    pub fn body(&self) -> &[u8] {
+        self.body.as_ref()
+    }
+
+    /// Every event of the page, each head read and checked.
+    pub fn records(&self) -> Result<Vec<Record>, String> {
+        let mut out = Vec::with_capacity(self.count);
+        for run in &self.runs {
+            out.extend(run.records(self.body.as_ref())?);
+        }
+        Ok(out)
     }
 
     /// The timestamp of `record`.
@@ -199,26 +439,6 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
     pub fn message(&self, record: &Record) -> &[u8] {
         &self.body.as_ref()[record.start..record.start + record.len]
     }
-}
-
-/// The record starting at `at` in `bytes`: its timestamp and where its message lies, checked
-/// to end with a newline. `None` when what is there is not a record.
-pub fn parse_record(bytes: &[u8], head: usize) -> Option<Record> {
-    let at = skip_digits(bytes, head)?;
-    if bytes.get(at) != Some(&b' ') {
-        return None;
-    }
-    let (len, at) = digits(bytes, at + 1, false)?;
-    if bytes.get(at) != Some(&b'\n') {
-        return None;
-    }
-    let start = at + 1;
-    let len = usize::try_from(len).ok()?;
-    let end = start.checked_add(len)?;
-    if bytes.get(end) != Some(&b'\n') {
-        return None;
-    }
-    Some(Record { head, start, len })
 }
 
 /// Where the timestamp at `at` ends, checked to be one without reading its value (up to 18
@@ -290,6 +510,37 @@ mod tests {
         }
     }
 
+    /// A body of `events` in runs of `per_run`, as a store that packs them would send it.
+    fn in_runs(meta: &LogsResponse, events: &[LogEvent], per_run: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in events.chunks(per_run) {
+            let mut run = RunBuilder::default();
+            for e in chunk {
+                run.push(e.timestamp, e.message.as_bytes());
+            }
+            let before = out.len();
+            run.append_to(&mut out);
+            assert_eq!(out.len() - before, run.encoded_len());
+        }
+        body(meta, out).into_bytes()
+    }
+
+    fn read_back(parsed: &LinesPage<&[u8]>) -> Vec<(i64, Vec<u8>)> {
+        parsed
+            .records()
+            .unwrap()
+            .iter()
+            .map(|r| (parsed.timestamp(r), parsed.message(r).to_vec()))
+            .collect()
+    }
+
+    fn expected(events: &[LogEvent]) -> Vec<(i64, Vec<u8>)> {
+        events
+            .iter()
+            .map(|e| (e.timestamp, e.message.as_bytes().to_vec()))
+            .collect()
+    }
+
     #[test]
     fn a_page_reads_back_as_it_was_written() {
         let events = vec![
@@ -302,16 +553,20 @@ mod tests {
         let parsed = LinesPage::parse(body.as_bytes()).unwrap();
         assert_eq!(parsed.meta, page(11));
         assert_eq!(parsed.first_index(), 8);
-        let got: Vec<(i64, &[u8])> = parsed
-            .records()
-            .iter()
-            .map(|r| (parsed.timestamp(r), parsed.message(r)))
-            .collect();
-        let want: Vec<(i64, &[u8])> = events
-            .iter()
-            .map(|e| (e.timestamp, e.message.as_bytes()))
-            .collect();
-        assert_eq!(got, want);
+        assert_eq!(parsed.len(), 4);
+        assert_eq!(read_back(&parsed), expected(&events));
+        // The run's messages are the lines as printed plain, in one piece.
+        assert_eq!(parsed.runs().len(), 1);
+        let plain: String = events.iter().map(|e| format!("{}\n", e.message)).collect();
+        assert_eq!(parsed.runs()[0].messages(parsed.body()), plain.as_bytes());
+        for per_run in [1, 2, 3] {
+            let body = in_runs(&page(11), &events, per_run);
+            let parsed = LinesPage::parse(body.as_slice()).unwrap();
+            assert_eq!(parsed.runs().len(), events.len().div_ceil(per_run));
+            assert_eq!(read_back(&parsed), expected(&events), "runs of {per_run}");
+            let firsts: Vec<usize> = parsed.runs().iter().map(|r| r.first).collect();
+            assert_eq!(firsts, (0..4).step_by(per_run).collect::<Vec<_>>());
+        }
     }
 
     #[test]
@@ -319,7 +574,7 @@ mod tests {
         let events: Vec<LogEvent> = (1..=40)
             .map(|i| event(i, &"x\ny ".repeat(i as usize)))
             .collect();
-        let body = render(&page(40), &events).into_bytes();
+        let body = in_runs(&page(40), &events, 7);
         let whole = LinesPage::parse(body.as_slice()).unwrap();
         for piece in [1, 7, 64, 1000] {
             let mut reader = LinesReader::default();
@@ -327,13 +582,14 @@ mod tests {
                 reader.feed(&body[..end]);
             }
             let fed = reader.finish(body.as_slice()).unwrap();
-            assert_eq!(fed.records(), whole.records(), "pieces of {piece}");
+            assert_eq!(fed.runs(), whole.runs(), "pieces of {piece}");
             assert_eq!(fed.meta, whole.meta);
         }
+        assert_eq!(read_back(&whole), expected(&events));
     }
 
     #[test]
-    fn an_empty_page_has_its_header_only() {
+    fn an_empty_page_has_its_json_line_only() {
         let body = render(&page(5), &[]);
         assert_eq!(body.lines().count(), 1);
         let parsed = LinesPage::parse(body.as_bytes()).unwrap();
@@ -343,47 +599,65 @@ mod tests {
 
     #[test]
     fn a_damaged_body_is_refused_not_misread() {
-        let body = render(&page(2), &[event(1, "one"), event(2, "two")]);
+        let events = [event(1, "one"), event(2, "two")];
+        let body = render(&page(2), &events);
         for cut in [body.len() - 1, body.len() - 3, body.find('\n').unwrap() + 1] {
             assert!(
                 LinesPage::parse(&body.as_bytes()[..cut]).is_err(),
                 "cut at {cut}"
             );
         }
-        assert_eq!(
-            parse_record(b"-5 3\nabc\n", 0).map(|r| r.timestamp(b"-5 3\nabc\n")),
-            Some(-5)
-        );
-        for t in [i64::MIN, i64::MAX, -1, 0, 1_700_000_000_000_000_000] {
-            let mut out = Vec::new();
-            push_record(&mut out, t, b"abc");
-            assert_eq!(
-                parse_record(&out, 0).map(|r| r.timestamp(&out)),
-                Some(t),
-                "{t}"
+        // A head whose length disagrees with the messages: framed (its heads are counted),
+        // refused when read.
+        let wrong_length = body.replacen(" 3\n", " 2\n", 1);
+        let parsed = LinesPage::parse(wrong_length.as_bytes()).unwrap();
+        assert!(parsed.records().is_err());
+        // A header announcing more or fewer heads than there are.
+        for header in ["3 ", "1 "] {
+            let wrong_count = body.replacen("2 ", header, 1);
+            assert!(
+                LinesPage::parse(wrong_count.as_bytes()).is_err(),
+                "{header}"
             );
         }
-        assert!(parse_record(b"12345678901234567890 3\nabc\n", 0).is_none());
-        assert!(parse_record(b"9223372036854775808 3\nabc\n", 0).is_none());
-        assert!(parse_record(b"5 \nabc\n", 0).is_none());
-        let wrong_length = body.replacen(" 3\none", " 4\none", 1);
-        assert!(LinesPage::parse(wrong_length.as_bytes()).is_err());
+        assert!(LinesPage::parse(body.replacen("2 ", "0 ", 1).as_bytes()).is_err());
+        assert!(LinesPage::parse(body.replacen("2 ", "-2 ", 1).as_bytes()).is_err());
+        assert!(LinesPage::parse(&b"99999999999999999999 1 1\n"[..]).is_err());
+        assert!(LinesPage::parse(&b"not json\n"[..]).is_err());
         let top = LinesPage::parse(render(&page(u64::MAX), &[event(9, "x")]).into_bytes()).unwrap();
         assert_eq!(top.first_index(), u64::MAX);
-        let more_than_promised = render(&page(1), &[event(1, "one"), event(2, "two")]);
+        let more_than_promised = render(&page(1), &events);
         assert!(LinesPage::parse(more_than_promised.as_bytes()).is_err());
-        assert!(LinesPage::parse(&b"not json\n"[..]).is_err());
+    }
+
+    #[test]
+    fn timestamps_read_back_at_the_edges_of_i64() {
+        for t in [i64::MIN, i64::MAX, -1, 0, 1_700_000_000_000_000_000] {
+            let mut run = RunBuilder::default();
+            run.push(t, b"abc");
+            let mut out = Vec::new();
+            run.append_to(&mut out);
+            assert_eq!(events_of(&out).unwrap(), [(t, &b"abc"[..])], "{t}");
+        }
+        let too_long = b"1 27 4\n12345678901234567890 3\nabc\n";
+        assert!(events_of(too_long).is_err());
+        let too_large = b"1 26 4\n9223372036854775808 3\nabc\n";
+        assert!(events_of(too_large).is_err());
+        assert!(events_of(b"1 4 4\n5 \nabc\n").is_err());
     }
 
     #[test]
     fn accept_headers_are_matched_by_media_type() {
         assert!(accepts_lines(Some(LINES_CONTENT_TYPE)));
         assert!(accepts_lines(Some(
-            "application/json;q=0.5, application/vnd.runvoy.lines"
+            "application/json;q=0.5, application/vnd.runvoy.lines.v2"
         )));
         assert!(!accepts_lines(Some("application/json")));
-        assert!(!accepts_lines(Some("application/vnd.runvoy.lines;q=0")));
-        assert!(accepts_lines(Some("application/vnd.runvoy.lines; q=0.1")));
+        assert!(!accepts_lines(Some("application/vnd.runvoy.lines")));
+        assert!(!accepts_lines(Some("application/vnd.runvoy.lines.v2;q=0")));
+        assert!(accepts_lines(Some(
+            "application/vnd.runvoy.lines.v2; q=0.1"
+        )));
         assert!(!accepts_lines(None));
     }
 }

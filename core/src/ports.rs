@@ -84,8 +84,8 @@ pub trait LogReader: HeadReader {
         limit: usize,
     ) -> Result<Vec<ExecutionSummary>, StoreError>;
 
-    /// The events [`LogReader::read_bounded`] reads, appended to `out` as dense records
-    /// ([`crate::lines`]); returns how many. `Ok(None)` when they cannot travel dense (a message
+    /// The events [`LogReader::read_bounded`] reads, appended to `out` as dense runs
+    /// ([`crate::lines`], one or more); returns how many. `Ok(None)` when they cannot travel dense (a message
     /// that travels as base64 in JSON); `out` is then left as it was. A store may bound the
     /// read by the records' own bytes instead of [`LogEvent::wire_size`] when its pages never
     /// cross a Lambda response (the local stack's).
@@ -104,12 +104,14 @@ pub trait LogReader: HeadReader {
         if !crate::lines::fits_lines(&events) {
             return Ok(None);
         }
+        let mut run = crate::lines::RunBuilder::default();
         for (expected, e) in (after + 1..).zip(&events) {
             if e.index != expected {
                 return Err(StoreError::Expired(execution_id.to_string()));
             }
-            crate::lines::push_record(out, e.timestamp, e.message.as_bytes());
+            run.push(e.timestamp, e.message.as_bytes());
         }
+        run.append_to(out);
         Ok(Some(events.len()))
     }
 

@@ -444,6 +444,54 @@ async fn a_restart_mid_execution_loses_nothing() {
         }
     }
     assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    // The same lines as dense pages, asked for by `Accept`; a response says it varies by it.
+    let mut dense = Vec::new();
+    let mut since = 0;
+    loop {
+        let r = c
+            .http
+            .get(format!(
+                "{}/api/v1/executions/r1/logs?since_index={since}&limit=300",
+                c.base
+            ))
+            .header("X-API-Key", &c.key)
+            .header("Accept", runvoy_core::lines::LINES_CONTENT_TYPE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["content-type"],
+            runvoy_core::lines::LINES_CONTENT_TYPE
+        );
+        assert_eq!(r.headers()["vary"], "Accept");
+        let page = runvoy_core::lines::LinesPage::parse(r.bytes().await.unwrap()).unwrap();
+        assert_eq!(page.first_index(), since + 1);
+        for record in page.records().unwrap() {
+            dense.push(
+                std::str::from_utf8(page.message(&record))
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap(),
+            );
+        }
+        since = page.meta.last_index;
+        if !page.meta.has_more {
+            break;
+        }
+    }
+    assert_eq!(dense, got);
+    let r = c
+        .http
+        .get(format!(
+            "{}/api/v1/executions/r1/logs?since_index=0",
+            c.base
+        ))
+        .header("X-API-Key", &c.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["vary"], "Accept");
     // The interrupted run was settled as STOPPED, with the line it wrote.
     let status = c
         .ok("GET", &format!("/api/v1/executions/{run_id}"), Value::Null)

@@ -551,13 +551,22 @@ async fn commit_expired_then_live(s: &Arc<dyn LogStore>, id: &str) {
     .unwrap();
 }
 
-/// What `read_dense` must append for `events`.
-fn dense(events: &[LogEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        crate::lines::push_record(&mut out, e.timestamp, e.message.as_bytes());
-    }
-    out
+/// What `read_dense` must carry for `events`: each one's timestamp and message (a store packs
+/// them in runs as it keeps them).
+fn dense(events: &[LogEvent]) -> Vec<(i64, Vec<u8>)> {
+    events
+        .iter()
+        .map(|e| (e.timestamp, e.message.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The events of the runs a `read_dense` appended.
+fn events_of(runs: &[u8]) -> Vec<(i64, Vec<u8>)> {
+    crate::lines::events_of(runs)
+        .unwrap_or_else(|e| panic!("read_dense appended something that is not runs: {e}"))
+        .into_iter()
+        .map(|(t, m)| (t, m.to_vec()))
+        .collect()
 }
 
 pub mod dense {
@@ -580,6 +589,22 @@ pub mod dense {
             .await?;
         assert!(out.starts_with(b"before"));
         Ok(n.map(|n| (n, out[6..].to_vec())))
+    }
+
+    /// [`read`], the runs read back as events.
+    async fn read_events(
+        s: &Store,
+        id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+    ) -> Result<Option<(usize, Vec<(i64, Vec<u8>)>)>, StoreError> {
+        let read = read(s, id, after, through, limit, usize::MAX).await?;
+        Ok(read.map(|(n, runs)| {
+            let events = events_of(&runs);
+            assert_eq!(n, events.len(), "the count read_dense returns");
+            (n, events)
+        }))
     }
 
     pub async fn dense_reads_carry_the_events_read<S: LogStore + 'static>(s: Arc<S>) {
@@ -608,7 +633,7 @@ pub mod dense {
             (12, 12, 5),
         ] {
             let want = s.read_range(&id, after, through, limit).await.unwrap();
-            let (n, got) = read(&s, &id, after, through, limit, usize::MAX)
+            let (n, got) = read_events(&s, &id, after, through, limit)
                 .await
                 .unwrap()
                 .unwrap();
@@ -630,16 +655,24 @@ pub mod dense {
         .unwrap();
         let (n, got) = read(&s, &id, 4, 10, 10, 1).await.unwrap().unwrap();
         assert_eq!(
-            (n, got),
+            (n, events_of(&got)),
             (1, dense(&evs[4..5])),
             "one event even when it alone is larger than the bound"
         );
-        // A store bounds by wire size or by the records' own bytes, never above the bound.
-        let bound = dense(&evs[..3]).len().max(3 * evs[0].wire_size());
+        // A store bounds by wire size or by the runs' own bytes, never above the bound.
+        let mut three = crate::lines::RunBuilder::default();
+        for e in &evs[..3] {
+            three.push(e.timestamp, e.message.as_bytes());
+        }
+        let bound = three.encoded_len().max(3 * evs[0].wire_size());
         let (n, got) = read(&s, &id, 0, 10, 10, bound).await.unwrap().unwrap();
         assert!((1..10).contains(&n), "{n} records in {bound} bytes");
-        assert!(got.len() <= bound);
-        assert_eq!(got, dense(&evs[..n]));
+        assert!(
+            got.len() <= bound,
+            "{} bytes for a bound of {bound}",
+            got.len()
+        );
+        assert_eq!(events_of(&got), dense(&evs[..n]));
     }
 
     pub async fn dense_reads_report_expiry_and_base64_messages<S: LogStore + 'static>(s: Arc<S>) {
@@ -651,11 +684,7 @@ pub mod dense {
             other => panic!("expected Expired, got {other:?}"),
         }
         assert_eq!(
-            read(&s, &id, 2, 3, 10, usize::MAX)
-                .await
-                .unwrap()
-                .unwrap()
-                .1,
+            read_events(&s, &id, 2, 3, 10).await.unwrap().unwrap().1,
             dense(&events(3, 3, 10))
         );
 
@@ -684,11 +713,11 @@ pub mod dense {
         .await
         .unwrap();
         assert_eq!(
-            read(&s, &id2, 0, 2, 10, usize::MAX).await.unwrap(),
+            read_events(&s, &id2, 0, 2, 10).await.unwrap(),
             Some((2, dense(&long)))
         );
         assert_eq!(
-            read(&s, &id, 2, 3, 10, usize::MAX).await.unwrap(),
+            read_events(&s, &id, 2, 3, 10).await.unwrap(),
             Some((1, dense(&evs[2..])))
         );
     }

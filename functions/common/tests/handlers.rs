@@ -263,6 +263,7 @@ async fn http_requests_need_the_key_and_read_nothing_without_it() {
     let r = api::handle(&w.api, http_event("http-get-logs.json", Some(KEY))).await;
     assert_eq!(r.status_code, 200);
     assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.headers["vary"], "Accept");
     let page = body(&r);
     assert_eq!(page["events"].as_array().unwrap().len(), 2);
     assert_eq!(
@@ -275,6 +276,43 @@ async fn http_requests_need_the_key_and_read_nothing_without_it() {
             .unwrap()
             .starts_with("wss://abc123.execute-api.us-east-1.amazonaws.com/prod?execution_id=")
     );
+
+    // The same page, dense when asked for: the same lines, and a response saying it varies.
+    let mut dense = http_event("http-get-logs.json", Some(KEY));
+    dense.headers.insert(
+        "accept",
+        runvoy_core::lines::LINES_CONTENT_TYPE.parse().unwrap(),
+    );
+    let r = api::handle(&w.api, dense).await;
+    assert_eq!(
+        (
+            r.status_code,
+            &r.headers["content-type"],
+            &r.headers["vary"]
+        ),
+        (
+            200,
+            &runvoy_core::lines::LINES_CONTENT_TYPE.parse().unwrap(),
+            &"Accept".parse().unwrap()
+        )
+    );
+    let Some(aws_lambda_events::encodings::Body::Text(text)) = &r.body else {
+        panic!("a dense page is text: {:?}", r.body)
+    };
+    let dense = runvoy_core::lines::LinesPage::parse(text.as_bytes()).unwrap();
+    let messages: Vec<Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].clone())
+        .collect();
+    let read: Vec<Value> = dense
+        .records()
+        .unwrap()
+        .iter()
+        .map(|r| Value::from(std::str::from_utf8(dense.message(r)).unwrap()))
+        .collect();
+    assert_eq!((dense.first_index(), read), (1, messages));
 
     let r = api::handle(&w.api, http_event("http-complete.json", Some(KEY))).await;
     assert_eq!(r.status_code, 200);

@@ -70,6 +70,9 @@ impl Db {
         }
         tx.execute_batch(schema::SCHEMA).map_err(sql)?;
         store::migrate_events(&tx).map_err(sql)?;
+        if layout == 2 {
+            store::migrate_interleaved_runs(&tx)?;
+        }
         tx.execute_batch(schema::AFTER_MIGRATION).map_err(sql)?;
         // Databases made before `resumed_at` existed.
         let has_resumed_at: bool = tx

@@ -10,16 +10,18 @@ PRAGMA foreign_keys = ON;
 PRAGMA mmap_size = 268435456;
 "#;
 
-/// The layout this code writes, kept in `PRAGMA user_version`: 2 since log lines are packed in
-/// runs (0: one row per line in `events`). A database of a later layout is refused at open.
-pub const LAYOUT: i64 = 2;
+/// The layout this code writes, kept in `PRAGMA user_version`: 3 since a run keeps its heads
+/// and its messages apart (2: log lines packed in runs, each line's head before its message;
+/// 0: one row per line in `events`). A database of a later layout is refused at open.
+pub const LAYOUT: i64 = 3;
 
-/// Applied after a database of layout 0 was migrated. A view named `events` makes a binary of
-/// layout 0 fail at open (its schema indexes `events`) instead of recreating the table and
-/// committing lines beside the runs, where this layout's idempotency check would not see them.
+/// Applied after a database of an earlier layout was migrated. A view named `events` makes a
+/// binary of layout 0 fail at open (its schema indexes `events`) instead of recreating the
+/// table and committing lines beside the runs, where this layout's idempotency check would not
+/// see them; a binary of layout 2 refuses the later layout.
 pub const AFTER_MIGRATION: &str = r#"
 CREATE VIEW IF NOT EXISTS events AS SELECT 'log lines are in runs since layout 2' AS moved;
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 "#;
 
 /// Tables and indexes, applied in one `BEGIN IMMEDIATE` transaction.
@@ -35,9 +37,9 @@ CREATE TABLE IF NOT EXISTS heads (
 CREATE INDEX IF NOT EXISTS heads_by_creation ON heads (json_extract(head, '$.created_at'));
 
 -- Committed log items, packed: one row per run of consecutive lines a commit wrote, keyed by
--- its first index. `lines` holds the run's dense records (`{timestamp} {length}\n{message}\n`
--- each, as a dense page carries them), `ids` the JSON array of their event ids, `longest` the
--- bytes of its longest message.
+-- its first index. `lines` holds the run as a dense page carries it (`runvoy_core::lines`: a
+-- header line, the heads, then the messages), `ids` the JSON array of their event ids,
+-- `longest` the bytes of its longest message.
 CREATE TABLE IF NOT EXISTS runs (
     execution_id TEXT NOT NULL,
     first_index  INTEGER NOT NULL,

@@ -212,7 +212,7 @@ impl LogReader for SqliteStore {
         'runs: while let Some(row) = rows.next().map_err(sql)? {
             let first: u64 = row.get(0).map_err(sql)?;
             let expires_at: i64 = row.get(1).map_err(sql)?;
-            let lines = row.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(sql)?;
+            let run = row.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(sql)?;
             let ids: Vec<String> = serde_json::from_str(
                 row.get_ref(3)
                     .map_err(sql)?
@@ -220,7 +220,7 @@ impl LogReader for SqliteStore {
                     .map_err(|e| sql(e.into()))?,
             )
             .map_err(|e| unreadable(execution_id, first, e))?;
-            let records = records(lines, first, execution_id)?;
+            let records = lines::events_of(run).map_err(|e| unreadable(execution_id, first, e))?;
             if records.len() != ids.len() {
                 return Err(unreadable(
                     execution_id,
@@ -255,10 +255,11 @@ impl LogReader for SqliteStore {
         Ok(out)
     }
 
-    /// Copies the records straight from the runs: a run that goes out whole is read into `out`
-    /// by SQLite's blob I/O (one copy, its records not read one by one); the runs at the page's
-    /// edges are read aside and walked. Bounded by the records' own bytes (the local stack's
-    /// pages never cross a Lambda response).
+    /// Copies the runs as they are stored: a run that goes out whole is read into `out` by
+    /// SQLite's blob I/O (one copy, its events not read one by one); the runs at the page's
+    /// edges are read aside, walked, and their stretch inside the page goes out as a run of its
+    /// own. Bounded by the runs' own bytes (the local stack's pages never cross a Lambda
+    /// response).
     async fn read_dense(
         &self,
         execution_id: &str,
@@ -281,13 +282,13 @@ impl LogReader for SqliteStore {
         let mut count = 0usize;
         let mut blob: Option<rusqlite::blob::Blob<'_>> = None;
         let mut edge = Vec::new();
-        'runs: while let Some(row) = rows.next().map_err(sql)? {
+        while let Some(row) = rows.next().map_err(sql)? {
             let rowid: i64 = row.get(0).map_err(sql)?;
             let first: u64 = row.get(1).map_err(sql)?;
             let last: u64 = row.get(2).map_err(sql)?;
             let expires_at: i64 = row.get(3).map_err(sql)?;
             let longest: usize = row.get(4).map_err(sql)?;
-            let run = match blob.as_mut() {
+            let stored = match blob.as_mut() {
                 Some(b) => {
                     b.reopen(rowid).map_err(sql)?;
                     b
@@ -297,7 +298,7 @@ impl LogReader for SqliteStore {
                         .map_err(sql)?,
                 ),
             };
-            let size = run.len();
+            let size = stored.len();
             let n = (last + 1 - first) as usize;
             if first == after + 1 + count as u64
                 && last <= through
@@ -308,51 +309,64 @@ impl LogReader for SqliteStore {
             {
                 let at = out.len();
                 out.resize(at + size, 0);
-                run.read_at_exact(&mut out[at..], 0).map_err(sql)?;
+                stored.read_at_exact(&mut out[at..], 0).map_err(sql)?;
                 count += n;
                 continue;
             }
             edge.clear();
             edge.resize(size, 0);
-            run.read_at_exact(&mut edge, 0).map_err(sql)?;
-            let lines = edge.as_slice();
-            // The stretch of this run's records that goes out, copied at once.
-            let mut stretch = None::<(usize, usize)>;
-            let mut at = 0usize;
-            let mut index = first;
+            stored.read_at_exact(&mut edge, 0).map_err(sql)?;
+            let run = lines::parse_run(&edge, 0, 0)
+                .and_then(|r| r.ok_or_else(|| "cut short".to_string()))
+                .map_err(|e| unreadable(execution_id, first, e))?;
+            let records = run
+                .records(&edge)
+                .map_err(|e| unreadable(execution_id, first, e))?;
+            // Its heads end where its first message starts.
+            let heads_end = records.first().map_or(0, |r| r.start);
+            // The stretch of this run's records that goes out: `from..to` of `records`.
+            let mut from = None::<usize>;
+            let mut to = 0usize;
+            let mut stretch_bytes = 0usize;
             let mut done = false;
-            while at < lines.len() {
-                let record = record_at(lines, at, execution_id, first)?;
-                let (len, end) = (record.len, record.start + record.len + 1);
-                if index > after {
-                    if index > through || count == limit {
-                        done = true;
-                        break;
-                    }
-                    check_read_item(execution_id, after, count, index, expires_at, now)?;
-                    if count > 0
-                        && out.len() - start_len + stretch.map_or(0, |(s, e)| e - s) + (end - at)
-                            > max_bytes
-                    {
-                        done = true;
-                        break;
-                    }
-                    if travels_base64(&lines[record.start..record.start + len]) {
-                        // Travels as base64 in JSON: that page is not dense.
-                        out.truncate(start_len);
-                        return Ok(None);
-                    }
-                    stretch = Some((stretch.map_or(at, |(s, _)| s), end));
-                    count += 1;
+            for (k, (index, r)) in (first..).zip(&records).enumerate() {
+                if index <= after {
+                    continue;
                 }
-                at = end;
-                index += 1;
+                if index > through || count == limit {
+                    done = true;
+                    break;
+                }
+                check_read_item(execution_id, after, count, index, expires_at, now)?;
+                let head_end = records.get(k + 1).map_or(heads_end, |n| n.head());
+                let bytes = (head_end - r.head()) + r.len + 1;
+                // 64: the most a run's header line takes.
+                if count > 0 && out.len() - start_len + 64 + stretch_bytes + bytes > max_bytes {
+                    done = true;
+                    break;
+                }
+                if travels_base64(&edge[r.start..r.start + r.len]) {
+                    // Travels as base64 in JSON: that page is not dense.
+                    out.truncate(start_len);
+                    return Ok(None);
+                }
+                from.get_or_insert(k);
+                to = k + 1;
+                stretch_bytes += bytes;
+                count += 1;
             }
-            if let Some((s, e)) = stretch {
-                out.extend_from_slice(&lines[s..e]);
+            if let Some(from) = from {
+                let (a, z) = (&records[from], &records[to - 1]);
+                let heads_to = records.get(to).map_or(heads_end, |n| n.head());
+                lines::push_run(
+                    out,
+                    to - from,
+                    &edge[a.head()..heads_to],
+                    &edge[a.start..z.start + z.len + 1],
+                );
             }
             if done {
-                break 'runs;
+                break;
             }
         }
         Ok(Some(count))
@@ -366,7 +380,7 @@ struct Run {
     expires_at: i64,
     /// Bytes of its longest message.
     longest: usize,
-    lines: Vec<u8>,
+    lines: lines::RunBuilder,
     ids: Vec<String>,
 }
 
@@ -377,13 +391,13 @@ impl Run {
             last: first - 1,
             expires_at,
             longest: 0,
-            lines: Vec::new(),
+            lines: lines::RunBuilder::default(),
             ids: Vec::new(),
         }
     }
 
     fn push(&mut self, event_id: &str, timestamp: i64, message: &str) {
-        lines::push_record(&mut self.lines, timestamp, message.as_bytes());
+        self.lines.push(timestamp, message.as_bytes());
         self.ids.push(event_id.to_string());
         self.longest = self.longest.max(message.len());
         self.last += 1;
@@ -391,6 +405,8 @@ impl Run {
 
     fn insert(&self, conn: &rusqlite::Connection, execution_id: &str) -> rusqlite::Result<()> {
         let ids = serde_json::to_string(&self.ids).expect("strings serialize");
+        let mut encoded = Vec::with_capacity(self.lines.encoded_len());
+        self.lines.append_to(&mut encoded);
         conn.prepare_cached(
             "INSERT INTO runs (execution_id, first_index, last_index, expires_at, longest, lines, ids)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -401,7 +417,7 @@ impl Run {
             self.last,
             self.expires_at,
             self.longest,
-            self.lines,
+            encoded,
             ids
         ])?;
         Ok(())
@@ -454,31 +470,56 @@ pub(crate) fn migrate_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result
     tx.execute_batch("DROP TABLE events")
 }
 
-/// The records of the run at `first`: timestamp and message each.
-fn records<'a>(
-    lines: &'a [u8],
-    first: u64,
-    execution_id: &str,
-) -> Result<Vec<(i64, &'a [u8])>, StoreError> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < lines.len() {
-        let r = record_at(lines, at, execution_id, first)?;
-        out.push((r.timestamp(lines), &lines[r.start..r.start + r.len]));
-        at = r.start + r.len + 1;
+/// Databases of layout 2 kept each run's lines one after another (`{timestamp}
+/// {length}\n{message}\n` each): every run is rewritten as the runs of layout 3 (its heads, then
+/// its messages), in the schema's transaction.
+pub(crate) fn migrate_interleaved_runs(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let rowids: Vec<i64> = tx
+        .prepare("SELECT rowid FROM runs")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql)?;
+    for rowid in rowids {
+        let (execution_id, first, old): (String, u64, Vec<u8>) = tx
+            .query_row(
+                "SELECT execution_id, first_index, lines FROM runs WHERE rowid = ?1",
+                [rowid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(sql)?;
+        let mut run = lines::RunBuilder::default();
+        let mut at = 0;
+        while at < old.len() {
+            let (timestamp, message, next) = interleaved_record(&old, at).ok_or_else(|| {
+                unreadable(
+                    &execution_id,
+                    first,
+                    "a damaged record; the database cannot be migrated",
+                )
+            })?;
+            run.push(timestamp, message);
+            at = next;
+        }
+        let mut encoded = Vec::with_capacity(run.encoded_len());
+        run.append_to(&mut encoded);
+        tx.execute(
+            "UPDATE runs SET lines = ?1 WHERE rowid = ?2",
+            params![encoded, rowid],
+        )
+        .map_err(sql)?;
     }
-    Ok(out)
+    Ok(())
 }
 
-/// The record at `at` of the run at `first`.
-fn record_at(
-    lines: &[u8],
-    at: usize,
-    execution_id: &str,
-    first: u64,
-) -> Result<lines::Record, StoreError> {
-    lines::parse_record(lines, at)
-        .ok_or_else(|| unreadable(execution_id, first, "a damaged record"))
+/// The record of layout 2 at `at`: its timestamp, its message and where the next one starts.
+fn interleaved_record(bytes: &[u8], at: usize) -> Option<(i64, &[u8], usize)> {
+    let newline = at + bytes.get(at..)?.iter().position(|b| *b == b'\n')?;
+    let (timestamp, len) = std::str::from_utf8(&bytes[at..newline])
+        .ok()?
+        .split_once(' ')?;
+    let (timestamp, len): (i64, usize) = (timestamp.parse().ok()?, len.parse().ok()?);
+    let start = newline + 1;
+    let end = start.checked_add(len)?;
+    (bytes.get(end) == Some(&b'\n')).then(|| (timestamp, &bytes[start..end], end + 1))
 }
 
 fn unreadable(execution_id: &str, first: u64, what: impl std::fmt::Display) -> StoreError {

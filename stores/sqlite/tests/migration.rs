@@ -1,6 +1,7 @@
 //! A database written when every line was a row of `events` opens with its lines packed into
 //! runs: every line reads back the same, its ids still refuse a second commit, and the old
-//! table is gone.
+//! table is gone. A database of layout 2 (each line's head before its message) opens with its
+//! runs rewritten, every line reading back the same.
 
 use runvoy_core::CommitError;
 use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter};
@@ -150,5 +151,92 @@ async fn other_layouts_refuse_each_others_databases() {
         panic!("a database of layout 9 was opened")
     };
     assert!(e.to_string().contains("newer runvoy"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rewrites every run of the database at `path` as layout 2 kept it: each line's head, then its
+/// message (`{timestamp} {length}\n{message}\n`), one after another.
+fn as_layout_2(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let runs: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT rowid, lines FROM runs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (rowid, run) in runs {
+        let mut old = Vec::new();
+        for (timestamp, message) in runvoy_core::lines::events_of(&run).unwrap() {
+            old.extend_from_slice(format!("{timestamp} {}\n", message.len()).as_bytes());
+            old.extend_from_slice(message);
+            old.push(b'\n');
+        }
+        conn.execute(
+            "UPDATE runs SET lines = ?1 WHERE rowid = ?2",
+            rusqlite::params![old, rowid],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("PRAGMA user_version = 2").unwrap();
+}
+
+#[tokio::test]
+async fn runs_of_layout_2_read_back_the_same_after_opening() {
+    let dir = std::env::temp_dir().join(format!("runvoy-layout2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.db");
+    let _ = std::fs::remove_file(&path);
+    let mut all = events(1, 2_500, 40);
+    all[7].message = "two\nlines and a \"quote\"".into();
+    all[8].message = String::new();
+    all[9].message = "é 日本 🙂 \u{1b}[1m".into();
+    {
+        let store = SqliteStore::new(Db::open(&path).unwrap());
+        for (k, chunk) in all.chunks(700).enumerate() {
+            let k = k as u64;
+            store
+                .commit(Commit {
+                    expected_version: (k > 0).then_some(k),
+                    head: head_at("a", chunk.last().unwrap().index, k + 1),
+                    events: chunk.to_vec(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    as_layout_2(&path);
+
+    let store = SqliteStore::new(Db::open(&path).unwrap());
+    assert_eq!(store.read_range("a", 0, 2_500, 10_000).await.unwrap(), all);
+    let mut dense = Vec::new();
+    let n = store
+        .read_dense("a", 650, 2_500, 10_000, usize::MAX, &mut dense)
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1_850));
+    let read: Vec<(i64, Vec<u8>)> = runvoy_core::lines::events_of(&dense)
+        .unwrap()
+        .into_iter()
+        .map(|(t, m)| (t, m.to_vec()))
+        .collect();
+    let want: Vec<(i64, Vec<u8>)> = all[650..]
+        .iter()
+        .map(|e| (e.timestamp, e.message.clone().into_bytes()))
+        .collect();
+    assert_eq!(read, want);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let layout: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(layout, 3);
+    drop(conn);
+    // Opened again: nothing rewritten twice.
+    let store = SqliteStore::new(Db::open(&path).unwrap());
+    assert_eq!(
+        store.read_range("a", 2_000, 2_500, 10_000).await.unwrap(),
+        all[2_000..]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
