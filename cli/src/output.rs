@@ -98,16 +98,21 @@ impl<W: Write> Printer<W> {
                 self.write_through(run.messages(body))?;
                 continue;
             }
-            let records = run.records(body).map_err(CliError::Protocol)?;
-            let records = &records[lo - run.first..hi - run.first];
+            // Its heads were checked when the page was framed.
+            let records = run.records(body).skip(lo - run.first).take(hi - lo);
             if self.format.plain() {
-                let (a, z) = (&records[0], &records[records.len() - 1]);
-                self.write_through(&body[a.start..z.start + z.len + 1])?;
+                let mut span = None::<(usize, usize)>;
+                for r in records {
+                    span = Some((span.map_or(r.start, |(a, _)| a), r.start + r.len + 1));
+                }
+                if let Some((a, z)) = span {
+                    self.write_through(&body[a..z])?;
+                }
                 continue;
             }
             let first = page.first_index() + lo as u64;
-            for (i, r) in records.iter().enumerate() {
-                self.text_line(first + i as u64, page.timestamp(r), page.message(r))?;
+            for (i, r) in records.enumerate() {
+                self.text_line(first + i as u64, page.timestamp(&r), page.message(&r))?;
             }
         }
         self.out.flush()?;

@@ -20,9 +20,10 @@
 //! A run is a header line (how many events, then the bytes of its heads and of its messages,
 //! in decimal), the heads (one line per event: its timestamp in ms and its message's length in
 //! bytes), then the messages, each followed by a newline. The messages of a run are therefore
-//! the bytes a plain `runvoy logs` prints for it, and a client writes them in one call without
-//! reading the heads; the heads are read for a line printed on its own (with its index or
-//! timestamp, or made visible on a terminal).
+//! the bytes a plain `runvoy logs` prints for it, and a client writes them in one call. Framing
+//! a run ([`parse_run`]) reads its heads, a compact pass, and checks them against the messages,
+//! so a damaged run is refused whatever prints it; the records are walked again only for a line
+//! printed on its own (with its index or timestamp, or made visible on a terminal).
 //!
 //! The indexes are implicit: the events are contiguous and end at `last_index`. The JSON comes
 //! last so that a server appends it to the runs it read, without moving them (JSON holds no
@@ -167,42 +168,60 @@ impl Run {
         &body[self.messages..self.end]
     }
 
-    /// Each event of the run: its timestamp's place and its message's. Every head is read and
-    /// checked against the messages, so a damaged run is an error, never a misread line.
-    pub fn records(&self, body: &[u8]) -> Result<Vec<Record>, String> {
-        let mut out = Vec::with_capacity(self.count);
-        let (mut head, mut start) = (self.heads, self.messages);
-        while head < self.messages {
-            let damaged = || {
-                format!(
-                    "event {} of a dense page is damaged",
-                    self.first + out.len()
-                )
-            };
-            let at = skip_digits(body, head).ok_or_else(damaged)?;
-            if body.get(at) != Some(&b' ') {
-                return Err(damaged());
-            }
-            let (len, at) = digits(body, at + 1, false).ok_or_else(damaged)?;
-            if at >= self.messages || body[at] != b'\n' {
-                return Err(damaged());
-            }
-            let len = usize::try_from(len).map_err(|_| damaged())?;
-            let end = start.checked_add(len).ok_or_else(damaged)?;
-            if end >= self.end || body[end] != b'\n' {
-                return Err(damaged());
-            }
-            out.push(Record { head, start, len });
-            (head, start) = (at + 1, end + 1);
+    /// Each event of the run, from the body it was framed in (where every head was checked).
+    pub fn records<'a>(&self, body: &'a [u8]) -> Records<'a> {
+        Records {
+            body,
+            head: self.heads,
+            heads_end: self.messages,
+            start: self.messages,
+            end: self.end,
         }
-        if out.len() != self.count || start != self.end {
-            return Err(format!(
-                "a run of a dense page holds {} events, not the {} its header says",
-                out.len(),
-                self.count
-            ));
+    }
+}
+
+/// The events of a run, in order ([`Run::records`]). It ends early at anything that is not a
+/// head, or a message that does not end with its newline inside the run (which framing
+/// refuses).
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    body: &'a [u8],
+    /// The next head, and where the heads end.
+    head: usize,
+    heads_end: usize,
+    /// The next message, and where the messages end.
+    start: usize,
+    end: usize,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.head >= self.heads_end {
+            return None;
         }
-        Ok(out)
+        let body = self.body;
+        let at = skip_digits(body, self.head)?;
+        if body.get(at) != Some(&b' ') {
+            return None;
+        }
+        let (len, at) = digits(body, at + 1, false)?;
+        if at >= self.heads_end || body[at] != b'\n' {
+            return None;
+        }
+        let len = usize::try_from(len).ok()?;
+        let newline = self.start.checked_add(len)?;
+        if newline >= self.end || body[newline] != b'\n' {
+            return None;
+        }
+        let record = Record {
+            head: self.head,
+            start: self.start,
+            len,
+        };
+        (self.head, self.start) = (at + 1, newline + 1);
+        Some(record)
     }
 }
 
@@ -231,7 +250,7 @@ impl Record {
 
 /// The run at `at` of `bytes`, the page's events before it being `first`: `Ok(None)` when
 /// `bytes` ends before the run does, or when what is at `at` is not a run (the JSON line, or
-/// the end). Its heads are counted, not read.
+/// the end). Every head is read and checked against the messages; anything else is an error.
 pub fn parse_run(bytes: &[u8], at: usize, first: usize) -> Result<Option<Run>, String> {
     if !bytes.get(at).is_some_and(u8::is_ascii_digit) {
         return Ok(None);
@@ -262,27 +281,21 @@ pub fn parse_run(bytes: &[u8], at: usize, first: usize) -> Result<Option<Run>, S
     if end > bytes.len() {
         return Ok(None);
     }
-    // The least a head ("0 0\n") and a message ("\n") can take.
-    if count == 0
-        || heads_len < count.saturating_mul(4)
-        || messages_len < count
-        || bytes[messages - 1] != b'\n'
-        || bytes[end - 1] != b'\n'
-        || bytes[heads..messages]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            != count
-    {
-        return Err(damaged());
-    }
-    Ok(Some(Run {
+    let run = Run {
         first,
         count,
         heads,
         messages,
         end,
-    }))
+    };
+    // Every head read, and its message found where the lengths before it say, ending with its
+    // newline: a run framed here is read the same by anyone.
+    let mut records = run.records(bytes);
+    let read = records.by_ref().count();
+    if count == 0 || read != count || records.head != messages || records.start != end {
+        return Err(damaged());
+    }
+    Ok(Some(run))
 }
 
 /// The events of `bytes`, runs without a JSON line (what a store appends to a page): timestamp
@@ -296,13 +309,12 @@ pub fn events_of(bytes: &[u8]) -> Result<Vec<(i64, &[u8])>, String> {
     if reader.at != bytes.len() {
         return Err(format!("{} bytes after the runs", bytes.len() - reader.at));
     }
-    let mut out = Vec::new();
-    for run in &reader.runs {
-        for r in run.records(bytes)? {
-            out.push((r.timestamp(bytes), &bytes[r.start..r.start + r.len]));
-        }
-    }
-    Ok(out)
+    Ok(reader
+        .runs
+        .iter()
+        .flat_map(|run| run.records(bytes))
+        .map(|r| (r.timestamp(bytes), &bytes[r.start..r.start + r.len]))
+        .collect())
 }
 
 /// A dense page as received: the body, kept whole, and where each run lies in it (no copy per
@@ -416,13 +428,10 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
         self.body.as_ref()
     }
 
-    /// Every event of the page, each head read and checked.
-    pub fn records(&self) -> Result<Vec<Record>, String> {
-        let mut out = Vec::with_capacity(self.count);
-        for run in &self.runs {
-            out.extend(run.records(self.body.as_ref())?);
-        }
-        Ok(out)
+    /// Every event of the page, in order.
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        let body = self.body.as_ref();
+        self.runs.iter().flat_map(move |run| run.records(body))
     }
 
     /// The timestamp of `record`.
@@ -528,9 +537,7 @@ mod tests {
     fn read_back(parsed: &LinesPage<&[u8]>) -> Vec<(i64, Vec<u8>)> {
         parsed
             .records()
-            .unwrap()
-            .iter()
-            .map(|r| (parsed.timestamp(r), parsed.message(r).to_vec()))
+            .map(|r| (parsed.timestamp(&r), parsed.message(&r).to_vec()))
             .collect()
     }
 
@@ -607,11 +614,18 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        // A head whose length disagrees with the messages: framed (its heads are counted),
-        // refused when read.
-        let wrong_length = body.replacen(" 3\n", " 2\n", 1);
-        let parsed = LinesPage::parse(wrong_length.as_bytes()).unwrap();
-        assert!(parsed.records().is_err());
+        // Heads whose lengths disagree with the messages, though the heads count right and
+        // every part ends with a newline: refused when framed, whatever prints the page.
+        for (from, to) in [(" 3\n", " 2\n"), (" 3\n", " 4\n"), (" 3\n", " 9\n")] {
+            let wrong_length = body.replacen(from, to, 1);
+            assert!(LinesPage::parse(wrong_length.as_bytes()).is_err(), "{to:?}");
+        }
+        let swapped = body.replacen("one\ntwo", "on\netwo", 1);
+        assert!(LinesPage::parse(swapped.as_bytes()).is_err());
+        let hostile = b"2 8 4\n0 9\n0 1\na\nb\n{}\n";
+        assert!(LinesPage::parse(&hostile[..]).is_err());
+        let one_for_two = b"1 4 6\n0 0\nabcde\n{}\n";
+        assert!(LinesPage::parse(&one_for_two[..]).is_err());
         // A header announcing more or fewer heads than there are.
         for header in ["3 ", "1 "] {
             let wrong_count = body.replacen("2 ", header, 1);

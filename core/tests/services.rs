@@ -225,9 +225,7 @@ async fn a_dense_page_is_served_when_asked_and_json_otherwise() {
     assert_eq!((page.first_index(), page.len()), (3, 4));
     let got: Vec<(i64, &[u8])> = page
         .records()
-        .unwrap()
-        .iter()
-        .map(|x| (page.timestamp(x), page.message(x)))
+        .map(|x| (page.timestamp(&x), page.message(&x)))
         .collect();
     let expected: Vec<(i64, &[u8])> = want
         .events

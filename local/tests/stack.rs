@@ -466,7 +466,7 @@ async fn a_restart_mid_execution_loses_nothing() {
         assert_eq!(r.headers()["vary"], "Accept");
         let page = runvoy_core::lines::LinesPage::parse(r.bytes().await.unwrap()).unwrap();
         assert_eq!(page.first_index(), since + 1);
-        for record in page.records().unwrap() {
+        for record in page.records() {
             dense.push(
                 std::str::from_utf8(page.message(&record))
                     .unwrap()

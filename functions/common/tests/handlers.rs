@@ -308,9 +308,7 @@ async fn http_requests_need_the_key_and_read_nothing_without_it() {
         .collect();
     let read: Vec<Value> = dense
         .records()
-        .unwrap()
-        .iter()
-        .map(|r| Value::from(std::str::from_utf8(dense.message(r)).unwrap()))
+        .map(|r| Value::from(std::str::from_utf8(dense.message(&r)).unwrap()))
         .collect();
     assert_eq!((dense.first_index(), read), (1, messages));
 

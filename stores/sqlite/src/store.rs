@@ -319,9 +319,7 @@ impl LogReader for SqliteStore {
             let run = lines::parse_run(&edge, 0, 0)
                 .and_then(|r| r.ok_or_else(|| "cut short".to_string()))
                 .map_err(|e| unreadable(execution_id, first, e))?;
-            let records = run
-                .records(&edge)
-                .map_err(|e| unreadable(execution_id, first, e))?;
+            let records: Vec<lines::Record> = run.records(&edge).collect();
             // Its heads end where its first message starts.
             let heads_end = records.first().map_or(0, |r| r.start);
             // The stretch of this run's records that goes out: `from..to` of `records`.
