@@ -6,10 +6,10 @@
 //! events (`"events":[]`, every other field as in the JSON page) on the last line:
 //!
 //! ```text
-//! 3 52 21
+//! 3 26 17
 //! 1700000000000 5
-//! 1700000000001 9
-//! 1700000000002 0
+//! +1 9
+//! +0 0
 //! hello
 //! two
 //! lines
@@ -20,7 +20,9 @@
 //! A run is a header line (how many events, then the bytes of its heads and of its messages,
 //! in decimal), the heads (one line per event: its timestamp in ms and its message's length in
 //! bytes), then the messages, each followed by a newline. The messages of a run are therefore
-//! the bytes a plain `runvoy logs` prints for it, and a client writes them in one call. Framing
+//! the bytes a plain `runvoy logs` prints for it, and a client writes them in one call. A run's
+//! first timestamp is written whole; a later one may be written as `+` and its difference from
+//! the one before (`+0`, `+12`, `+-3`), a few bytes instead of thirteen. Framing
 //! a run ([`parse_run`]) reads its heads, a compact pass, and checks them against the messages,
 //! so a damaged run is refused whatever prints it; the records are walked again only for a line
 //! printed on its own (with its index or timestamp, or made visible on a terminal).
@@ -84,18 +86,15 @@ pub struct RunBuilder {
     heads: Vec<u8>,
     messages: Vec<u8>,
     count: usize,
+    /// The timestamp of the last event pushed.
+    previous: Option<i64>,
 }
 
 impl RunBuilder {
     /// Adds one event. A message is UTF-8 text (a [`LogEvent`]'s `String`), so the body is too.
     pub fn push(&mut self, timestamp: i64, message: &[u8]) {
-        let mut digits = itoa::Buffer::new();
-        self.heads
-            .extend_from_slice(digits.format(timestamp).as_bytes());
-        self.heads.push(b' ');
-        self.heads
-            .extend_from_slice(digits.format(message.len()).as_bytes());
-        self.heads.push(b'\n');
+        push_head(&mut self.heads, self.previous, timestamp, message.len());
+        self.previous = Some(timestamp);
         self.messages.extend_from_slice(message);
         self.messages.push(b'\n');
         self.count += 1;
@@ -124,6 +123,42 @@ impl RunBuilder {
     pub fn append_to(&self, out: &mut Vec<u8>) {
         push_run(out, self.count, &self.heads, &self.messages);
     }
+}
+
+/// Appends the head of an event of `len` bytes at `timestamp`, relative to `previous` (the
+/// timestamp of the head before it in the run) when there is one and the difference fits.
+fn push_head(heads: &mut Vec<u8>, previous: Option<i64>, timestamp: i64, len: usize) {
+    let mut digits = itoa::Buffer::new();
+    match previous.and_then(|p| timestamp.checked_sub(p)) {
+        Some(delta) => {
+            heads.push(b'+');
+            heads.extend_from_slice(digits.format(delta).as_bytes());
+        }
+        None => heads.extend_from_slice(digits.format(timestamp).as_bytes()),
+    }
+    heads.push(b' ');
+    heads.extend_from_slice(digits.format(len).as_bytes());
+    heads.push(b'\n');
+}
+
+/// Appends `records` (contiguous records of one run framed in `body`) as a run of their own;
+/// `heads_to` is where the head after the last of them starts (or where the run's heads end).
+/// The first one's timestamp is written whole, since the head it was relative to stays out.
+pub fn push_part(out: &mut Vec<u8>, body: &[u8], records: &[Record], heads_to: usize) {
+    let (Some(a), Some(z)) = (records.first(), records.last()) else {
+        return;
+    };
+    let mut heads = Vec::with_capacity(heads_to - a.head + 24);
+    push_head(&mut heads, None, a.timestamp, a.len);
+    if let Some(b) = records.get(1) {
+        heads.extend_from_slice(&body[b.head..heads_to]);
+    }
+    push_run(
+        out,
+        records.len(),
+        &heads,
+        &body[a.start..z.start + z.len + 1],
+    );
 }
 
 /// Appends a run of `count` events whose heads and messages are already encoded (nothing
@@ -176,6 +211,7 @@ impl Run {
             heads_end: self.messages,
             start: self.messages,
             end: self.end,
+            timestamp: None,
         }
     }
 }
@@ -192,6 +228,8 @@ pub struct Records<'a> {
     /// The next message, and where the messages end.
     start: usize,
     end: usize,
+    /// The timestamp of the record before (the next may be relative to it).
+    timestamp: Option<i64>,
 }
 
 impl Iterator for Records<'_> {
@@ -202,7 +240,13 @@ impl Iterator for Records<'_> {
             return None;
         }
         let body = self.body;
-        let at = skip_digits(body, self.head)?;
+        let (timestamp, at) = match body.get(self.head) {
+            Some(b'+') => {
+                let (delta, at) = digits(body, self.head + 1, true)?;
+                (self.timestamp?.checked_add(delta)?, at)
+            }
+            _ => digits(body, self.head, true)?,
+        };
         if body.get(at) != Some(&b' ') {
             return None;
         }
@@ -217,31 +261,26 @@ impl Iterator for Records<'_> {
         }
         let record = Record {
             head: self.head,
+            timestamp,
             start: self.start,
             len,
         };
-        (self.head, self.start) = (at + 1, newline + 1);
+        (self.head, self.start, self.timestamp) = (at + 1, newline + 1, Some(timestamp));
         Some(record)
     }
 }
 
-/// One event of a parsed run: where its head starts and where its message lies in the body.
-/// Its timestamp is read when asked for ([`Record::timestamp`]): summing its digits is a chain
-/// of multiplications that plain output does not need.
+/// One event of a framed run: its timestamp, where its head starts and where its message lies
+/// in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     head: usize,
+    pub timestamp: i64,
     pub start: usize,
     pub len: usize,
 }
 
 impl Record {
-    /// The record's timestamp, from the body it was parsed from.
-    pub fn timestamp(&self, body: &[u8]) -> i64 {
-        // Checked when the record was parsed.
-        digits(body, self.head, true).map_or(0, |(t, _)| t)
-    }
-
     /// Where its head starts in the body.
     pub fn head(&self) -> usize {
         self.head
@@ -313,7 +352,7 @@ pub fn events_of(bytes: &[u8]) -> Result<Vec<(i64, &[u8])>, String> {
         .runs
         .iter()
         .flat_map(|run| run.records(bytes))
-        .map(|r| (r.timestamp(bytes), &bytes[r.start..r.start + r.len]))
+        .map(|r| (r.timestamp, &bytes[r.start..r.start + r.len]))
         .collect())
 }
 
@@ -436,7 +475,7 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
 
     /// The timestamp of `record`.
     pub fn timestamp(&self, record: &Record) -> i64 {
-        record.timestamp(self.body.as_ref())
+        record.timestamp
     }
 
     /// The message bytes of `record` followed by its newline: the line as printed raw.
@@ -447,22 +486,6 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
     /// The message bytes of `record`.
     pub fn message(&self, record: &Record) -> &[u8] {
         &self.body.as_ref()[record.start..record.start + record.len]
-    }
-}
-
-/// Where the timestamp at `at` ends, checked to be one without reading its value (up to 18
-/// digits always are; 19 are read to check they fit).
-#[inline]
-fn skip_digits(bytes: &[u8], at: usize) -> Option<usize> {
-    let from = at + usize::from(bytes.get(at) == Some(&b'-'));
-    let mut end = from;
-    while end - from < 19 && bytes.get(end).is_some_and(u8::is_ascii_digit) {
-        end += 1;
-    }
-    match end - from {
-        0 => None,
-        1..=18 => Some(end),
-        _ => digits(bytes, at, true).map(|(_, end)| end),
     }
 }
 
@@ -658,6 +681,54 @@ mod tests {
         let too_large = b"1 26 4\n9223372036854775808 3\nabc\n";
         assert!(events_of(too_large).is_err());
         assert!(events_of(b"1 4 4\n5 \nabc\n").is_err());
+    }
+
+    #[test]
+    fn later_timestamps_travel_as_differences_and_read_back_whole() {
+        let timestamps = [
+            1_700_000_000_000,
+            1_700_000_000_000,
+            1_700_000_000_007,
+            1_699_999_999_990,
+            i64::MAX,
+            i64::MIN,
+            -1,
+            0,
+        ];
+        let mut run = RunBuilder::default();
+        for (i, t) in timestamps.iter().enumerate() {
+            run.push(*t, format!("line {i}").as_bytes());
+        }
+        let mut out = Vec::new();
+        run.append_to(&mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        // Whole only where the difference does not fit an i64 (MIN after MAX).
+        assert!(text.contains("\n+0 6\n+7 6\n+-17 6\n"), "{text}");
+        assert!(
+            text.contains("\n-9223372036854775808 6\n+9223372036854775807 6\n+1 6\n"),
+            "{text}"
+        );
+        let read: Vec<i64> = events_of(&out).unwrap().iter().map(|(t, _)| *t).collect();
+        assert_eq!(read, timestamps);
+
+        // Any stretch of the run, sent as a run of its own, reads back the same.
+        let framed = parse_run(&out, 0, 0).unwrap().unwrap();
+        let records: Vec<Record> = framed.records(&out).collect();
+        let heads_end = records[0].start;
+        for from in 0..records.len() {
+            for to in from + 1..=records.len() {
+                let mut part = Vec::new();
+                let heads_to = records.get(to).map_or(heads_end, |r| r.head());
+                push_part(&mut part, &out, &records[from..to], heads_to);
+                let read: Vec<i64> = events_of(&part).unwrap().iter().map(|(t, _)| *t).collect();
+                assert_eq!(read, timestamps[from..to], "{from}..{to}");
+            }
+        }
+
+        // A run cannot start relative, nor a difference overflow.
+        assert!(events_of(b"1 5 2\n+1 1\na\n").is_err());
+        assert!(events_of(b"2 27 4\n9223372036854775807 1\n+1 1\na\nb\n").is_err());
+        assert!(events_of(b"2 11 4\n5 1\n++1 1\na\nb\n").is_err());
     }
 
     #[test]

@@ -338,8 +338,9 @@ impl LogReader for SqliteStore {
                 check_read_item(execution_id, after, count, index, expires_at, now)?;
                 let head_end = records.get(k + 1).map_or(heads_end, |n| n.head());
                 let bytes = (head_end - r.head()) + r.len + 1;
-                // 64: the most a run's header line takes.
-                if count > 0 && out.len() - start_len + 64 + stretch_bytes + bytes > max_bytes {
+                // 96: more than a run's header line (at most 63 bytes) and its first
+                // timestamp written whole (at most 18 bytes more than relative) take.
+                if count > 0 && out.len() - start_len + 96 + stretch_bytes + bytes > max_bytes {
                     done = true;
                     break;
                 }
@@ -354,14 +355,8 @@ impl LogReader for SqliteStore {
                 count += 1;
             }
             if let Some(from) = from {
-                let (a, z) = (&records[from], &records[to - 1]);
                 let heads_to = records.get(to).map_or(heads_end, |n| n.head());
-                lines::push_run(
-                    out,
-                    to - from,
-                    &edge[a.head()..heads_to],
-                    &edge[a.start..z.start + z.len + 1],
-                );
+                lines::push_part(out, &edge, &records[from..to], heads_to);
             }
             if done {
                 break;
