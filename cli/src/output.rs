@@ -213,7 +213,7 @@ mod tests {
             exit_code: None,
             websocket_url: None,
         };
-        LinesPage::parse(lines::body(&meta, runs).into_bytes()).unwrap()
+        LinesPage::parse(lines::body(&meta, runs).unwrap().into_bytes()).unwrap()
     }
 
     fn printed(format: Format, skip: usize, take: usize) -> String {

@@ -489,7 +489,8 @@ impl Api {
         if dense && let Some(d) = self.reader.dense_page(id, since, limit as usize).await? {
             return Ok(HttpResponse {
                 status: 200,
-                body: lines::body(&self.logs_response(id, d.page), d.records),
+                body: lines::body(&self.logs_response(id, d.page), d.records)
+                    .map_err(StoreError::Backend)?,
                 content_type: LINES_CONTENT_TYPE,
             });
         }

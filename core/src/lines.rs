@@ -62,11 +62,18 @@ pub fn fits_lines(events: &[LogEvent]) -> bool {
     !events.iter().any(LogEvent::travels_base64)
 }
 
-/// The dense body of `runs` (already encoded) and `page` (its events left out).
-pub fn body(page: &LogsResponse, mut runs: Vec<u8>) -> String {
+/// The dense body of `runs` (already encoded, as a store keeps them) and `page` (its events
+/// left out). An error when the runs are not UTF-8 text, which only a damaged store yields.
+pub fn body(page: &LogsResponse, mut runs: Vec<u8>) -> Result<String, String> {
     serde_json::to_writer(&mut runs, page).expect("response bodies serialize");
     runs.push(b'\n');
-    String::from_utf8(runs).expect("JSON and UTF-8 messages are UTF-8")
+    String::from_utf8(runs).map_err(|e| {
+        format!(
+            "stored lines of {} are not UTF-8 text (at byte {}): the store is damaged",
+            page.execution_id,
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// The dense body of `page` (its events left out) with `events` (contiguous) as one run.
@@ -77,7 +84,7 @@ pub fn render(page: &LogsResponse, events: &[LogEvent]) -> String {
     }
     let mut out = Vec::with_capacity(run.encoded_len() + 1024);
     run.append_to(&mut out);
-    body(page, out)
+    body(page, out).expect("messages are UTF-8 strings")
 }
 
 /// A run being built: its heads and its messages, each in their own buffer.
@@ -554,7 +561,7 @@ mod tests {
             run.append_to(&mut out);
             assert_eq!(out.len() - before, run.encoded_len());
         }
-        body(meta, out).into_bytes()
+        body(meta, out).unwrap().into_bytes()
     }
 
     fn read_back(parsed: &LinesPage<&[u8]>) -> Vec<(i64, Vec<u8>)> {
@@ -616,6 +623,14 @@ mod tests {
             assert_eq!(fed.meta, whole.meta);
         }
         assert_eq!(read_back(&whole), expected(&events));
+    }
+
+    #[test]
+    fn runs_that_are_not_utf8_are_refused_with_a_sentence() {
+        let mut runs = Vec::new();
+        push_run(&mut runs, 1, b"5 2\n", b"\xff\xfe\n");
+        let e = body(&page(1), runs).unwrap_err();
+        assert!(e.contains("not UTF-8") && e.contains("abc"), "{e}");
     }
 
     #[test]

@@ -717,3 +717,82 @@ async fn idle_connections_are_closed_and_their_number_is_capped() {
     assert_eq!(health().await.unwrap().status(), 200);
     s.stop().await;
 }
+
+/// A run damaged on disk (a message that is no longer UTF-8) is answered with an error, as a
+/// dense page and as JSON, and the stack goes on serving everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_stored_run_is_an_error_not_a_crash() {
+    let dir = state_dir("damaged");
+    let s = start(&dir, 0).await;
+    let c = Client::new(&s);
+    for id in ["damaged", "healthy"] {
+        let events: Vec<Value> = (0..10)
+            .map(|i| json!({"message": format!("line {i}")}))
+            .collect();
+        c.ok(
+            "POST",
+            &format!("/local/v1/streams/{id}/events"),
+            json!({ "events": events }),
+        )
+        .await;
+        for _ in 0..100 {
+            let page = c
+                .ok(
+                    "GET",
+                    &format!("/api/v1/executions/{id}/logs?since_index=0"),
+                    Value::Null,
+                )
+                .await;
+            if page["last_index"].as_u64() == Some(10) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    {
+        let db = runvoy_sqlite::rusqlite::Connection::open(dir.join("runvoy.db")).unwrap();
+        let (rowid, mut run): (i64, Vec<u8>) = db
+            .query_row(
+                "SELECT rowid, lines FROM runs WHERE execution_id = 'damaged'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let at = run.windows(6).position(|w| w == b"line 3").unwrap();
+        run[at] = 0xff;
+        db.execute(
+            "UPDATE runs SET lines = ?1 WHERE rowid = ?2",
+            runvoy_sqlite::rusqlite::params![run, rowid],
+        )
+        .unwrap();
+    }
+    for accept in [runvoy_core::lines::LINES_CONTENT_TYPE, "application/json"] {
+        let r = c
+            .http
+            .get(format!(
+                "{}/api/v1/executions/damaged/logs?since_index=0",
+                c.base
+            ))
+            .header("X-API-Key", &c.key)
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_server_error(), "{accept}: {}", r.status());
+        // The error JSON of every failure (the detail goes to the stack's log).
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"].is_string() && body["code"].is_string(),
+            "{accept}: {body}"
+        );
+    }
+    let page = c
+        .ok(
+            "GET",
+            "/api/v1/executions/healthy/logs?since_index=0",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 10);
+    s.stop().await;
+}
