@@ -126,6 +126,13 @@ impl RunBuilder {
             + self.messages.len()
     }
 
+    /// The run as a body carries it (empty when it is).
+    pub fn encoded(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.append_to(&mut out);
+        out
+    }
+
     /// Appends the run as a body carries it (nothing when it is empty).
     pub fn append_to(&self, out: &mut Vec<u8>) {
         push_run(out, self.count, &self.heads, &self.messages);
@@ -446,11 +453,6 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
         (self.meta, self.body)
     }
 
-    /// Every field but the events.
-    pub fn into_meta(self) -> LogsResponse {
-        self.meta
-    }
-
     /// Index of the first event (`last_index + 1` when there are none).
     pub fn first_index(&self) -> u64 {
         // `finish` checked that the events are no more than `last_index`.
@@ -483,11 +485,6 @@ impl<B: AsRef<[u8]>> LinesPage<B> {
     /// The timestamp of `record`.
     pub fn timestamp(&self, record: &Record) -> i64 {
         record.timestamp
-    }
-
-    /// The message bytes of `record` followed by its newline: the line as printed raw.
-    pub fn line(&self, record: &Record) -> &[u8] {
-        &self.body.as_ref()[record.start..record.start + record.len + 1]
     }
 
     /// The message bytes of `record`.

@@ -73,6 +73,17 @@ impl Client {
         )
     }
 
+    /// `GET` of an execution's logs page with `Accept: {accept}`, the response as it came.
+    async fn logs_as(&self, id: &str, query: &str, accept: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/v1/executions/{id}/logs?{query}", self.base))
+            .header("X-API-Key", &self.key)
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
         let (status, v) = self
             .call(
@@ -449,16 +460,12 @@ async fn a_restart_mid_execution_loses_nothing() {
     let mut since = 0;
     loop {
         let r = c
-            .http
-            .get(format!(
-                "{}/api/v1/executions/r1/logs?since_index={since}&limit=300",
-                c.base
-            ))
-            .header("X-API-Key", &c.key)
-            .header("Accept", runvoy_core::lines::LINES_CONTENT_TYPE)
-            .send()
-            .await
-            .unwrap();
+            .logs_as(
+                "r1",
+                &format!("since_index={since}&limit=300"),
+                runvoy_core::lines::LINES_CONTENT_TYPE,
+            )
+            .await;
         assert_eq!(
             r.headers()["content-type"],
             runvoy_core::lines::LINES_CONTENT_TYPE
@@ -480,16 +487,7 @@ async fn a_restart_mid_execution_loses_nothing() {
         }
     }
     assert_eq!(dense, got);
-    let r = c
-        .http
-        .get(format!(
-            "{}/api/v1/executions/r1/logs?since_index=0",
-            c.base
-        ))
-        .header("X-API-Key", &c.key)
-        .send()
-        .await
-        .unwrap();
+    let r = c.logs_as("r1", "since_index=0", "application/json").await;
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(r.headers()["vary"], "Accept");
     // The interrupted run was settled as STOPPED, with the line it wrote.
@@ -767,17 +765,7 @@ async fn a_damaged_stored_run_is_an_error_not_a_crash() {
         .unwrap();
     }
     for accept in [runvoy_core::lines::LINES_CONTENT_TYPE, "application/json"] {
-        let r = c
-            .http
-            .get(format!(
-                "{}/api/v1/executions/damaged/logs?since_index=0",
-                c.base
-            ))
-            .header("X-API-Key", &c.key)
-            .header("Accept", accept)
-            .send()
-            .await
-            .unwrap();
+        let r = c.logs_as("damaged", "since_index=0", accept).await;
         assert!(r.status().is_server_error(), "{accept}: {}", r.status());
         // The error JSON of every failure (the detail goes to the stack's log).
         let body: Value = r.json().await.unwrap();

@@ -398,8 +398,7 @@ impl Run {
 
     fn insert(&self, conn: &rusqlite::Connection, execution_id: &str) -> rusqlite::Result<()> {
         let ids = serde_json::to_string(&self.ids).expect("strings serialize");
-        let mut encoded = Vec::with_capacity(self.lines.encoded_len());
-        self.lines.append_to(&mut encoded);
+        let encoded = self.lines.encoded();
         conn.prepare_cached(
             "INSERT INTO runs (execution_id, first_index, last_index, expires_at, longest, lines, ids)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -492,8 +491,7 @@ pub(crate) fn migrate_interleaved_runs(tx: &rusqlite::Transaction<'_>) -> Result
             run.push(timestamp, message);
             at = next;
         }
-        let mut encoded = Vec::with_capacity(run.encoded_len());
-        run.append_to(&mut encoded);
+        let encoded = run.encoded();
         tx.execute(
             "UPDATE runs SET lines = ?1 WHERE rowid = ?2",
             params![encoded, rowid],

@@ -40,12 +40,18 @@ fn old_database(path: &std::path::Path, lines: u64) {
     }
 }
 
+/// A directory of its own for the test `tag`, and the path of a database file not there yet.
+fn fresh_db(tag: &str, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.db"));
+    let _ = std::fs::remove_file(&path);
+    (dir, path)
+}
+
 #[tokio::test]
 async fn lines_stored_one_per_row_read_back_the_same_after_opening() {
-    let dir = std::env::temp_dir().join(format!("runvoy-migration-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("old.db");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_db("runvoy-migration", "old");
     old_database(&path, 2_345);
 
     let store = SqliteStore::new(Db::open(&path).unwrap());
@@ -131,10 +137,7 @@ async fn lines_stored_one_per_row_read_back_the_same_after_opening() {
 /// layout is refused with a sentence.
 #[tokio::test]
 async fn other_layouts_refuse_each_others_databases() {
-    let dir = std::env::temp_dir().join(format!("runvoy-layouts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("new.db");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_db("runvoy-layouts", "new");
     drop(Db::open(&path).unwrap());
 
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -183,10 +186,7 @@ fn as_layout_2(path: &std::path::Path) {
 
 #[tokio::test]
 async fn runs_of_layout_2_read_back_the_same_after_opening() {
-    let dir = std::env::temp_dir().join(format!("runvoy-layout2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("runs.db");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_db("runvoy-layout2", "runs");
     let mut all = events(1, 2_500, 40);
     all[7].message = "two\nlines and a \"quote\"".into();
     all[8].message = String::new();
