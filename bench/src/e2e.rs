@@ -21,15 +21,26 @@ fn bin(name: &str) -> String {
     })
 }
 
-async fn stack(tag: &str) -> LocalStack {
+/// A local stack on a state directory of its own, removed when the [`StateDir`] is dropped
+/// (a million-line backlog leaves a few hundred MB).
+async fn stack(tag: &str) -> (LocalStack, StateDir) {
     let dir = std::env::temp_dir().join(runvoy_aws::testkit::unique(tag));
-    LocalStack::start(LocalConfig {
+    let stack = LocalStack::start(LocalConfig {
         listen: ([127, 0, 0, 1], 0).into(),
-        state_dir: dir,
+        state_dir: dir.clone(),
         ..LocalConfig::default()
     })
     .await
-    .unwrap()
+    .unwrap();
+    (stack, StateDir(dir))
+}
+
+struct StateDir(std::path::PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn post(s: &LocalStack, path: &str, body: Value) -> Value {
@@ -175,7 +186,7 @@ pub async fn client() {
         "| backlog lines | program | seconds (median of {CLIENT_RUNS}) | fastest–slowest | lines/s | MB/s | peak RSS (KB) |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let s = stack("bench-client").await;
+    let (s, _dir) = stack("bench-client").await;
     let mut ratios = Vec::new();
     for n in [100_000usize, 1_000_000] {
         let id = format!("backlog-{n}");
@@ -221,6 +232,7 @@ pub async fn client() {
             ),
             ("cat", spread(&mut cat), bytes, cat_rss.to_string()),
         ];
+        let _ = std::fs::remove_file(&file);
         for (program, (median, fastest, slowest), b, rss) in &rows {
             println!(
                 "| {n} | {program} | {median:.3} | {fastest:.3}–{slowest:.3} | {:.0} | {:.1} | {rss} |",
@@ -243,7 +255,7 @@ pub async fn latency() {
     println!("| followers | lines | samples | p50 (ms) | p99 (ms) | max (ms) |");
     println!("|---|---|---|---|---|---|");
     for followers in [1usize, 100] {
-        let s = stack("bench-latency").await;
+        let (s, _dir) = stack("bench-latency").await;
         let id = format!("latency-{followers}");
         post(
             &s,
@@ -433,12 +445,14 @@ pub async fn web() {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for n in [100_000usize, 1_000_000] {
-        let s = stack("bench-web").await;
+        let (s, _dir) = stack("bench-web").await;
         let id = format!("web-{n}");
         backlog(&s, &id, n).await;
-        let dir = std::env::temp_dir().join(runvoy_aws::testkit::unique("bench-web-browser"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let b = runvoy_webdriver::Browser::start(&dir).await;
+        let browser = StateDir(
+            std::env::temp_dir().join(runvoy_aws::testkit::unique("bench-web-browser")),
+        );
+        std::fs::create_dir_all(&browser.0).unwrap();
+        let b = runvoy_webdriver::Browser::start(&browser.0).await;
         // The key, as the page keeps it, then the page itself.
         b.goto(&format!("{}/", s.http_url())).await;
         b.script(
@@ -483,8 +497,9 @@ pub async fn web() {
             v["elements"],
             v["rows"],
         );
+        // The browser ends before its profile directory goes.
         drop(b);
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(browser);
     }
     println!(
         "\nLines of ~56 bytes from the local stack; the page pages over HTTP (10,000 lines a page), \
