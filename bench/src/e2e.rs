@@ -448,9 +448,8 @@ pub async fn web() {
         let (s, _dir) = stack("bench-web").await;
         let id = format!("web-{n}");
         backlog(&s, &id, n).await;
-        let browser = StateDir(
-            std::env::temp_dir().join(runvoy_aws::testkit::unique("bench-web-browser")),
-        );
+        let browser =
+            StateDir(std::env::temp_dir().join(runvoy_aws::testkit::unique("bench-web-browser")));
         std::fs::create_dir_all(&browser.0).unwrap();
         let b = runvoy_webdriver::Browser::start(&browser.0).await;
         // The key, as the page keeps it, then the page itself.
