@@ -581,7 +581,7 @@ impl Api {
         let deadline = self.clock.now_ms() + self.config.complete_budget_ms;
         let head = self
             .completer
-            .complete(id, req.status, req.exit_code, Some(deadline))
+            .complete(id, req.status, req.exit_code, None, Some(deadline))
             .await?;
         Ok(json(200, &status_response(&head)))
     }

@@ -310,6 +310,9 @@ impl ConnectionStore for MemoryConnections {
 /// `f/<pos>`, the same token back at the end, and optionally an empty page before each real one.
 pub struct MemorySource {
     streams: Mutex<HashMap<String, Vec<SourceEvent>>>,
+    /// When each line of a stream becomes readable (clock ms), with an ingestion lag.
+    readable_at: Mutex<HashMap<String, Vec<i64>>>,
+    lag: Option<(std::sync::Arc<dyn Clock>, i64)>,
     page_size: usize,
     empty_pages: bool,
     next_id: AtomicI64,
@@ -319,6 +322,8 @@ impl MemorySource {
     pub fn new(page_size: usize) -> MemorySource {
         MemorySource {
             streams: Mutex::default(),
+            readable_at: Mutex::default(),
+            lag: None,
             page_size: page_size.max(1),
             empty_pages: false,
             next_id: AtomicI64::new(1),
@@ -329,6 +334,25 @@ impl MemorySource {
     pub fn with_empty_pages(mut self) -> MemorySource {
         self.empty_pages = true;
         self
+    }
+
+    /// Lines become readable only `lag_ms` (by `clock`) after they were put, as CloudWatch's
+    /// are some time after `PutLogEvents` returned.
+    pub fn with_lag(mut self, clock: std::sync::Arc<dyn Clock>, lag_ms: i64) -> MemorySource {
+        self.lag = Some((clock, lag_ms));
+        self
+    }
+
+    /// How many of a stream's lines are readable now (lines become readable in put order).
+    fn readable(&self, execution_id: &str, len: usize) -> usize {
+        let Some((clock, _)) = &self.lag else {
+            return len;
+        };
+        let now = clock.now_ms();
+        let at = self.readable_at.lock().expect("source lock");
+        at.get(execution_id).map_or(len, |v| {
+            v.iter().take_while(|t| **t <= now).count().min(len)
+        })
     }
 
     /// Creates the stream if needed.
@@ -358,6 +382,14 @@ impl MemorySource {
             .entry(execution_id.to_string())
             .or_default()
             .push(ev.clone());
+        if let Some((clock, lag)) = &self.lag {
+            self.readable_at
+                .lock()
+                .expect("source lock")
+                .entry(execution_id.to_string())
+                .or_default()
+                .push(clock.now_ms() + lag);
+        }
         ev
     }
 
@@ -382,12 +414,11 @@ impl LogSource for MemorySource {
     }
 
     async fn newest_timestamp(&self, execution_id: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .streams
-            .lock()
-            .expect("source lock")
-            .get(execution_id)
-            .and_then(|events| events.iter().map(|e| e.timestamp).max()))
+        let streams = self.streams.lock().expect("source lock");
+        Ok(streams.get(execution_id).and_then(|events| {
+            let n = self.readable(execution_id, events.len());
+            events[..n].iter().map(|e| e.timestamp).max()
+        }))
     }
 
     async fn page(
@@ -397,11 +428,12 @@ impl LogSource for MemorySource {
     ) -> Result<SourcePage, StoreError> {
         YieldNow::default().await;
         let streams = self.streams.lock().expect("source lock");
-        let Some(events) = streams.get(execution_id) else {
+        let Some(all) = streams.get(execution_id) else {
             return Err(StoreError::Backend(format!(
                 "the log stream of execution {execution_id} does not exist"
             )));
         };
+        let events = &all[..self.readable(execution_id, all.len())];
         let (kind, pos) = match token {
             None => ('f', 0usize),
             Some(t) => {

@@ -194,6 +194,15 @@ pub struct Head {
     /// committed), so an interrupted completion continues instead of starting over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_cursor: Option<String>,
+    /// When that re-read began (ms): only a re-read that began after the stop plus the
+    /// ingestion grace may set `final_index` (a line written before the stop can become
+    /// readable seconds after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_began_at: Option<i64>,
+    /// When the execution stopped (ms), as the first completion attempt learnt it (ECS's
+    /// `stoppedAt`, or the time of `POST …/complete`), so its retries wait for the same moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<i64>,
     /// When a read may next reconcile this running execution (ms), and the wait after that:
     /// kept here, so every reader (every API instance) shares one schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +229,8 @@ impl Head {
             exit_code: None,
             source_cursor: None,
             sweep_cursor: None,
+            sweep_began_at: None,
+            stopped_at: None,
             reconcile_after: None,
             reconcile_wait_ms: None,
             version: 0,

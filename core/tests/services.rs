@@ -853,7 +853,7 @@ async fn a_completion_sweep_reads_past_lines_written_during_it() {
     let forward = reconciler.reconcile("late").await.unwrap();
     assert_eq!((forward.pages, forward.recovered.len()), (1, 10));
     // The sweep that completion waits for reads on until the token comes back.
-    let (swept, complete) = reconciler.sweep("late", None).await.unwrap();
+    let (swept, complete) = reconciler.sweep("late", 0, 0, None).await.unwrap();
     assert!(complete);
     assert_eq!(swept.recovered.len(), 15);
     assert_eq!(store.head("late").await.unwrap().unwrap().last_index, 25);
@@ -891,7 +891,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     for _ in 0..2 {
         let deadline = clock.now_ms() + 3_500;
         let r = completer
-            .complete("long", Status::Succeeded, Some(0), Some(deadline))
+            .complete("long", Status::Succeeded, Some(0), None, Some(deadline))
             .await;
         assert!(matches!(r, Err(CoreError::Unfinished(_))), "{r:?}");
         let head = store.head("long").await.unwrap().unwrap();
@@ -905,7 +905,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     }
     assert!(progress[0] > 0 && progress[1] > progress[0], "{progress:?}");
     let head = completer
-        .complete("long", Status::Succeeded, Some(0), None)
+        .complete("long", Status::Succeeded, Some(0), None, None)
         .await
         .unwrap();
     assert_eq!(

@@ -484,7 +484,7 @@ fn run_scenario(s: &Scenario, brk: Break) -> Result<(), String> {
             loop {
                 match w
                     .completer
-                    .complete(EXEC, Status::Succeeded, Some(0), None)
+                    .complete(EXEC, Status::Succeeded, Some(0), None, None)
                     .await
                 {
                     Ok(_) => break,

@@ -21,6 +21,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         allow_remote: args.allow_remote,
         ..LocalConfig::default()
     };
+    let sim_only = config.chaos.sim_only();
+    if !sim_only.is_empty() {
+        anyhow::bail!(
+            "--chaos {} plays AWS's timing, which only the sim emulates (the local stack has no CloudWatch ingestion, DynamoDB or Lambda to delay): run `deploy up --env sim` with it",
+            sim_only.join(", ")
+        );
+    }
     let chaos = (!config.chaos.is_calm()).then(|| format!("{:?}", config.chaos));
     let stack = LocalStack::start(config).await?;
     println!("runvoy local stack is up");

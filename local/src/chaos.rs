@@ -1,11 +1,13 @@
 //! `--chaos dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500,ws-cut-ms=2000`: how badly the
-//! subscription emulator behaves (spec §3), and how often WebSocket connections are cut.
+//! subscription emulator behaves (spec §3), and how often WebSocket connections are cut; and,
+//! on the sim only, AWS's timing (`ingest-lag-ms`, `txn-skew-ms`, `throttle-wcu`, `lambda-dup`,
+//! `sdk-retry`, each documented where the sim plays it).
 
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Error)]
 #[error(
-    "invalid --chaos value: {0} (expected e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500,ws-cut-ms=2000)"
+    "invalid --chaos value: {0} (expected e.g. dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500,ws-cut-ms=2000; on the sim also ingest-lag-ms=3000,txn-skew-ms=50,throttle-wcu=1000,lambda-dup=0.2,sdk-retry=0.05)"
 )]
 pub struct ChaosError(String);
 
@@ -26,12 +28,45 @@ pub struct Chaos {
     /// API Gateway opens it this long after `$connect` succeeded, and pushes meanwhile are
     /// answered 410, as on AWS; the local stack queues them.
     pub connect_ms: Option<u64>,
+    /// Sim: a line is readable (`GetLogEvents`) and delivered (subscription) only this long
+    /// after `PutLogEvents` returned.
+    pub ingest_lag_ms: Option<u64>,
+    /// Sim: items of a transaction under other partition keys than its first become visible to
+    /// reads up to this long after it.
+    pub txn_skew_ms: Option<u64>,
+    /// Sim: write units per second each partition key takes before DynamoDB throttles.
+    pub throttle_wcu: Option<u64>,
+    /// Sim: an asynchronous event is also handed to a second, concurrent invocation.
+    pub lambda_dup: f64,
+    /// Sim: a successful `TransactWriteItems` is answered 500, so the SDK sends it again.
+    pub sdk_retry: f64,
 }
 
 impl Chaos {
     /// Whether subscription delivery is calm (in order, once, at once).
     pub fn is_calm(&self) -> bool {
         self.dup == 0.0 && self.reorder == 0.0 && self.drop == 0.0 && self.delay_ms == (0, 0)
+    }
+
+    /// The keys set that only the sim plays (AWS's timing), for a stack that cannot.
+    pub fn sim_only(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.ingest_lag_ms.is_some() {
+            out.push("ingest-lag-ms");
+        }
+        if self.txn_skew_ms.is_some() {
+            out.push("txn-skew-ms");
+        }
+        if self.throttle_wcu.is_some() {
+            out.push("throttle-wcu");
+        }
+        if self.lambda_dup > 0.0 {
+            out.push("lambda-dup");
+        }
+        if self.sdk_retry > 0.0 {
+            out.push("sdk-retry");
+        }
+        out
     }
 }
 
@@ -82,6 +117,32 @@ impl std::str::FromStr for Chaos {
                     }
                     c.connect_ms = Some(ms);
                 }
+                "ingest-lag-ms" | "txn-skew-ms" => {
+                    let ms: u64 = v.parse().map_err(|_| {
+                        ChaosError(format!("{k}={v} is not a number of milliseconds"))
+                    })?;
+                    if ms > 600_000 {
+                        return Err(ChaosError(format!("{k}={v} must be at most 600000")));
+                    }
+                    if k == "ingest-lag-ms" {
+                        c.ingest_lag_ms = Some(ms);
+                    } else {
+                        c.txn_skew_ms = Some(ms);
+                    }
+                }
+                "throttle-wcu" => {
+                    let units: u64 = v.parse().map_err(|_| {
+                        ChaosError(format!("throttle-wcu={v} is not a number of write units"))
+                    })?;
+                    if units < 10 {
+                        return Err(ChaosError(format!(
+                            "throttle-wcu={v} must be at least 10 (DynamoDB's partition takes 1000)"
+                        )));
+                    }
+                    c.throttle_wcu = Some(units);
+                }
+                "lambda-dup" => c.lambda_dup = prob(v)?,
+                "sdk-retry" => c.sdk_retry = prob(v)?,
                 "ws-cut-ms" => {
                     let ms: u64 = v.parse().map_err(|_| {
                         ChaosError(format!("ws-cut-ms={v} is not a number of milliseconds"))
@@ -114,10 +175,27 @@ mod tests {
                 reorder: 0.3,
                 drop: 0.05,
                 delay_ms: (0, 500),
-                ws_cut_ms: None,
-                connect_ms: None,
+                ..Chaos::default()
             }
         );
+        let timing: Chaos =
+            "ingest-lag-ms=3000,txn-skew-ms=50,throttle-wcu=1000,lambda-dup=0.2,sdk-retry=0.05"
+                .parse()
+                .unwrap();
+        assert_eq!(timing.ingest_lag_ms, Some(3000));
+        assert_eq!(timing.txn_skew_ms, Some(50));
+        assert_eq!(timing.throttle_wcu, Some(1000));
+        assert_eq!(
+            timing.sim_only(),
+            [
+                "ingest-lag-ms",
+                "txn-skew-ms",
+                "throttle-wcu",
+                "lambda-dup",
+                "sdk-retry"
+            ]
+        );
+        assert!(timing.is_calm(), "AWS's timing leaves delivery calm");
         let cut: Chaos = "ws-cut-ms=2000".parse().unwrap();
         assert_eq!(cut.ws_cut_ms, Some(2000));
         assert!(cut.is_calm(), "cutting connections leaves delivery calm");
@@ -130,6 +208,9 @@ mod tests {
             "drop=x",
             "ws-cut-ms=5",
             "ws-cut-ms=x",
+            "throttle-wcu=5",
+            "lambda-dup=1.5",
+            "ingest-lag-ms=-1",
         ] {
             assert!(bad.parse::<Chaos>().is_err(), "{bad}");
         }

@@ -241,7 +241,7 @@ impl LocalStack {
         for id in app.unfinished_runs()? {
             if app
                 .completer
-                .complete(&id, Status::Stopped, None, None)
+                .complete(&id, Status::Stopped, None, None, None)
                 .await
                 .is_ok()
             {

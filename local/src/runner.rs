@@ -150,7 +150,7 @@ async fn pump(app: Arc<App>, execution_id: String, mut child: Child) {
     for attempt in 0..10u32 {
         match app
             .completer
-            .complete(&execution_id, status, code, None)
+            .complete(&execution_id, status, code, None, None)
             .await
         {
             Ok(_) => break,

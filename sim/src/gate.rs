@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::iam::{self, Check, Policy};
 use crate::template::Place;
+use crate::timing::{DynamoTiming, Verdict};
 
 /// Largest request body forwarded (DynamoDB's limit is 16 MB per batch).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -74,6 +75,8 @@ pub struct Gate {
     place: Place,
     quota: Quota,
     stats: Mutex<GateStats>,
+    /// DynamoDB's timing (`--chaos txn-skew-ms, throttle-wcu, sdk-retry`), when any is played.
+    timing: Option<Arc<DynamoTiming>>,
 }
 
 impl Gate {
@@ -90,11 +93,22 @@ impl Gate {
             place,
             quota: Quota::new(get_log_events_per_sec),
             stats: Mutex::default(),
+            timing: None,
         }
+    }
+
+    /// Plays DynamoDB's timing on the functions' calls.
+    pub fn with_timing(mut self, timing: DynamoTiming) -> Gate {
+        self.timing = (!timing.chaos.is_calm()).then(|| Arc::new(timing));
+        self
     }
 
     pub fn stats(&self) -> GateStats {
         self.stats.lock().expect("stats lock").clone()
+    }
+
+    pub fn timing_stats(&self) -> Option<crate::timing::TimingStats> {
+        self.timing.as_ref().map(|t| t.stats())
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -175,34 +189,11 @@ impl Gate {
     }
 
     async fn forward(&self, req: Request, body: axum::body::Bytes) -> Response {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let mut out = self
-            .http
-            .request(req.method().clone(), format!("{}{path}", self.moto))
-            .body(body);
-        for (k, v) in req.headers() {
-            if k != "host" && k != "content-length" {
-                out = out.header(k, v);
-            }
-        }
-        match out.send().await {
-            Ok(r) => {
-                let status = r.status();
-                let headers = r.headers().clone();
-                let bytes = r.bytes().await.unwrap_or_default();
-                let mut resp = Response::new(Body::from(bytes));
-                *resp.status_mut() = status;
-                for (k, v) in &headers {
-                    if k != "content-length" && k != "transfer-encoding" && k != "connection" {
-                        resp.headers_mut().insert(k, v.clone());
-                    }
-                }
-                resp
-            }
+        match self
+            .send(req.method().clone(), req.uri(), req.headers(), body)
+            .await
+        {
+            Ok((status, headers, bytes)) => respond(status, &headers, bytes),
             Err(e) => aws_error(
                 false,
                 503,
@@ -211,6 +202,180 @@ impl Gate {
             ),
         }
     }
+
+    async fn send(
+        &self,
+        method: axum::http::Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, axum::body::Bytes), String> {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let mut out = self
+            .http
+            .request(method, format!("{}{path}", self.moto))
+            .body(body);
+        for (k, v) in headers {
+            if k != "host" && k != "content-length" {
+                out = out.header(k, v);
+            }
+        }
+        let r = out.send().await.map_err(|e| e.to_string())?;
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, headers, bytes))
+    }
+
+    /// A DynamoDB call of a function, with DynamoDB's timing played around it.
+    async fn dynamodb(
+        &self,
+        timing: &DynamoTiming,
+        op: &str,
+        req: Request,
+        bytes: axum::body::Bytes,
+    ) -> Response {
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        for table in DynamoTiming::tables(op, &body) {
+            if !timing.knows(&table)
+                && let Some((hash, range)) = self.key_schema(req.headers(), &table).await
+            {
+                timing.learn(&table, hash, range);
+            }
+        }
+        if let Verdict::Refuse(status, code, message, extra) = timing.admit(op, &body) {
+            return dynamodb_error(status, code, &message, extra);
+        }
+        let mut before = Vec::new();
+        for (table, key) in timing.skewed_keys(op, &body) {
+            let image = self
+                .call(
+                    req.headers(),
+                    "GetItem",
+                    json!({"TableName": table, "Key": key, "ConsistentRead": true}),
+                )
+                .await
+                .and_then(|v| v.get("Item").cloned());
+            before.push((table, key, image));
+        }
+        let (status, headers, answer) = match self
+            .send(req.method().clone(), req.uri(), req.headers(), bytes)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return aws_error(
+                    true,
+                    503,
+                    "ServiceUnavailableException",
+                    &format!("the sim could not reach moto: {e}"),
+                );
+            }
+        };
+        if status != StatusCode::OK {
+            return respond(status, &headers, answer);
+        }
+        timing.written(op, &body, before);
+        if timing.answer_500(op) {
+            return dynamodb_error(
+                500,
+                "InternalServerError",
+                "Internal server error",
+                Value::Null,
+            );
+        }
+        match timing.rewrite_read(op, &body, &answer) {
+            Some(rewritten) => {
+                let mut headers = headers;
+                headers.remove("x-amz-crc32");
+                respond(status, &headers, rewritten.into())
+            }
+            None => respond(status, &headers, answer),
+        }
+    }
+
+    /// One DynamoDB call of the gate's own, signed as the function's request was (moto reads
+    /// the region from the signature).
+    async fn call(&self, like: &HeaderMap, op: &str, body: Value) -> Option<Value> {
+        let mut headers = HeaderMap::new();
+        for k in ["authorization", "x-amz-date", "x-amz-security-token"] {
+            if let Some(v) = like.get(k) {
+                headers.insert(k, v.clone());
+            }
+        }
+        headers.insert(
+            "x-amz-target",
+            HeaderValue::from_str(&format!("DynamoDB_20120810.{op}")).ok()?,
+        );
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        let (status, _, bytes) = self
+            .send(
+                axum::http::Method::POST,
+                &axum::http::Uri::from_static("/"),
+                &headers,
+                body.to_string().into(),
+            )
+            .await
+            .ok()?;
+        (status == StatusCode::OK)
+            .then(|| serde_json::from_slice(&bytes).ok())
+            .flatten()
+    }
+
+    async fn key_schema(&self, like: &HeaderMap, table: &str) -> Option<(String, Option<String>)> {
+        let d = self
+            .call(like, "DescribeTable", json!({"TableName": table}))
+            .await?;
+        let schema = d["Table"]["KeySchema"].as_array()?;
+        let of = |kind: &str| {
+            schema
+                .iter()
+                .find(|k| k["KeyType"] == kind)
+                .and_then(|k| k["AttributeName"].as_str())
+                .map(str::to_string)
+        };
+        Some((of("HASH")?, of("RANGE")))
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = status;
+    for (k, v) in headers {
+        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+            resp.headers_mut().insert(k, v.clone());
+        }
+    }
+    resp
+}
+
+/// An error as DynamoDB writes it, with the fields some errors carry
+/// (`CancellationReasons`).
+fn dynamodb_error(status: u16, code: &str, message: &str, extra: Value) -> Response {
+    let mut body =
+        json!({"__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": message});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    r
 }
 
 async fn handle(State(gate): State<Arc<Gate>>, req: Request) -> Response {
@@ -225,6 +390,17 @@ async fn handle(State(gate): State<Arc<Gate>>, req: Request) -> Response {
     };
     if let Err(refusal) = gate.admit(&parts.headers, &bytes) {
         return *refusal;
+    }
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if let (Some(timing), Some(op)) = (&gate.timing, target.strip_prefix("DynamoDB_20120810.")) {
+        return gate
+            .dynamodb(timing, op, Request::from_parts(parts, Body::empty()), bytes)
+            .await;
     }
     gate.forward(Request::from_parts(parts, Body::empty()), bytes)
         .await

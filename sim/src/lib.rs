@@ -17,6 +17,7 @@ mod producer;
 mod stack;
 pub mod subscription;
 pub mod template;
+pub mod timing;
 mod triggers;
 pub mod ttl;
 mod wiring;
@@ -181,6 +182,7 @@ impl Shared {
             .collect();
         json!({
             "gate": self.gate.stats(),
+            "dynamodb_timing": self.gate.timing_stats(),
             "functions": functions,
             "websocket": self.ws.stats(),
             "unused_grants": unused,

@@ -83,3 +83,36 @@ pub async fn wait_until_up(endpoint: &str) -> Result<(), SimError> {
         "moto did not answer at {endpoint} within 60 s (see moto.log in the state directory)"
     )))
 }
+
+/// Makes lines written to `group` readable only `ms` after `PutLogEvents` returned
+/// (`--chaos ingest-lag-ms`; 0: at once). Set on every start, so a moto that outlived an
+/// earlier sim forgets that sim's lag.
+pub async fn set_ingest_lag(
+    endpoint: &str,
+    place: &crate::template::Place,
+    group: &str,
+    ms: u64,
+) -> Result<(), SimError> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/_sim/lag", endpoint.trim_end_matches('/')),
+        &[
+            ("group", group),
+            ("ms", &ms.to_string()),
+            ("account", &place.account),
+            ("region", &place.region),
+        ],
+    )
+    .map_err(|e| SimError::Moto(e.to_string()))?;
+    let r = reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .map_err(|e| SimError::Moto(format!("setting the ingestion lag: {e}")))?;
+    if !r.status().is_success() {
+        return Err(SimError::Moto(format!(
+            "{endpoint} does not take an ingestion lag ({}); start moto with scripts/moto-server",
+            r.status()
+        )));
+    }
+    Ok(())
+}

@@ -340,9 +340,15 @@ impl Shared {
             "launchType": "FARGATE",
             "containers": [container],
         });
+        let now = crate::lambda::rfc3339(crate::lambda::now_ms());
         if status == "STOPPED" {
             detail["stopCode"] = json!("EssentialContainerExited");
             detail["stoppedReason"] = json!("Essential container in task exited");
+            detail["stoppingAt"] = json!(now);
+            detail["executionStoppedAt"] = json!(now);
+            detail["stoppedAt"] = json!(now);
+        } else {
+            detail["startedAt"] = json!(now);
         }
         let matched = self
             .bus

@@ -133,6 +133,14 @@ fn in_order(filter: Arc<Filter>) -> mpsc::UnboundedSender<Vec<u8>> {
     tokio::spawn(async move {
         while let Some(body) = rx.recv().await {
             let f = filter.destination.clone();
+            let dup = filter.config.duplicate;
+            if dup > 0.0 && rand::random::<f64>() < dup {
+                let config = AsyncConfig {
+                    duplicate: 0.0,
+                    ..filter.config.clone()
+                };
+                tokio::spawn(f.clone().invoke_async(body.clone(), config));
+            }
             if let Err(e) = f.invoke(body.clone()).await {
                 tokio::spawn(f.retry_async(body, filter.config.clone(), e));
             }

@@ -252,6 +252,7 @@ fn async_config(
         max_retries: 2,
         retry_delays: config.retry_delays.clone(),
         on_failure: None,
+        duplicate: config.chaos.lambda_dup,
     };
     for (id, _) in resolver
         .template()

@@ -15,6 +15,7 @@ use crate::events::EventBus;
 use crate::gate::{self, Gate};
 use crate::stack::{ACCOUNT, emulate_secrets, read_stack, service_sdk};
 use crate::template::{Place, Resolver, Template};
+use crate::timing::{DynamoChaos, DynamoTiming};
 use crate::ttl::Sweeper;
 use crate::{
     Deployer, Deployment, Shared, SimConfig, SimError, SimStack, functions, moto, package,
@@ -117,12 +118,19 @@ pub(crate) async fn start(
     );
     let mut functions = functions::functions(&resolver, &s3, &config, gate_addr, &hosts).await?;
     let callers = Arc::new(std::mem::take(&mut functions.callers));
-    let gate = Arc::new(Gate::new(
-        endpoint.clone(),
-        callers.clone(),
-        place.clone(),
-        config.get_log_events_per_sec,
-    ));
+    let gate = Arc::new(
+        Gate::new(
+            endpoint.clone(),
+            callers.clone(),
+            place.clone(),
+            config.get_log_events_per_sec,
+        )
+        .with_timing(DynamoTiming::new(DynamoChaos {
+            txn_skew_ms: config.chaos.txn_skew_ms.unwrap_or(0),
+            throttle_wcu: config.chaos.throttle_wcu,
+            sdk_retry: config.chaos.sdk_retry,
+        })),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // HTTP API.
@@ -164,6 +172,13 @@ pub(crate) async fn start(
     let (subscription, group) = triggers::subscription(&resolver, &functions, &endpoint, &config)?;
     let rules = triggers::rules(&resolver, &functions, &endpoint, &config)?;
     let ttl_tables = ttl::tables(&resolver)?;
+    moto::set_ingest_lag(
+        &endpoint,
+        &place,
+        &group,
+        config.chaos.ingest_lag_ms.unwrap_or(0),
+    )
+    .await?;
 
     let shared = Arc::new(Shared {
         keys: ApiKeys::new(vec![creds.api_key.clone()]),

@@ -93,6 +93,7 @@ async fn asynchronous_invocations_are_retried_then_sent_to_the_destination() {
         max_retries: 2,
         retry_delays: vec![Duration::from_millis(10)],
         on_failure: Some(dest.clone()),
+        duplicate: 0.0,
     };
     let r = f
         .clone()

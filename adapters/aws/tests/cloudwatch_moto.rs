@@ -141,7 +141,7 @@ async fn reconciliation_commits_every_line_once_across_pages() {
     );
     assert!(
         reconciler
-            .sweep("exec-a", None)
+            .sweep("exec-a", 0, 0, None)
             .await
             .unwrap()
             .0
@@ -240,7 +240,7 @@ async fn a_stream_being_written_is_read_to_its_end_and_no_further() {
     assert!(first.caught_up);
     let populated = store.all_events("exec-d").len();
     assert!(populated > backlog.len(), "{populated}");
-    let (swept, complete) = reconciler.sweep("exec-d", None).await.unwrap();
+    let (swept, complete) = reconciler.sweep("exec-d", 0, 0, None).await.unwrap();
     assert!(complete, "{swept:?}");
     assert!(
         !writing.load(Ordering::SeqCst),

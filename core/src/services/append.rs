@@ -13,11 +13,22 @@ use crate::ports::{Clock, Commit, LogWriter, Metric, Metrics};
 pub struct EngineConfig {
     /// Seconds a stored item lives after the last write to its execution (I8). Default 7 days.
     pub retention_secs: i64,
-    /// Conflicting or throttled attempts per commit before the append gives up (and the
-    /// invocation fails so that AWS retries it).
+    /// Conflicting attempts per commit before the append gives up (and the invocation fails so
+    /// that AWS retries it).
     pub max_attempts: u32,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
+    /// How long one commit keeps retrying while the store throttles it (one execution is one
+    /// DynamoDB partition: 1,000 write units a second). A burst above the ceiling slows the
+    /// writer down for this long before the append fails; below the forwarder's timeout.
+    pub throttle_patience_ms: i64,
+    /// The longest wait between throttled attempts: the partition's units refill every
+    /// second, so a short wait finds some again.
+    pub throttle_backoff_max_ms: u64,
+    /// How long after an execution stopped a line written before the stop may still become
+    /// readable in the source (CloudWatch's ingestion delay): completion re-reads the source
+    /// only from then on. 0 for a source without delay (the local one).
+    pub completion_grace_ms: i64,
 }
 
 impl Default for EngineConfig {
@@ -27,6 +38,9 @@ impl Default for EngineConfig {
             max_attempts: 64,
             backoff_base_ms: 5,
             backoff_max_ms: 1_000,
+            throttle_patience_ms: 40_000,
+            throttle_backoff_max_ms: 250,
+            completion_grace_ms: 0,
         }
     }
 }
@@ -151,6 +165,7 @@ impl Appender {
         outcome: &mut AppendOutcome,
     ) -> Result<(), CoreError> {
         let mut attempt = 0u32;
+        let mut throttled = Throttled::default();
         loop {
             let current = self.store.head(execution_id).await?;
             let cursor_changes = match (&cursor, &current) {
@@ -225,7 +240,7 @@ impl Appender {
                 }
                 Err(CommitError::Store(StoreError::Throttled)) => {
                     self.metrics.incr(Metric::Throttles, 1);
-                    self.backoff(execution_id, &mut attempt).await?;
+                    self.wait_throttled(&mut throttled).await?;
                 }
                 Err(CommitError::Store(e)) => {
                     self.metrics.incr(Metric::AppendFailures, 1);
@@ -235,8 +250,31 @@ impl Appender {
         }
     }
 
-    /// Sleeps with capped exponential backoff and full jitter, or gives up after
-    /// `max_attempts`.
+    /// Waits after a throttled commit (exponential from the base, capped low, jittered), or
+    /// fails once the store has throttled this commit for longer than the patience: then the
+    /// invocation fails and AWS retries it later.
+    async fn wait_throttled(&self, t: &mut Throttled) -> Result<(), CoreError> {
+        let now = self.clock.now_ms();
+        let since = *t.since.get_or_insert(now);
+        if now - since > self.config.throttle_patience_ms {
+            self.metrics.incr(Metric::AppendFailures, 1);
+            return Err(StoreError::Throttled.into());
+        }
+        t.count += 1;
+        let cap = self
+            .config
+            .backoff_base_ms
+            .saturating_mul(1u64 << t.count.min(16))
+            .min(self.config.throttle_backoff_max_ms)
+            .max(2);
+        self.clock
+            .sleep_ms(cap / 2 + self.clock.jitter(cap / 2 + 1))
+            .await;
+        Ok(())
+    }
+
+    /// Sleeps with capped exponential backoff and jitter (a wait drawn in `0..=cap`), or gives
+    /// up after `max_attempts`.
     async fn backoff(&self, execution_id: &str, attempt: &mut u32) -> Result<(), CoreError> {
         *attempt += 1;
         if *attempt >= self.config.max_attempts {
@@ -291,6 +329,7 @@ impl Appender {
         F: Fn(&Head) -> Result<Option<Head>, CoreError> + Send + Sync,
     {
         let mut attempt = 0u32;
+        let mut throttled = Throttled::default();
         loop {
             let Some(current) = self.store.head(execution_id).await? else {
                 return Err(CoreError::NotFound(execution_id.to_string()));
@@ -313,7 +352,7 @@ impl Appender {
                 }
                 Err(CommitError::Store(StoreError::Throttled)) => {
                     self.metrics.incr(Metric::Throttles, 1);
-                    self.backoff(execution_id, &mut attempt).await?;
+                    self.wait_throttled(&mut throttled).await?;
                 }
                 Err(CommitError::Duplicate(_)) => {
                     return Err(CoreError::Store(StoreError::Backend(
@@ -337,27 +376,55 @@ impl Appender {
     }
 }
 
+/// How long one commit has been throttled.
+#[derive(Debug, Default)]
+struct Throttled {
+    since: Option<i64>,
+    count: u32,
+}
+
 /// Reading progress saved in the head together with the events read up to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
     /// Reconciliation's forward cursor ([`Head::source_cursor`]).
     Forward(String),
-    /// Completion's re-read of the whole source ([`Head::sweep_cursor`]).
-    Sweep(String),
+    /// Completion's re-read of the whole source ([`Head::sweep_cursor`]), when it began and
+    /// when the execution stopped.
+    Sweep {
+        token: String,
+        began_at: i64,
+        stopped_at: i64,
+    },
 }
 
 impl Progress {
     fn is_saved_in(&self, head: &Head) -> bool {
         match self {
             Progress::Forward(t) => head.source_cursor.as_deref() == Some(t.as_str()),
-            Progress::Sweep(t) => head.sweep_cursor.as_deref() == Some(t.as_str()),
+            Progress::Sweep {
+                token,
+                began_at,
+                stopped_at,
+            } => {
+                head.sweep_cursor.as_deref() == Some(token.as_str())
+                    && head.sweep_began_at == Some(*began_at)
+                    && head.stopped_at == Some(*stopped_at)
+            }
         }
     }
 
     fn save_in(&self, head: &mut Head) {
         match self {
             Progress::Forward(t) => head.source_cursor = Some(t.clone()),
-            Progress::Sweep(t) => head.sweep_cursor = Some(t.clone()),
+            Progress::Sweep {
+                token,
+                began_at,
+                stopped_at,
+            } => {
+                head.sweep_cursor = Some(token.clone());
+                head.sweep_began_at = Some(*began_at);
+                head.stopped_at = Some(*stopped_at);
+            }
         }
     }
 }

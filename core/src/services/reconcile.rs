@@ -89,7 +89,7 @@ impl Reconciler {
             .read_from(
                 execution_id,
                 head.and_then(|h| h.source_cursor),
-                Progress::Forward,
+                &Progress::Forward,
                 Until::LiveEnd,
                 deadline_ms,
             )
@@ -115,16 +115,33 @@ impl Reconciler {
     /// stopped. Known events cost only the pre-filter's reads. Stops before `deadline_ms`
     /// (clock time) with what it did and `false` when the end was not reached; calling again
     /// continues from the saved progress.
+    ///
+    /// `stopped_at` is when the execution stopped; only a re-read that began at or after
+    /// `not_before` (the stop plus the ingestion grace) is continued, an earlier one starts
+    /// over: lines written before the stop could still have been unreadable when it passed.
     pub async fn sweep(
         &self,
         execution_id: &str,
+        stopped_at: i64,
+        not_before: i64,
         deadline_ms: Option<i64>,
     ) -> Result<(ReconcileOutcome, bool), CoreError> {
         let head = self.appender.store().head(execution_id).await?;
+        let (token, began_at) = match head {
+            Some(h) if h.sweep_began_at.is_some_and(|b| b >= not_before) => {
+                (h.sweep_cursor, h.sweep_began_at.unwrap_or(not_before))
+            }
+            _ => (None, self.appender.clock().now_ms()),
+        };
+        let progress = move |token| Progress::Sweep {
+            token,
+            began_at,
+            stopped_at,
+        };
         self.read_from(
             execution_id,
-            head.and_then(|h| h.sweep_cursor),
-            Progress::Sweep,
+            token,
+            &progress,
             Until::TokenReturns,
             deadline_ms,
         )
@@ -135,7 +152,7 @@ impl Reconciler {
         &self,
         execution_id: &str,
         mut token: Option<String>,
-        progress: fn(String) -> Progress,
+        progress: &(dyn Fn(String) -> Progress + Send + Sync),
         until: Until,
         deadline_ms: Option<i64>,
     ) -> Result<(ReconcileOutcome, bool), CoreError> {

@@ -33,6 +33,7 @@ pub struct Services {
 
 impl Services {
     pub fn new(ports: Ports, config: EngineConfig) -> Services {
+        let grace_ms = config.completion_grace_ms;
         let appender = Appender::new(
             ports.store.clone(),
             ports.clock.clone(),
@@ -52,7 +53,7 @@ impl Services {
             appender.clone(),
             ports.metrics.clone(),
         );
-        let completer = Completer::new(reconciler.clone(), fanout.clone());
+        let completer = Completer::new(reconciler.clone(), fanout.clone()).with_grace(grace_ms);
         let forwarder = Forwarder::new(appender.clone(), fanout.clone(), ports.metrics.clone());
         Services {
             ports,

@@ -24,6 +24,9 @@ pub struct Settings {
     pub retention_days: i64,
     /// `RUNVOY_RUNNER_CONTAINER`: the container whose exit code is the execution's, default `runner`.
     pub runner_container: String,
+    /// `RUNVOY_COMPLETION_GRACE_SECONDS`, default 5: how long after a stop completion waits
+    /// before its final re-read (CloudWatch's ingestion delay).
+    pub completion_grace_secs: i64,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -44,7 +47,16 @@ impl Settings {
                 ))
             })?,
         };
+        let completion_grace_secs = match var("RUNVOY_COMPLETION_GRACE_SECONDS") {
+            None => 5,
+            Some(v) => v.parse().ok().filter(|s: &i64| (0..=300).contains(s)).ok_or_else(|| {
+                HandlerError::Config(format!(
+                    "RUNVOY_COMPLETION_GRACE_SECONDS must be a number of seconds from 0 to 300, got {v}"
+                ))
+            })?,
+        };
         Ok(Settings {
+            completion_grace_secs,
             logs_table: required("RUNVOY_LOGS_TABLE")?,
             connections_table: required("RUNVOY_CONNECTIONS_TABLE")?,
             log_group: required("RUNVOY_LOG_GROUP")?,

@@ -78,6 +78,7 @@ impl Deployment {
         };
         let config = EngineConfig {
             retention_secs: settings.retention_days * 86_400,
+            completion_grace_ms: settings.completion_grace_secs * 1_000,
             ..EngineConfig::default()
         };
         Ok(Deployment {

@@ -26,6 +26,7 @@ async fn forwarder_api_and_completion_over_moto() {
         websocket_endpoint: Some(moto_endpoint()),
         retention_days: 7,
         runner_container: "runner".into(),
+        completion_grace_secs: 0,
     };
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     create_tables(&dynamo, &settings.logs_table, &settings.connections_table)

@@ -83,6 +83,11 @@ fn parameters(t: &mut Template) {
         "Description": "Days log lines live: stored lines after the last write to their execution (TTL), and the runner log group's retention, so an execution expires from both together."}),
     );
     t.parameter(
+        "CompletionGraceSeconds",
+        json!({"Type": "Number", "Default": 5, "MinValue": 0, "MaxValue": 300,
+        "Description": "Seconds after a task stops before completion re-reads its log stream for the final time: a line the task wrote just before it stopped can become readable in CloudWatch Logs only seconds later."}),
+    );
+    t.parameter(
         "FunctionLogRetentionDays",
         json!({"Type": "Number", "Default": 30,
         "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365],
@@ -498,6 +503,7 @@ fn environment(function: &str) -> Value {
         "RUNVOY_STREAM_TEMPLATE": r("StreamTemplate"),
         "RUNVOY_RETENTION_DAYS": r("RetentionDays"),
         "RUNVOY_RUNNER_CONTAINER": r("RunnerContainerName"),
+        "RUNVOY_COMPLETION_GRACE_SECONDS": r("CompletionGraceSeconds"),
         "RUNVOY_WEBSOCKET_URL": websocket_url("wss"),
         "RUNVOY_WEBSOCKET_ENDPOINT": websocket_url("https"),
     });

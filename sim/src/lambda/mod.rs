@@ -418,6 +418,11 @@ pub struct AsyncConfig {
     /// Waits before each retry (AWS: about a minute, then two; the sim is faster).
     pub retry_delays: Vec<Duration>,
     pub on_failure: Option<Arc<dyn FailureDestination>>,
+    /// `--chaos lambda-dup=P`: Lambda's asynchronous invocation is at-least-once ("your
+    /// function may receive the same event more than once", Lambda developer guide,
+    /// *Asynchronous invocation*), and the copies can run at the same time: with probability
+    /// P an event is also handed to a second, concurrent invocation.
+    pub duplicate: f64,
 }
 
 /// Largest asynchronous payload Lambda accepts.
@@ -434,6 +439,21 @@ impl Function {
         if payload.len() > MAX_ASYNC_PAYLOAD {
             return Err(InvokeError::PayloadTooLarge(payload.len()));
         }
+        if config.duplicate > 0.0 && rand::random::<f64>() < config.duplicate {
+            let (f, p, mut c) = (self.clone(), payload.clone(), config.clone());
+            c.duplicate = 0.0;
+            tokio::spawn(async move {
+                let _ = f.invoke_async_once(p, c).await;
+            });
+        }
+        self.invoke_async_once(payload, config).await
+    }
+
+    async fn invoke_async_once(
+        self: Arc<Self>,
+        payload: Vec<u8>,
+        config: AsyncConfig,
+    ) -> Result<(), InvokeError> {
         match self.invoke(payload.clone()).await {
             Ok(_) => Ok(()),
             Err(e) => self.retry_async(payload, config, e).await,

@@ -81,6 +81,12 @@ pub fn head_to_item(h: &Head) -> Item {
     if let Some(v) = &h.sweep_cursor {
         item.insert("sweep_cursor".into(), s(v));
     }
+    if let Some(v) = h.sweep_began_at {
+        item.insert("sweep_began_at".into(), n(v));
+    }
+    if let Some(v) = h.stopped_at {
+        item.insert("stopped_at".into(), n(v));
+    }
     if let Some(v) = h.reconcile_after {
         item.insert("reconcile_after".into(), n(v));
     }
@@ -127,6 +133,8 @@ pub fn head_from_item(item: &Item) -> Result<Head, StoreError> {
             Some(AttributeValue::S(v)) => Some(v.clone()),
             _ => None,
         },
+        sweep_began_at: opt_n(item, "sweep_began_at")?,
+        stopped_at: opt_n(item, "stopped_at")?,
         reconcile_after: opt_n(item, "reconcile_after")?,
         reconcile_wait_ms: opt_n(item, "reconcile_wait_ms")?,
         version: get_n(item, "version")?,
@@ -201,6 +209,71 @@ pub fn encode_ids(
             item
         })
         .collect()
+}
+
+/// The head's attributes naming the idempotency records of the last commit that had events
+/// (`"{span}:{sort}"`, comma-separated) and when they expire: a writer reads them before it
+/// trusts the head (see [`crate::dynamo::DynamoStore`]).
+pub const NAMED_RECORDS: &str = "records";
+pub const NAMED_RECORDS_EXPIRE: &str = "records_expire_at";
+
+/// The records a head names: `(span, sort key)` pairs, and their expiry (unix seconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named {
+    pub keys: Vec<(i64, u64)>,
+    pub expires_at: i64,
+}
+
+impl Named {
+    /// The keys of `records` (as [`encode_ids`] made them).
+    pub fn of(records: &[Item], expires_at: i64) -> Result<Named, StoreError> {
+        let keys = records
+            .iter()
+            .map(|r| {
+                let pk = get_s(r, "execution_id")?;
+                let span = pk
+                    .rsplit_once("#ids#")
+                    .and_then(|(_, sp)| sp.parse().ok())
+                    .ok_or_else(|| bad("record key"))?;
+                Ok((span, get_n::<u64>(r, "log_index")?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Named { keys, expires_at })
+    }
+
+    pub fn read(item: &Item) -> Result<Named, StoreError> {
+        let Some(AttributeValue::S(text)) = item.get(NAMED_RECORDS) else {
+            return Ok(Named::default());
+        };
+        let keys = text
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (span, sort) = p.split_once(':').ok_or_else(|| bad(NAMED_RECORDS))?;
+                Ok((
+                    span.parse().map_err(|_| bad(NAMED_RECORDS))?,
+                    sort.parse().map_err(|_| bad(NAMED_RECORDS))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Named {
+            keys,
+            expires_at: opt_n(item, NAMED_RECORDS_EXPIRE)?.unwrap_or(0),
+        })
+    }
+
+    pub fn write(&self, item: &mut Item) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let text: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(sp, so)| format!("{sp}:{so}"))
+            .collect();
+        item.insert(NAMED_RECORDS.into(), s(text.join(",")));
+        item.insert(NAMED_RECORDS_EXPIRE.into(), n(self.expires_at));
+    }
 }
 
 /// The event ids of an idempotency record.
@@ -422,6 +495,8 @@ mod tests {
         h.exit_code = Some(-1);
         h.source_cursor = Some("t:5".into());
         h.sweep_cursor = Some("t:3".into());
+        h.sweep_began_at = Some(1_700_000_000_123);
+        h.stopped_at = Some(1_700_000_000_100);
         h.reconcile_after = Some(1_700_000_000_000);
         h.reconcile_wait_ms = Some(10_000);
         h.status = Status::Stopped;

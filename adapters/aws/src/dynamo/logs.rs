@@ -5,8 +5,15 @@
 //! Exactly-once without a per-id condition: the head's version serialises every commit of an
 //! execution, so ids checked against the records read *after* the head at version `v`
 //! (strongly consistent) are as safe as a condition in the transaction conditioned on `v` —
-//! any commit in between changes the version and cancels this one. Ids newer than the head's
-//! `last_timestamp` cannot be committed yet and are not looked up at all.
+//! any commit in between changes the version and cancels this one — provided every record of
+//! every commit up to `v` is visible. A transaction is serializable, but a read of another
+//! partition key is read-committed per item: the head (and the run, under the same key) can be
+//! visible before the commit's records are. So the head names the records of the last commit
+//! that had events ([`item::Named`]), and a commit with events first reads them (strongly
+//! consistent `GetItem`s); a missing one is a conflict, retried. By induction every record of
+//! every commit up to a verified head is visible: the commit that wrote that head verified its
+//! predecessor's. A head-only commit looks nothing up and passes the names on unchanged.
+//! Ids newer than the head's `last_timestamp` cannot be committed yet and are not looked up.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,7 +24,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use runvoy_core::ports::{Commit, HeadReader, LogReader, LogWriter, check_read_item, fits_in_read};
 use runvoy_core::{CommitError, Head, LogEvent, SourceEvent, StoreError};
 
-use super::item::{self, Item, n, s};
+use super::item::{self, Item, Named, n, s};
 use super::unix_now_secs;
 use crate::describe;
 
@@ -61,6 +68,30 @@ impl DynamoStore {
         execution_id: &str,
         index: u64,
         count: usize,
+        expires_at: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        // Parts live under another partition key than their run: right after the commit they
+        // may not be visible yet (read-committed per item). Only an expired run's missing parts
+        // mean the lines are gone.
+        for wait in VISIBILITY_WAITS_MS {
+            let parts = self.query_parts(execution_id, index).await?;
+            if parts.len() == count {
+                return Ok(parts);
+            }
+            if expires_at <= unix_now_secs() {
+                return Err(StoreError::Expired(execution_id.to_string()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        Err(StoreError::Backend(format!(
+            "the parts of a large line of execution {execution_id} at index {index} are not visible yet; try again"
+        )))
+    }
+
+    async fn query_parts(
+        &self,
+        execution_id: &str,
+        index: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let resp = self
             .client
@@ -81,12 +112,65 @@ impl DynamoStore {
                 _ => None,
             })
             .collect();
-        if parts.len() != count {
-            return Err(StoreError::Expired(execution_id.to_string()));
-        }
         Ok(parts)
     }
+
+    /// The head and the records it names, strongly consistent.
+    async fn head_item(&self, execution_id: &str) -> Result<Option<(Head, Named)>, StoreError> {
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(execution_id, 0)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk(&e, "GetItem"))?;
+        resp.item
+            .as_ref()
+            .map(|i| Ok((item::head_from_item(i)?, Named::read(i)?)))
+            .transpose()
+    }
+
+    /// Whether every record `named` is visible: strongly consistent `GetItem`s, waiting a
+    /// little for one that is not (another partition key than the head's becomes visible on
+    /// its own). Still missing: a conflict, which the engine retries from a fresh head.
+    /// Records past their expiry may be gone (TTL); they hold only ids of lines older than
+    /// the retention, which are never committed again.
+    async fn verify(&self, execution_id: &str, named: &Named) -> Result<(), CommitError> {
+        if named.expires_at <= unix_now_secs() {
+            return Ok(());
+        }
+        let mut missing: Vec<(i64, u64)> = named.keys.clone();
+        for wait in VISIBILITY_WAITS_MS {
+            let mut still = Vec::new();
+            for (span, sort) in missing {
+                let got = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(&item::ids_key(execution_id, span), sort)))
+                    .projection_expression("log_index")
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(&e, "GetItem"))?;
+                if got.item.is_none() {
+                    still.push((span, sort));
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            missing = still;
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        Err(CommitError::VersionConflict)
+    }
 }
+
+/// Waits between reads of items that another partition's commit has not made visible yet.
+const VISIBILITY_WAITS_MS: [u64; 6] = [5, 10, 20, 40, 80, 160];
 
 /// Maps an SDK error: throttling is retryable, anything else names the operation.
 pub(crate) fn map_sdk<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, op: &str) -> StoreError
@@ -109,16 +193,7 @@ where
 #[async_trait]
 impl HeadReader for DynamoStore {
     async fn head(&self, execution_id: &str) -> Result<Option<Head>, StoreError> {
-        let resp = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(execution_id, 0)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| map_sdk(&e, "GetItem"))?;
-        resp.item.as_ref().map(item::head_from_item).transpose()
+        Ok(self.head_item(execution_id).await?.map(|(h, _)| h))
     }
 }
 
@@ -224,9 +299,12 @@ impl LogWriter for DynamoStore {
         let exec = head.execution_id.as_str();
         // The head as it is now: a commit that is already outdated is refused without a
         // transaction, and its last timestamp bounds which ids can be committed already.
-        let current = self.head(exec).await?;
-        if current.as_ref().map(|h| h.version) != commit.expected_version {
+        let current = self.head_item(exec).await?;
+        if current.as_ref().map(|h| h.0.version) != commit.expected_version {
             return Err(CommitError::VersionConflict);
+        }
+        if let Some((_, named)) = current.as_ref().filter(|_| !commit.events.is_empty()) {
+            self.verify(exec, named).await?;
         }
         let pairs: Vec<(&str, i64)> = commit
             .events
@@ -234,7 +312,7 @@ impl LogWriter for DynamoStore {
             .map(|e| (e.event_id.as_str(), e.timestamp))
             .collect();
         let held = self
-            .recorded(exec, &pairs, current.map(|h| h.last_timestamp))
+            .recorded(exec, &pairs, current.as_ref().map(|h| h.0.last_timestamp))
             .await?;
         if !held.is_empty() {
             let mut dups: Vec<String> = held.into_iter().collect();
@@ -242,32 +320,34 @@ impl LogWriter for DynamoStore {
             return Err(CommitError::Duplicate(dups));
         }
         let mut actions = Vec::new();
-        let head_put = match commit.expected_version {
-            None => put(
-                &self.table,
-                item::head_to_item(head),
-                "attribute_not_exists(execution_id)",
-                None,
-            )?,
-            Some(v) => put(
-                &self.table,
-                item::head_to_item(head),
-                "version = :v",
-                Some((":v", n(v))),
-            )?,
-        };
-        actions.push(head_put);
+        let mut written = Vec::new();
+        let mut named = current.map(|c| c.1).unwrap_or_default();
         if let Some(first) = commit.events.first() {
             let run = item::encode_run(exec, &commit.events, head.expires_at);
             let records = item::encode_ids(exec, first.index, &pairs, head.expires_at);
-            for it in std::iter::once(run.item).chain(run.parts).chain(records) {
-                actions.push(put(
-                    &self.table,
-                    it,
-                    "attribute_not_exists(log_index)",
-                    None,
-                )?);
-            }
+            named = Named::of(&records, head.expires_at)?;
+            written.extend(std::iter::once(run.item).chain(run.parts).chain(records));
+        }
+        let mut head_item = item::head_to_item(head);
+        named.write(&mut head_item);
+        // The head first: the partition key whose items a reader sees together.
+        let head_put = match commit.expected_version {
+            None => put(
+                &self.table,
+                head_item,
+                "attribute_not_exists(execution_id)",
+                None,
+            )?,
+            Some(v) => put(&self.table, head_item, "version = :v", Some((":v", n(v))))?,
+        };
+        actions.push(head_put);
+        for it in written {
+            actions.push(put(
+                &self.table,
+                it,
+                "attribute_not_exists(log_index)",
+                None,
+            )?);
         }
         let result = self
             .client
@@ -416,7 +496,8 @@ impl LogReader for DynamoStore {
                 let extra = item::extra_parts(&it);
                 let parts = if extra > 0 {
                     let first: u64 = item::get_n(&it, "log_index")?;
-                    self.read_parts(execution_id, first, extra).await?
+                    self.read_parts(execution_id, first, extra, expires_at)
+                        .await?
                 } else {
                     Vec::new()
                 };

@@ -4,8 +4,9 @@
 //! - the head at `log_index = 0`;
 //! - one run item per commit at its first index, holding the commit's lines (gzipped when
 //!   smaller); compressed bytes that do not fit continue in part items under `"{id}#part#{index}"`;
-//! - idempotency buckets under `"{id}#ids#{timestamp / 10 ms}"`: string sets of event ids, updated
-//!   with `NOT contains` conditions in the same transaction that assigns the indexes.
+//! - immutable idempotency records under `"{id}#ids#{minute}"` (sort key: the record's latest
+//!   millisecond in that minute, then the commit's first index), written in the transaction
+//!   that assigns the indexes and named by the head (see `logs.rs` for why).
 
 mod connections;
 pub mod item;
