@@ -99,6 +99,17 @@ impl<S: LogWriter + LogReader + 'static> LogWriter for Billed<S> {
     ) -> Result<HashSet<String>, StoreError> {
         self.inner.known_event_ids(id, ids).await
     }
+    async fn extend_expiry(
+        &self,
+        execution_id: &str,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .extend_expiry(execution_id, through, expires_at)
+            .await
+    }
+
     async fn commit(&self, c: Commit) -> Result<(), CommitError> {
         let r = self.inner.commit(c.clone()).await;
         match &r {

@@ -173,7 +173,7 @@ impl LogWriter for MemoryStore {
                 if !dups.is_empty() {
                     Err(CommitError::Duplicate(dups))
                 } else {
-                    let expires_at = commit.head.expires_at;
+                    let expires_at = commit.head.item_expiry();
                     for e in commit.events {
                         s.ids.insert(e.event_id.clone());
                         s.events.insert(e.index, (e, expires_at));
@@ -185,6 +185,27 @@ impl LogWriter for MemoryStore {
         };
         self.point().await;
         result
+    }
+
+    async fn extend_expiry(
+        &self,
+        execution_id: &str,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.point().await;
+        if let Some(s) = self
+            .state
+            .lock()
+            .expect("memory store lock")
+            .get_mut(execution_id)
+        {
+            for (_, (_, e)) in s.events.range_mut(..=through) {
+                *e = (*e).max(expires_at);
+            }
+        }
+        self.point().await;
+        Ok(())
     }
 }
 

@@ -217,6 +217,26 @@ pub struct Head {
     pub updated_at: i64,
     /// Unix seconds after which the store may delete this item (I8).
     pub expires_at: i64,
+    /// Unix seconds: the expiry the execution's log items are written with, and the earliest
+    /// any of them has. Kept at or after the head's own expiry (a commit or a completion that
+    /// would outlive it first extends every item), so a line never expires before its
+    /// execution does. `None` on heads written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_expire_at: Option<i64>,
+}
+
+impl Head {
+    /// When the log items expire at the earliest. Heads written before this was kept wrote
+    /// their items with the head's expiry at each commit: never before creation + retention.
+    pub fn items_floor(&self, retention_secs: i64) -> i64 {
+        self.items_expire_at
+            .unwrap_or(self.created_at.div_euclid(1000) + retention_secs)
+    }
+
+    /// The expiry to write on items committed with this head.
+    pub fn item_expiry(&self) -> i64 {
+        self.items_expire_at.unwrap_or(self.expires_at)
+    }
 }
 
 impl Head {
@@ -238,6 +258,7 @@ impl Head {
             created_at: now_ms,
             updated_at: now_ms,
             expires_at,
+            items_expire_at: None,
         }
     }
 }

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use crate::error::{CommitError, StoreError};
 use crate::model::{Connection, ExecutionSummary, Head, LogEvent, SourceEvent};
 
-/// One atomic write: the new head (conditioned on `expected_version`) and the events it adds.
+/// One atomic write: the new head (conditioned on `expected_version`) and the events it adds,
+/// written to expire at [`Head::item_expiry`].
 /// A head's `last_timestamp` is at least the timestamp of every event committed with it or
 /// before it, and an event id always comes with the same timestamp (it names one source
 /// event); stores may rely on both (DynamoDB looks up only ids no newer than the head).
@@ -57,6 +58,17 @@ pub trait LogWriter: HeadReader {
     ) -> Result<HashSet<String>, StoreError>;
 
     async fn commit(&self, commit: Commit) -> Result<(), CommitError>;
+
+    /// Raises the expiry of every log item of the execution up to index `through` (lines, and
+    /// whatever holds their bytes) to at least `expires_at` (unix seconds). Idempotency
+    /// records need not follow: they live the retention from their lines' own time, and older
+    /// lines are never committed again.
+    async fn extend_expiry(
+        &self,
+        execution_id: &str,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// Reads committed events.

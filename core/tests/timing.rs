@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use runvoy_core::memory::{
     MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
 };
-use runvoy_core::ports::{Clock, Commit, HeadReader, LogSource, LogWriter, Metric, SourcePage};
+use runvoy_core::ports::{
+    Clock, Commit, HeadReader, LogReader, LogSource, LogWriter, Metric, SourcePage,
+};
 use runvoy_core::services::{Appender, Completer, EngineConfig, FanOut, Reconciler};
 use runvoy_core::{CommitError, CoreError, Head, SourceEvent, Status, StoreError};
 
@@ -287,6 +289,17 @@ impl LogWriter for Throttling {
         self.inner.known_event_ids(id, events).await
     }
 
+    async fn extend_expiry(
+        &self,
+        execution_id: &str,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .extend_expiry(execution_id, through, expires_at)
+            .await
+    }
+
     async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
         if self.clock.now_ms() < self.until {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -348,5 +361,92 @@ async fn a_throttled_partition_slows_the_writer_down_instead_of_failing_the_batc
     assert!(
         matches!(r, Err(CoreError::Store(StoreError::Throttled))),
         "{r:?}"
+    );
+}
+
+fn line(i: i64, at: i64) -> SourceEvent {
+    SourceEvent {
+        event_id: format!("l{i}"),
+        timestamp: at,
+        message: format!("line {i}"),
+    }
+}
+
+/// An execution that runs four days under a one-day retention, a line every six hours: its
+/// first lines are still there while it runs, and every line lives the retention after it
+/// completes (I8), not the retention after its own commit.
+#[tokio::test]
+async fn lines_live_as_long_as_their_execution_whatever_its_length() {
+    let clock = Arc::new(SimClock::new(T0, 5));
+    let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let metrics = Arc::new(MemoryMetrics::new());
+    let config = EngineConfig {
+        retention_secs: 86_400,
+        ..EngineConfig::default()
+    };
+    let appender = Appender::new(store.clone(), clock.clone(), metrics.clone(), config);
+    let source = Arc::new(MemorySource::new(10));
+    source.create_stream("long");
+    let reconciler = Reconciler::new(source, appender.clone(), metrics.clone());
+    let fanout = FanOut::new(
+        store.clone(),
+        Arc::new(MemoryConnections::new()),
+        Arc::new(RecordingPusher::new()),
+        metrics,
+        clock.clone(),
+    );
+    let completer = Completer::new(reconciler, fanout);
+    for i in 0..16 {
+        appender
+            .append("long", vec![line(i, clock.now_ms())], None)
+            .await
+            .unwrap();
+        let all = store.read_range("long", 0, i as u64 + 1, 100).await;
+        assert_eq!(
+            all.map(|e| e.len()).map_err(|e| e.to_string()),
+            Ok(i as usize + 1),
+            "day {:.2}: every line is readable while the execution runs",
+            (clock.now_ms() - T0) as f64 / 86_400_000.0
+        );
+        clock.advance(6 * 3_600_000);
+    }
+    let head = completer
+        .complete("long", Status::Succeeded, Some(0), None, None)
+        .await
+        .unwrap();
+    assert_eq!(head.final_index, Some(16));
+    // Just before the retention after completion has passed: all there.
+    clock.advance(86_400_000 - 60_000);
+    assert_eq!(
+        store.read_range("long", 0, 16, 100).await.unwrap().len(),
+        16
+    );
+}
+
+/// A line stamped two hours ahead (PutLogEvents accepts it) keeps its idempotency record the
+/// retention from its own time: its item expiry is past that.
+#[tokio::test]
+async fn a_line_stamped_ahead_is_kept_the_retention_from_its_own_time() {
+    let clock = Arc::new(SimClock::new(T0, 5));
+    let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let config = EngineConfig {
+        retention_secs: 3_600,
+        expiry_allowance_secs: 60,
+        ..EngineConfig::default()
+    };
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        Arc::new(MemoryMetrics::new()),
+        config,
+    );
+    let out = appender
+        .append("ahead", vec![line(1, T0 + 2 * 3_600_000)], None)
+        .await
+        .unwrap();
+    let head = out.head.unwrap();
+    assert!(
+        head.items_expire_at.unwrap() >= (T0 + 2 * 3_600_000) / 1000 + 3_600,
+        "{head:?}"
     );
 }

@@ -5,7 +5,11 @@
 //! The cursor this source hands out is `t:<ms>`: the next read starts at that timestamp
 //! (`startTime`), so every millisecond is read whole and event ids ([`crate::identity`]) are
 //! exact. A page ends at a millisecond boundary; at the end of the stream the cursor backs off by
-//! [`OVERLAP_MS`] so lines ingested a little late with slightly older timestamps are still seen.
+//! [`OVERLAP_MS`] so lines ingested a little late with slightly older timestamps are still seen,
+//! and it never passes the time the read began (less the overlap): `PutLogEvents` takes lines
+//! stamped up to 2 h ahead, and one of them must not carry the cursor past the lines written
+//! after it. Lines ingested later than the overlap behind the newest one are found by
+//! completion's re-read of the whole stream.
 //! CloudWatch's own forward tokens are only followed within one call, so their 24 h expiry never
 //! matters.
 
@@ -222,7 +226,10 @@ impl LogSource for CloudWatchSource {
                 (None, Some(l)) => (l - OVERLAP_MS).max(0),
                 (None, None) => 0,
             };
-            format!("t:{cursor}")
+            // Never ahead of the read itself: a line stamped in the future would otherwise
+            // carry the cursor past every line written after it (and an earlier such cursor
+            // is brought back).
+            format!("t:{}", cursor.min(began - OVERLAP_MS).max(0))
         } else {
             // Cut before the last (possibly incomplete) millisecond; the next page starts there.
             let cut = lines.last().map(|l| l.0).unwrap_or(0);

@@ -251,3 +251,49 @@ async fn a_stream_being_written_is_read_to_its_end_and_no_further() {
     assert_eq!(all.len(), backlog.len() + LIVE);
     assert!(all.iter().enumerate().all(|(i, e)| e.index == i as u64 + 1));
 }
+
+/// `PutLogEvents` takes lines stamped up to 2 h ahead. One of them must not carry the forward
+/// cursor past the lines written after it, nor leave a cursor that an older read put there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_stamped_in_the_future_does_not_carry_the_cursor_past_later_lines() {
+    let now = now_ms();
+    let exec = "exec-future";
+    let (source, client, group) = source_with(
+        exec,
+        &[
+            (now - 1_000, "before".into()),
+            (now + 3_600_000, "from the future".into()),
+        ],
+    )
+    .await;
+    let first = source.page(exec, None).await.unwrap();
+    assert_eq!(first.events.len(), 2);
+    let cursor: i64 = first.next_token["t:".len()..].parse().unwrap();
+    assert!(cursor <= now_ms(), "cursor {cursor} is ahead of the read");
+    // A line written now, stamped now: the next read from the cursor finds it.
+    client
+        .put_log_events()
+        .log_group_name(&group)
+        .log_stream_name(StreamNames::default().stream(exec))
+        .log_events(
+            InputLogEvent::builder()
+                .timestamp(now_ms())
+                .message("after")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let next = source.page(exec, Some(&first.next_token)).await.unwrap();
+    let messages: Vec<&str> = next.events.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages.contains(&"after"), "{messages:?}");
+    // A cursor an older read left in the future is brought back.
+    let old = source
+        .page(exec, Some(&format!("t:{}", now + 3_000_000)))
+        .await
+        .unwrap();
+    let back: i64 = old.next_token["t:".len()..].parse().unwrap();
+    assert!(back <= now_ms(), "{}", old.next_token);
+}

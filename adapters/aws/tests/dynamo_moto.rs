@@ -75,6 +75,17 @@ impl LogWriter for Counting {
         self.batch_reads.fetch_add(1, Ordering::Relaxed);
         self.inner.known_event_ids(id, ids).await
     }
+    async fn extend_expiry(
+        &self,
+        execution_id: &str,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .extend_expiry(execution_id, through, expires_at)
+            .await
+    }
+
     async fn commit(&self, c: Commit) -> Result<(), CommitError> {
         self.commits.fetch_add(1, Ordering::Relaxed);
         let r = self.inner.commit(c).await;

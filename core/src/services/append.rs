@@ -29,6 +29,10 @@ pub struct EngineConfig {
     /// readable in the source (CloudWatch's ingestion delay): completion re-reads the source
     /// only from then on. 0 for a source without delay (the local one).
     pub completion_grace_ms: i64,
+    /// Seconds log items are written to outlive the head's expiry at the time (I8): an
+    /// execution running longer than this has its items' expiry raised once per this much
+    /// time, and its lines are deleted at most this long after the head. Default one day.
+    pub expiry_allowance_secs: i64,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +45,7 @@ impl Default for EngineConfig {
             throttle_patience_ms: 40_000,
             throttle_backoff_max_ms: 250,
             completion_grace_ms: 0,
+            expiry_allowance_secs: 86_400,
         }
     }
 }
@@ -197,6 +202,21 @@ impl Appender {
             head.version += 1;
             head.updated_at = now;
             head.expires_at = head.expires_at.max(self.expiry_from_now());
+            // The lines must outlive the head, and a line stamped ahead of now must keep its
+            // idempotency record the retention from its own time.
+            let newest = pending
+                .iter()
+                .map(|e| e.timestamp)
+                .max()
+                .unwrap_or(now)
+                .max(now);
+            let before = expected.map_or(0, |_| head.last_index - committed.len() as u64);
+            self.keep_items_until(
+                &mut head,
+                before,
+                newest.div_euclid(1000) + self.config.retention_secs,
+            )
+            .await?;
 
             let commit = Commit {
                 expected_version: expected,
@@ -248,6 +268,40 @@ impl Appender {
                 }
             }
         }
+    }
+
+    /// Makes sure every item of `head`'s execution up to `through` lives until `until` (unix
+    /// seconds) at least: when the items' floor is earlier, raises every item's expiry to
+    /// `until` plus the allowance first, and records the new floor in `head` (whose commit
+    /// then writes its own items with it). Executions shorter than the allowance never need
+    /// it; a longer one pays a rewrite of its items once per allowance.
+    pub async fn keep_items_until(
+        &self,
+        head: &mut Head,
+        through: u64,
+        until: i64,
+    ) -> Result<(), CoreError> {
+        let until = until.max(head.expires_at);
+        let floor = head.items_floor(self.config.retention_secs);
+        let raised = until + self.config.expiry_allowance_secs;
+        if head.items_expire_at.is_some() && floor >= until {
+            return Ok(());
+        }
+        if through == 0 {
+            // No items yet: the first ones are written with the allowance.
+            head.items_expire_at = Some(raised);
+            return Ok(());
+        }
+        if floor >= until {
+            // A head from before the floor was kept, whose items still outlive it.
+            head.items_expire_at = Some(floor);
+            return Ok(());
+        }
+        self.store
+            .extend_expiry(&head.execution_id, through, raised)
+            .await?;
+        head.items_expire_at = Some(raised);
+        Ok(())
     }
 
     /// Waits after a throttled commit (exponential from the base, capped low, jittered), or

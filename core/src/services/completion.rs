@@ -102,6 +102,18 @@ impl Completer {
             )));
         }
         let expires_at = appender.expires_at_now();
+        // The lines live the retention after completion, as the head does (I8): an
+        // execution that ran longer than the items' allowance has them extended first.
+        let items_expire_at = match appender.store().head(execution_id).await? {
+            Some(mut h) => {
+                let through = h.last_index;
+                appender
+                    .keep_items_until(&mut h, through, expires_at)
+                    .await?;
+                h.items_expire_at
+            }
+            None => None,
+        };
         let head = appender
             .update_head(execution_id, |current| {
                 if current.status.is_terminal() {
@@ -112,6 +124,7 @@ impl Completer {
                 next.exit_code = exit_code;
                 next.final_index = Some(current.last_index);
                 next.expires_at = current.expires_at.max(expires_at);
+                next.items_expire_at = current.items_expire_at.max(items_expire_at);
                 Ok(Some(next))
             })
             .await?;

@@ -79,6 +79,8 @@ pub struct FunctionStats {
     pub cold_starts: u64,
     pub max_duration_ms: u64,
     pub max_rss_mb: u64,
+    /// Asynchronous events whose every attempt failed (sent to the on-failure destination).
+    pub async_exhausted: u64,
 }
 
 /// A warm execution environment.
@@ -486,6 +488,7 @@ impl Function {
             config.max_retries + 1
         ))
         .await;
+        self.stats.lock().expect("stats lock").async_exhausted += 1;
         if let Some(dest) = &config.on_failure {
             let payload: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
             let record = json!({

@@ -138,7 +138,7 @@ impl LogWriter for SqliteStore {
                 if let Some(r) = run.take() {
                     r.insert(&tx, exec).map_err(sql)?;
                 }
-                let mut r = Run::new(e.index, commit.head.expires_at);
+                let mut r = Run::new(e.index, commit.head.item_expiry());
                 r.push(&e.event_id, e.timestamp, &e.message);
                 run = Some(r);
             }
@@ -155,6 +155,22 @@ impl LogWriter for SqliteStore {
         )
         .map_err(sql)?;
         tx.commit().map_err(sql)?;
+        Ok(())
+    }
+
+    async fn extend_expiry(
+        &self,
+        execution_id: &str,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE runs SET expires_at = ?3
+             WHERE execution_id = ?1 AND first_index <= ?2 AND expires_at < ?3",
+            params![execution_id, through, expires_at],
+        )
+        .map_err(sql)?;
         Ok(())
     }
 }

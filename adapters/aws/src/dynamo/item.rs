@@ -87,6 +87,9 @@ pub fn head_to_item(h: &Head) -> Item {
     if let Some(v) = h.stopped_at {
         item.insert("stopped_at".into(), n(v));
     }
+    if let Some(v) = h.items_expire_at {
+        item.insert("items_expire_at".into(), n(v));
+    }
     if let Some(v) = h.reconcile_after {
         item.insert("reconcile_after".into(), n(v));
     }
@@ -142,6 +145,7 @@ pub fn head_from_item(item: &Item) -> Result<Head, StoreError> {
         created_at: get_n(item, "created_at")?,
         updated_at: get_n(item, "updated_at")?,
         expires_at: get_n(item, "expires_at")?,
+        items_expire_at: opt_n(item, "items_expire_at")?,
     })
 }
 
@@ -497,6 +501,7 @@ mod tests {
         h.sweep_cursor = Some("t:3".into());
         h.sweep_began_at = Some(1_700_000_000_123);
         h.stopped_at = Some(1_700_000_000_100);
+        h.items_expire_at = Some(1_700_086_400);
         h.reconcile_after = Some(1_700_000_000_000);
         h.reconcile_wait_ms = Some(10_000);
         h.status = Status::Stopped;

@@ -294,6 +294,30 @@ impl LogWriter for DynamoStore {
         self.recorded(execution_id, &pairs, frontier).await
     }
 
+    async fn extend_expiry(
+        &self,
+        execution_id: &str,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        if through == 0 {
+            return Ok(());
+        }
+        let runs = self
+            .extend_partition(execution_id, 1, through, expires_at)
+            .await?;
+        for first in runs {
+            self.extend_partition(
+                &item::part_key(execution_id, first),
+                0,
+                1_000_000,
+                expires_at,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
         let head = &commit.head;
         let exec = head.execution_id.as_str();
@@ -323,9 +347,10 @@ impl LogWriter for DynamoStore {
         let mut written = Vec::new();
         let mut named = current.map(|c| c.1).unwrap_or_default();
         if let Some(first) = commit.events.first() {
-            let run = item::encode_run(exec, &commit.events, head.expires_at);
-            let records = item::encode_ids(exec, first.index, &pairs, head.expires_at);
-            named = Named::of(&records, head.expires_at)?;
+            let expires_at = head.item_expiry();
+            let run = item::encode_run(exec, &commit.events, expires_at);
+            let records = item::encode_ids(exec, first.index, &pairs, expires_at);
+            named = Named::of(&records, expires_at)?;
             written.extend(std::iter::once(run.item).chain(run.parts).chain(records));
         }
         let mut head_item = item::head_to_item(head);
@@ -364,6 +389,68 @@ impl LogWriter for DynamoStore {
                 Err(cancelled(c.cancellation_reasons()))
             }
             _ => Err(CommitError::Store(map_sdk(&err, "TransactWriteItems"))),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Rewrites the items of one partition key in `[from, through]` whose expiry is before
+    /// `expires_at`, with that expiry; returns the runs with parts (`(first index, parts)`).
+    async fn extend_partition(
+        &self,
+        pk: &str,
+        from: u64,
+        through: u64,
+        expires_at: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut with_parts = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("execution_id = :e AND log_index BETWEEN :a AND :b")
+                .expression_attribute_values(":e", s(pk))
+                .expression_attribute_values(":a", n(from))
+                .expression_attribute_values(":b", n(through))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk(&e, "Query"))?;
+            for mut it in resp.items.unwrap_or_default() {
+                if item::extra_parts(&it) > 0 {
+                    with_parts.push(item::get_n::<u64>(&it, "log_index")?);
+                }
+                if item::get_n::<i64>(&it, "expires_at")? >= expires_at {
+                    continue;
+                }
+                it.insert("expires_at".into(), n(expires_at));
+                // Items are immutable but for their expiry: writing the copy back is safe
+                // whoever else does it too; one TTL has deleted stays deleted.
+                let r = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(it))
+                    .condition_expression("attribute_exists(log_index)")
+                    .send()
+                    .await;
+                if let Err(e) = r {
+                    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+                    if !matches!(
+                        e.as_service_error(),
+                        Some(PutItemError::ConditionalCheckFailedException(_))
+                    ) {
+                        return Err(map_sdk(&e, "PutItem"));
+                    }
+                }
+            }
+            start = resp.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(with_parts);
+            }
         }
     }
 }
