@@ -14,7 +14,8 @@ pub struct ChaosError(String);
 /// Probabilities (0.0–1.0) and a delay range for every delivered batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Chaos {
-    /// A batch is delivered twice.
+    /// A batch is delivered twice (the copy right after it, unless `reorder` or `delay-ms`
+    /// make deliveries concurrent).
     pub dup: f64,
     /// A batch is held back and delivered after later ones.
     pub reorder: f64,
@@ -46,6 +47,12 @@ impl Chaos {
     /// Whether subscription delivery is calm (in order, once, at once).
     pub fn is_calm(&self) -> bool {
         self.dup == 0.0 && self.reorder == 0.0 && self.drop == 0.0 && self.delay_ms == (0, 0)
+    }
+
+    /// Whether a stream's batches are delivered one after another, in the order they were
+    /// written (duplicates and drops keep that order): nothing holds one back or delays it.
+    pub fn in_order(&self) -> bool {
+        self.reorder == 0.0 && self.delay_ms == (0, 0)
     }
 
     /// The keys set that only the sim plays (AWS's timing), for a stack that cannot.

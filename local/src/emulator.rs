@@ -1,6 +1,7 @@
 //! The subscription emulator: delivers batches of new source events to the forwarder logic
-//! asynchronously — calmly (in order, one at a time), or with `--chaos` like the worst of spec §3
-//! (duplicated, held back, dropped, delayed and concurrent).
+//! asynchronously — in order, one at a time (batches duplicated or dropped with `--chaos dup`,
+//! `drop`), or, with `reorder` or `delay-ms`, like the worst of spec §3 (duplicated, held back,
+//! dropped, delayed and concurrent).
 
 use std::sync::Arc;
 
@@ -45,9 +46,17 @@ pub fn start(
 ) -> mpsc::UnboundedSender<Batch> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Batch>();
     tokio::spawn(async move {
-        if chaos.is_calm() {
+        if chaos.in_order() {
+            let roll = |p: f64| p > 0.0 && rand::random::<f64>() < p;
             while let Some((exec, events)) = rx.recv().await {
+                if roll(chaos.drop) {
+                    continue;
+                }
+                let again = roll(chaos.dup).then(|| events.clone());
                 deliver(&forwarder, &*metrics, &exec, events).await;
+                if let Some(events) = again {
+                    deliver(&forwarder, &*metrics, &exec, events).await;
+                }
             }
             return;
         }

@@ -1,9 +1,9 @@
 //! The subscription filter, emulated: reads what CloudWatch Logs (moto) ingested into the runner
 //! group, in ingestion order, and invokes the destination function asynchronously with
 //! CloudWatch-shaped payloads — one stream per batch, at most 10,000 events and 1 MB, gzipped
-//! and base64-encoded, with CloudWatch-style event ids. Calm, a stream's batches are delivered
-//! one after another; with `--chaos` they are duplicated, held back, dropped and delayed, and run
-//! concurrently, as spec §3 allows. Failed deliveries follow Lambda's asynchronous retries and end
+//! and base64-encoded, with CloudWatch-style event ids. A stream's batches are delivered one
+//! after another (`--chaos dup`, `drop` duplicate and drop them in that order); with `reorder`
+//! or `delay-ms` they are also held back and delayed, and run concurrently, as spec §3 allows. Failed deliveries follow Lambda's asynchronous retries and end
 //! in the on-failure destination.
 
 use std::collections::HashMap;
@@ -112,11 +112,18 @@ async fn run(filter: Arc<Filter>, poke: Arc<Notify>) {
             }
             for batch in batches(events) {
                 let body = payload(&filter, "DATA_MESSAGE", &batch[0].stream, &batch);
-                if filter.chaos.is_calm() {
+                if filter.chaos.in_order() {
+                    let roll = |p: f64| p > 0.0 && rand::random::<f64>() < p;
+                    if roll(filter.chaos.drop) {
+                        continue;
+                    }
                     let stream = batch[0].stream.clone();
                     let tx = streams
                         .entry(stream)
                         .or_insert_with(|| in_order(filter.clone()));
+                    if roll(filter.chaos.dup) {
+                        let _ = tx.send(body.clone());
+                    }
                     let _ = tx.send(body);
                 } else {
                     chaotic(&filter, body, &mut held);
