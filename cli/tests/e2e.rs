@@ -53,6 +53,7 @@ suite! {
         pages_of_uneven_size_print_every_line_once,
         an_execution_past_its_retention_is_expired_not_running,
         lines_keep_coming_while_the_websocket_handshake_hangs,
+        late_lines_with_older_timestamps_are_printed_once_when_every_delivery_is_lost,
     ],
     local: [hostile_log_text_cannot_drive_the_terminal]
 }
@@ -747,4 +748,45 @@ async fn lines_keep_coming_while_the_websocket_handshake_hangs(kind: Kind) {
     want.extend(numbered("b", 1, 5));
     assert_eq!(printed, want);
     assert_eq!(status.code(), Some(0), "{seen:?}");
+}
+
+/// Lines written late with timestamps older than lines already read (PutLogEvents takes them up
+/// to 14 days back), while every subscription delivery is lost: reconciliation alone brings
+/// them, and the follower prints each line once and exits with the execution's code.
+async fn late_lines_with_older_timestamps_are_printed_once_when_every_delivery_is_lost(
+    kind: Kind,
+) {
+    let s = Stack::start(kind, "late-old", Some("drop=1")).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    s.put_lines("old-1", &numbered("now", 1, 200)).await;
+    let follower = s.runvoy(&["logs", "old-1"]);
+    let follower = tokio::spawn(output(follower));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Stamped a minute and an hour back, written after the newer ones were read.
+    let back: Vec<(i64, String)> = (1..=100)
+        .map(|i| (now - 60_000 + i, format!("minute-old {i}")))
+        .chain((1..=100).map(|i| (now - 3_600_000 + i, format!("hour-old {i}"))))
+        .collect();
+    s.put_lines_at("old-1", &back).await;
+    s.put_lines("old-1", &numbered("later", 1, 100)).await;
+    s.complete("old-1", "FAILED", Some(4)).await;
+    let out = follower.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout_lines(&out);
+    assert_eq!(lines.len(), 500, "each line once");
+    lines.sort();
+    let mut want: Vec<String> = numbered("now", 1, 200);
+    want.extend(numbered("minute-old", 1, 100));
+    want.extend(numbered("hour-old", 1, 100));
+    want.extend(numbered("later", 1, 100));
+    want.sort();
+    assert_eq!(lines, want);
 }

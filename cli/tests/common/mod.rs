@@ -466,6 +466,22 @@ impl Stack {
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
+    /// Writes lines with the given timestamps (ms).
+    pub async fn put_lines_at(&self, id: &str, lines: &[(i64, String)]) {
+        let events: Vec<Value> = lines
+            .iter()
+            .map(|(t, m)| json!({ "timestamp": t, "message": m }))
+            .collect();
+        let r = reqwest::Client::new()
+            .post(format!("{}/local/v1/streams/{id}/events", self.url()))
+            .header("X-API-Key", &self.key)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
     /// Completes an execution as a producer would: a long re-read answers 503 `in_progress`
     /// with its progress saved, and asking again continues it.
     pub async fn complete(&self, id: &str, status: &str, code: Option<i32>) {
