@@ -753,9 +753,7 @@ async fn lines_keep_coming_while_the_websocket_handshake_hangs(kind: Kind) {
 /// Lines written late with timestamps older than lines already read (PutLogEvents takes them up
 /// to 14 days back), while every subscription delivery is lost: reconciliation alone brings
 /// them, and the follower prints each line once and exits with the execution's code.
-async fn late_lines_with_older_timestamps_are_printed_once_when_every_delivery_is_lost(
-    kind: Kind,
-) {
+async fn late_lines_with_older_timestamps_are_printed_once_when_every_delivery_is_lost(kind: Kind) {
     let s = Stack::start(kind, "late-old", Some("drop=1")).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

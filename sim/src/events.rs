@@ -1,6 +1,7 @@
 //! EventBridge, emulated for the template's rules: an event is matched against each enabled
 //! rule's `EventPattern` (literal values, `prefix`, `anything-but`, `exists`, nested objects) and
-//! delivered to the rule's Lambda targets as an asynchronous invocation. Lambda keeps accepted
+//! delivered to the rule's Lambda targets as an asynchronous invocation; a rule with a
+//! `rate(…)` schedule sends its targets a "Scheduled Event" at each period. Lambda keeps accepted
 //! asynchronous invocations until they are settled: the sim keeps them in its state directory,
 //! so one that a restart interrupts is run again when the sim starts.
 
@@ -10,11 +11,36 @@ use serde_json::{Value, json};
 
 use crate::lambda::{AsyncConfig, Function, now_ms, rfc3339, uuid_like};
 
-/// One enabled rule and its Lambda targets.
+/// One enabled rule and its Lambda targets: an event pattern, or a schedule.
 pub struct Rule {
     pub name: String,
+    pub arn: String,
     pub pattern: Value,
+    /// `ScheduleExpression: rate(…)`: the rule fires a "Scheduled Event" this often.
+    pub schedule: Option<std::time::Duration>,
     pub targets: Vec<(Arc<Function>, AsyncConfig)>,
+}
+
+/// The period of `rate(N minute|minutes|hour|hours|day|days)`; `Err` for what the sim does not
+/// evaluate (cron expressions).
+pub fn rate(expression: &str) -> Result<std::time::Duration, String> {
+    let inner = expression
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| format!("the sim plays rate(…) schedules only, not {expression}"))?;
+    let (n, unit) = inner
+        .split_once(' ')
+        .ok_or_else(|| format!("{expression} is not rate(N unit)"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{expression} is not rate(N unit)"))?;
+    let secs = match unit.trim() {
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3_600,
+        "day" | "days" => 86_400,
+        other => return Err(format!("{expression}: unknown unit {other}")),
+    };
+    Ok(std::time::Duration::from_secs(n * secs))
 }
 
 pub struct EventBus {
@@ -46,7 +72,7 @@ impl EventBus {
             "detail": detail,
         });
         let mut matched = Vec::new();
-        for rule in &self.rules {
+        for rule in self.rules.iter().filter(|r| r.schedule.is_none()) {
             if matches(&rule.pattern, &event).unwrap_or(false) {
                 matched.push(rule.name.clone());
                 for (f, config) in &rule.targets {
@@ -55,6 +81,33 @@ impl EventBus {
             }
         }
         matched
+    }
+
+    /// Fires the scheduled rules (all, or the one named) now, as EventBridge does at each
+    /// period: a "Scheduled Event" to every target. Returns the rules fired.
+    pub fn fire_schedules(&self, only: Option<&str>) -> Vec<String> {
+        let mut fired = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.schedule.is_some()) {
+            if only.is_some_and(|n| n != rule.name) {
+                continue;
+            }
+            let event = json!({
+                "version": "0",
+                "id": uuid_like(),
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": self.account,
+                "time": rfc3339(now_ms()).split('.').next().unwrap_or_default().to_string() + "Z",
+                "region": self.region,
+                "resources": [rule.arn],
+                "detail": {},
+            });
+            for (f, config) in &rule.targets {
+                self.invoke(f.clone(), config.clone(), event.to_string().into_bytes());
+            }
+            fired.push(rule.name.clone());
+        }
+        fired
     }
 
     /// An asynchronous invocation, kept on disk until it is settled.

@@ -262,6 +262,15 @@ pub fn checks(target: &str, body: &Value, place: &Place) -> Result<Vec<Check>, S
             };
             Ok(vec![Check::new(format!("logs:{op}"), resource)])
         }
+        "AmazonSQS" => {
+            let url = text("QueueUrl").ok_or_else(|| format!("sqs:{op} without QueueUrl"))?;
+            let mut path = url.trim_end_matches('/').rsplit('/');
+            let (name, account) = (path.next().unwrap_or_default(), path.next().unwrap_or(a));
+            Ok(vec![Check::new(
+                format!("sqs:{op}"),
+                format!("arn:aws:sqs:{r}:{account}:{name}"),
+            )])
+        }
         "secretsmanager" => {
             let id =
                 text("SecretId").ok_or_else(|| format!("secretsmanager:{op} without SecretId"))?;
@@ -306,6 +315,19 @@ mod tests {
             glob("api/*", "api/*/POST/x"),
             "a literal '*' in the text is matched by the wildcard"
         );
+    }
+
+    #[test]
+    fn sqs_calls_are_checked_on_the_queue_of_their_url() {
+        let body = json!({"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/s-completion-failures"});
+        assert_eq!(
+            checks("AmazonSQS.ReceiveMessage", &body, &place()).unwrap(),
+            vec![Check::new(
+                "sqs:ReceiveMessage",
+                "arn:aws:sqs:us-east-1:123456789012:s-completion-failures"
+            )]
+        );
+        assert!(checks("AmazonSQS.ReceiveMessage", &json!({}), &place()).is_err());
     }
 
     #[test]

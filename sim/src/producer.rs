@@ -36,6 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/local/v1/executions", post(run_command))
         .route("/local/v1/streams/{id}/events", post(put_events))
         .route("/local/v1/sim/ttl-sweep", post(ttl_sweep))
+        .route("/local/v1/sim/schedule", post(fire_schedule))
         .route("/local/v1/sim/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(shared)
@@ -386,6 +387,38 @@ async fn ttl_sweep(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
             .await
             .map_err(|e| ApiError::new(502, "sweep_failed", e))?;
         Ok::<_, ApiError>(respond(200, json!({"deleted": deleted, "now": now})))
+    }
+    .await;
+    result.unwrap_or_else(error)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Fire {
+    /// The rule's logical id; default every scheduled rule.
+    rule: Option<String>,
+}
+
+/// Fires the template's scheduled rules now (the janitor), instead of at their next period.
+async fn fire_schedule(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        authorize(&shared, &headers)?;
+        let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let req: Fire = if bytes.is_empty() {
+            Fire::default()
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body must be JSON like {{\"rule\": \"JanitorSchedule\"}}: {e}"
+                ))
+            })?
+        };
+        let fired = shared.bus.fire_schedules(req.rule.as_deref());
+        Ok::<_, ApiError>(respond(200, json!({"fired": fired})))
     }
     .await;
     result.unwrap_or_else(error)

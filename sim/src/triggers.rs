@@ -90,8 +90,16 @@ pub(crate) fn rules(
         if p["State"].as_str().unwrap_or("ENABLED") != "ENABLED" {
             continue;
         }
-        events::validate(&p["EventPattern"])
-            .map_err(|e| SimError::Template(format!("{id}: {e}")))?;
+        let schedule = match p["ScheduleExpression"].as_str() {
+            Some(expr) => {
+                Some(events::rate(expr).map_err(|e| SimError::Template(format!("{id}: {e}")))?)
+            }
+            None => {
+                events::validate(&p["EventPattern"])
+                    .map_err(|e| SimError::Template(format!("{id}: {e}")))?;
+                None
+            }
+        };
         let rule_arn = resolver.get_att(id, "Arn")?;
         let mut targets = Vec::new();
         for t in p["Targets"].as_array().into_iter().flatten() {
@@ -113,7 +121,9 @@ pub(crate) fn rules(
         }
         rules.push(Rule {
             name: id.to_string(),
+            arn: rule_arn.clone(),
             pattern: p["EventPattern"].clone(),
+            schedule,
             targets,
         });
     }

@@ -227,6 +227,14 @@ pub(crate) async fn start(
         async move { ws.serve(req).await }
     });
     servers.push(serve(ws_listener, ws_router, shutdown_rx.clone()));
+    for rule in shared.bus.rules.iter().filter(|r| r.schedule.is_some()) {
+        servers.push(tokio::spawn(schedule_loop(
+            shared.clone(),
+            rule.name.clone(),
+            rule.schedule.unwrap_or_default(),
+            shutdown_rx.clone(),
+        )));
+    }
     servers.push(tokio::spawn(ttl_loop(
         shared.clone(),
         config.ttl_every,
@@ -257,6 +265,22 @@ fn serve(
             })
             .await;
     })
+}
+
+/// Fires a scheduled rule at its period, as EventBridge does.
+async fn schedule_loop(
+    shared: Arc<Shared>,
+    rule: String,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+        }
+        shared.bus.fire_schedules(Some(&rule));
+    }
 }
 
 async fn ttl_loop(shared: Arc<Shared>, every: Duration, mut shutdown: watch::Receiver<bool>) {

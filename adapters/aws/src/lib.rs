@@ -23,7 +23,7 @@ pub async fn sdk_config(endpoint_url: Option<&str>) -> aws_config::SdkConfig {
 }
 
 /// Formats an SDK error with its whole context (service code and message), in one line.
-pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
+pub fn describe<E: std::error::Error>(e: &E) -> String {
     aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
 }
 

@@ -7,6 +7,7 @@ pub mod completion;
 pub mod emf;
 pub mod error;
 pub mod forwarder;
+pub mod janitor;
 pub mod settings;
 pub mod websocket;
 pub mod wiring;

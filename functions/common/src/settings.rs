@@ -27,6 +27,10 @@ pub struct Settings {
     /// `RUNVOY_COMPLETION_GRACE_SECONDS`, default 5: how long after a stop completion waits
     /// before its final re-read (CloudWatch's ingestion delay).
     pub completion_grace_secs: i64,
+    /// `RUNVOY_COMPLETION_QUEUE_URL`, `RUNVOY_FORWARDER_QUEUE_URL`: the on-failure queues the
+    /// janitor re-drives (the completion function only).
+    pub completion_queue_url: Option<String>,
+    pub forwarder_queue_url: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -57,6 +61,8 @@ impl Settings {
         };
         Ok(Settings {
             completion_grace_secs,
+            completion_queue_url: var("RUNVOY_COMPLETION_QUEUE_URL"),
+            forwarder_queue_url: var("RUNVOY_FORWARDER_QUEUE_URL"),
             logs_table: required("RUNVOY_LOGS_TABLE")?,
             connections_table: required("RUNVOY_CONNECTIONS_TABLE")?,
             log_group: required("RUNVOY_LOG_GROUP")?,

@@ -27,6 +27,8 @@ async fn forwarder_api_and_completion_over_moto() {
         retention_days: 7,
         runner_container: "runner".into(),
         completion_grace_secs: 0,
+        completion_queue_url: None,
+        forwarder_queue_url: None,
     };
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     create_tables(&dynamo, &settings.logs_table, &settings.connections_table)

@@ -93,6 +93,14 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
                 &["sqs:SendMessage"],
                 vec![att("CompletionDeadLetterQueue", "Arn")],
             ));
+            // The janitor takes back what Lambda gave up on.
+            s.push(statement(
+                &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                vec![
+                    att("CompletionDeadLetterQueue", "Arn"),
+                    att("ForwarderDeadLetterQueue", "Arn"),
+                ],
+            ));
         }
     }
     s

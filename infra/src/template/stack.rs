@@ -289,6 +289,9 @@ fn functions(t: &mut Template) {
                 json!({
                     "QueueName": sub(&format!("${{AWS::StackName}}-{name}")),
                     "MessageRetentionPeriod": 1_209_600,
+                    // Longer than the completion function's timeout: a record the janitor is
+                    // handling is not handed to a second run meanwhile.
+                    "VisibilityTimeout": 960,
                     "SqsManagedSseEnabled": true,
                 }),
             )
@@ -513,6 +516,11 @@ fn environment(function: &str) -> Value {
     if matches!(function, "api" | "websocket") {
         v["RUNVOY_TOKEN_SECRET_ARN"] = r("TokenSecret");
     }
+    if function == "completion" {
+        // The janitor re-drives both on-failure queues.
+        v["RUNVOY_COMPLETION_QUEUE_URL"] = r("CompletionDeadLetterQueue");
+        v["RUNVOY_FORWARDER_QUEUE_URL"] = r("ForwarderDeadLetterQueue");
+    }
     v
 }
 
@@ -535,6 +543,32 @@ fn completion_rule(t: &mut Template) {
                 "EventPattern": if_("AnyCluster", detail(None), detail(Some(r("EcsClusterArn")))),
                 "State": "ENABLED",
                 "Targets": [{"Arn": att("CompletionFunction", "Arn"), "Id": "completion"}],
+            }),
+        ),
+    );
+    // The janitor: the completion function, every five minutes, re-drives what Lambda gave up
+    // on (the on-failure queues), so no execution stays RUNNING for want of an attempt.
+    t.resource(
+        "JanitorSchedule",
+        Resource::new(
+            "AWS::Events::Rule",
+            json!({
+                "Description": "Re-drives the on-failure queues: completions and forwarder batches whose every attempt failed.",
+                "ScheduleExpression": "rate(5 minutes)",
+                "State": "ENABLED",
+                "Targets": [{"Arn": att("CompletionFunction", "Arn"), "Id": "janitor"}],
+            }),
+        ),
+    );
+    t.resource(
+        "JanitorPermission",
+        Resource::new(
+            "AWS::Lambda::Permission",
+            json!({
+                "FunctionName": r("CompletionFunction"),
+                "Action": "lambda:InvokeFunction",
+                "Principal": "events.amazonaws.com",
+                "SourceArn": att("JanitorSchedule", "Arn"),
             }),
         ),
     );

@@ -1,0 +1,135 @@
+//! The janitor: on a schedule, the completion function takes back what Lambda gave up on.
+//!
+//! An asynchronous event whose every attempt failed (a completion whose re-reads met the
+//! account's `GetLogEvents` quota three times while hundreds of tasks stopped at once; a
+//! forwarder batch at a write ceiling) ends in its function's on-failure queue. Left there, its
+//! execution would stay RUNNING and its followers would never exit. The janitor receives those
+//! records, handles each original event again with the same handler, and deletes a record only
+//! once that succeeded; a record that fails again becomes visible after the queue's visibility
+//! timeout and is tried at the next run, until the queue's retention (that of the stack).
+
+use aws_sdk_sqs::Client;
+use runvoy_aws::StreamNames;
+use runvoy_core::services::Services;
+use serde_json::Value;
+
+use crate::HandlerError;
+use crate::emf::EmfMetrics;
+
+/// What one run did, per queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Redriven {
+    /// Records whose event was handled and deleted.
+    pub handled: usize,
+    /// Records whose event failed again (left for the next run).
+    pub failed: usize,
+}
+
+/// The function whose on-failure records a queue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Completion,
+    Forwarder,
+}
+
+/// Everything the janitor needs.
+pub struct Janitor<'a> {
+    pub sqs: &'a Client,
+    pub services: &'a Services,
+    pub names: &'a StreamNames,
+    pub metrics: &'a EmfMetrics,
+    pub runner: &'a str,
+}
+
+/// Time kept free at the end of a run to delete the last record and answer.
+const MARGIN_MS: i64 = 30_000;
+
+impl Janitor<'_> {
+    /// Re-drives `queue_url`'s records until it is empty or `deadline_ms` (wall clock) is near.
+    pub async fn redrive(
+        &self,
+        origin: Origin,
+        queue_url: &str,
+        deadline_ms: i64,
+    ) -> Result<Redriven, HandlerError> {
+        let mut done = Redriven::default();
+        while crate::emf::now_ms() < deadline_ms - MARGIN_MS {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .map_err(|e| {
+                    HandlerError::Retryable(format!(
+                        "reading the on-failure queue {queue_url}: {}",
+                        runvoy_aws::describe(&e)
+                    ))
+                })?;
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for m in messages {
+                let record: Value = m
+                    .body()
+                    .and_then(|b| serde_json::from_str(b).ok())
+                    .unwrap_or(Value::Null);
+                let event = record.get("requestPayload").cloned().unwrap_or(record);
+                match self.handle(origin, &event, deadline_ms).await {
+                    Ok(()) => {
+                        done.handled += 1;
+                        if let Some(handle) = m.receipt_handle() {
+                            self.sqs
+                                .delete_message()
+                                .queue_url(queue_url)
+                                .receipt_handle(handle)
+                                .send()
+                                .await
+                                .map_err(|e| {
+                                    HandlerError::Retryable(format!(
+                                        "deleting a record of {queue_url}: {}",
+                                        runvoy_aws::describe(&e)
+                                    ))
+                                })?;
+                        }
+                    }
+                    Err(e) => {
+                        done.failed += 1;
+                        eprintln!(
+                            "janitor: an event of {queue_url} failed again, left for the next run: {e}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn handle(
+        &self,
+        origin: Origin,
+        event: &Value,
+        deadline_ms: i64,
+    ) -> Result<(), HandlerError> {
+        match origin {
+            Origin::Completion => {
+                crate::completion::handle(self.services, self.runner, event, Some(deadline_ms))
+                    .await
+                    .map(|_| ())
+            }
+            Origin::Forwarder => {
+                crate::forwarder::handle(self.services, self.names, self.metrics, event)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+/// Whether an event is EventBridge's scheduled event (the janitor's trigger).
+pub fn is_schedule(event: &Value) -> bool {
+    event["source"] == "aws.events" && event["detail-type"] == "Scheduled Event"
+}
