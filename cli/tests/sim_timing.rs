@@ -247,3 +247,33 @@ async fn the_janitor_finishes_what_lambda_gave_up_on() {
         "the janitor's grants suffice"
     );
 }
+
+/// AWS keeps its state when a client restarts. A sim stopped and started again in the same
+/// state directory carries on with the moto it left running: a follower that straddles the
+/// restart prints all 20,000 lines, not the first half followed by a new world's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sim_carries_on_with_the_aws_it_left() {
+    let mut s = Stack::start_own_moto("restart-state").await;
+    let moto = s.moto_endpoint().to_string();
+    s.put_lines("keep-1", &common::numbered("line", 1, 10_000))
+        .await;
+    let follower = tokio::spawn(output(s.runvoy(&["logs", "keep-1"])));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    s.stop().await;
+    s.restart().await;
+    assert_eq!(s.moto_endpoint(), moto, "the same moto");
+    s.put_lines("keep-1", &common::numbered("line", 10_001, 20_000))
+        .await;
+    s.complete("keep-1", "SUCCEEDED", Some(0)).await;
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), follower)
+        .await
+        .expect("the follower ends")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_lines(&out), common::numbered("line", 1, 20_000));
+}

@@ -76,7 +76,7 @@ struct UpArgs {
     /// sim: prebuilt function binaries (`<dir>/forwarder`, …) instead of building them.
     #[arg(long)]
     functions: Option<PathBuf>,
-    /// sim: address of the WebSocket API (default: the port after --listen).
+    /// sim: address of the WebSocket API (default: the port it had last, else a free one; clients find it in `websocket_url`).
     #[arg(long)]
     websocket_listen: Option<SocketAddr>,
     /// sim: the ProjectName of the stack (resource names), so several sims can share a moto.
@@ -142,6 +142,7 @@ impl UpArgs {
             recreate: self.recreate,
             allow_data_loss: self.allow_data_loss,
             output: self.output,
+            state_dir: self.state_dir,
         }
     }
 }
@@ -207,6 +208,7 @@ fn main() -> ExitCode {
             Command::Diff(a) => aws::diff(&a)
                 .await
                 .map(|pending| ExitCode::from(if pending { 2 } else { 0 })),
+            Command::Down(a) if a.env == "sim" => done(sim::down(&a).await),
             Command::Down(a) => done(aws::down(&a).await),
             Command::RotateKey(a) => done(aws::keys::rotate_key(&a.aws, a.retire_old).await),
             Command::Status(a) => done(aws::status(&a).await),

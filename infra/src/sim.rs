@@ -31,6 +31,7 @@ impl Deployer for ToolDeployer {
             recreate: false,
             allow_data_loss: false,
             output: crate::aws::Output::Text,
+            state_dir: None,
         };
         let target = Target {
             env: EnvFile {
@@ -162,5 +163,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("stopping: closing WebSocket connections and function environments");
     stack.stop().await;
     eprintln!("stopped");
+    Ok(())
+}
+
+/// `down --env sim`: stops the moto the sim keeps between starts, forgetting the AWS state it
+/// held (the next `up --env sim` begins an empty world).
+pub async fn down(args: &crate::aws::AwsArgs) -> anyhow::Result<()> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".runvoy/sim"));
+    if runvoy_sim::moto::stop(&state_dir).await {
+        println!(
+            "sim: stopped its moto ({}); the next `up --env sim` starts an empty one",
+            state_dir.display()
+        );
+    } else {
+        println!("sim: no moto of {} is running", state_dir.display());
+    }
     Ok(())
 }

@@ -69,7 +69,7 @@ pub const FUNCTION_BINARIES: [&str; 4] = ["forwarder", "api", "websocket", "comp
 pub struct SimConfig {
     /// The HTTP API (and the producer endpoints).
     pub listen: SocketAddr,
-    /// The WebSocket API; default: the port after `listen`.
+    /// The WebSocket API; default: the port this state directory used last, else a free one.
     pub websocket_listen: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub api_key: Option<String>,
@@ -200,7 +200,6 @@ pub struct SimStack {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    _moto: Option<moto::OwnMoto>,
 }
 
 impl SimStack {

@@ -1,26 +1,127 @@
 //! The moto the sim runs on: an existing one (`--endpoint-url`), or its own, started from the
 //! project's `scripts/moto-server` (embedded here) on a free loopback port, after installing
 //! `moto[server]` with pip when it is missing.
+//!
+//! AWS never loses its state when a client restarts, so the sim's own moto outlives the sim:
+//! it runs in a process group of its own, and `<state>/moto.json` records where it listens.
+//! The next start in the same state directory finds it there and carries on with the same
+//! tables, streams and queues; `deploy down --env sim` stops it. Only when that moto is gone
+//! (the machine restarted, someone killed it) does a start begin an empty world, and it says so.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::SimError;
 
 /// The launcher every test and the sim use (request-serial moto with the sim's feed).
 pub const LAUNCHER: &str = include_str!("../../scripts/moto-server");
 
-/// A moto the sim started; stopped when dropped.
-pub struct OwnMoto {
-    pub endpoint: String,
-    _child: Child,
+/// Where the state directory's moto listens, and the launcher it runs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    endpoint: String,
+    pid: u32,
+    /// sha256 of the launcher: a moto started by another version of the sim lacks what this
+    /// one needs.
+    launcher: String,
 }
 
-/// Starts moto on a free port; its output goes to `<state_dir>/moto.log`.
-pub async fn start(state_dir: &Path) -> Result<OwnMoto, SimError> {
+fn launcher_digest() -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(LAUNCHER.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The moto of `state_dir`: the one an earlier start left running (its state kept), or a new
+/// one. Returns its endpoint.
+pub async fn own(state_dir: &Path) -> Result<String, SimError> {
+    let path = state_dir.join("moto.json");
+    if let Some(r) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Record>(&t).ok())
+    {
+        let answers = tokio::net::TcpStream::connect(r.endpoint.trim_start_matches("http://"))
+            .await
+            .is_ok();
+        if answers && alive(r.pid) && r.launcher == launcher_digest() {
+            eprintln!(
+                "sim: carrying on with the moto at {} (pid {}): tables, log streams and queues as they were",
+                r.endpoint, r.pid
+            );
+            return Ok(r.endpoint);
+        }
+        if answers && alive(r.pid) {
+            eprintln!(
+                "sim: the moto at {} (pid {}) was started by another version of the sim; stopping it",
+                r.endpoint, r.pid
+            );
+            stop_pid(r.pid).await;
+        }
+        eprintln!(
+            "sim: the moto this state directory used ({}, pid {}) is gone, and the AWS state it held with it: starting an empty one; executions from before are unknown to it",
+            r.endpoint, r.pid
+        );
+    }
+    let (endpoint, pid) = start(state_dir).await?;
+    let record = Record {
+        endpoint: endpoint.clone(),
+        pid,
+        launcher: launcher_digest(),
+    };
+    std::fs::write(
+        &path,
+        serde_json::to_string(&record).expect("a record serializes"),
+    )
+    .map_err(|e| SimError::Moto(format!("{}: {e}", path.display())))?;
+    Ok(endpoint)
+}
+
+/// Stops the moto `state_dir` recorded, if it runs; returns whether there was one.
+pub async fn stop(state_dir: &Path) -> bool {
+    let path = state_dir.join("moto.json");
+    let Some(r) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Record>(&t).ok())
+    else {
+        return false;
+    };
+    let _ = std::fs::remove_file(&path);
+    if !alive(r.pid) {
+        return false;
+    }
+    stop_pid(r.pid).await;
+    true
+}
+
+async fn stop_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    for _ in 0..50 {
+        if !alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await;
+}
+
+/// Starts moto on a free port, in a process group of its own (a Ctrl+C of the sim does not
+/// reach it); its output goes to `<state_dir>/moto.log`. Returns its endpoint and pid.
+async fn start(state_dir: &Path) -> Result<(String, u32), SimError> {
     let python = "python3";
     let has = Command::new(python)
         .args(["-c", "import moto.moto_server.werkzeug_app, flask_cors"])
@@ -56,15 +157,15 @@ pub async fn start(state_dir: &Path) -> Result<OwnMoto, SimError> {
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| SimError::Moto(e.to_string()))?)
         .stderr(log)
-        .kill_on_drop(true)
+        .process_group(0)
         .spawn()
         .map_err(|e| SimError::Moto(format!("cannot start moto: {e}")))?;
+    let pid = child.id().unwrap_or(0);
+    // Not waited on: it outlives this process (the kernel's init reaps it).
+    drop(child);
     let endpoint = format!("http://127.0.0.1:{port}");
     wait_until_up(&endpoint).await?;
-    Ok(OwnMoto {
-        endpoint,
-        _child: child,
-    })
+    Ok((endpoint, pid))
 }
 
 /// Waits for a moto to answer, up to 60 s (importing moto on a busy machine takes a while).

@@ -31,16 +31,12 @@ pub(crate) async fn start(
         .map_err(|e| SimError::State(format!("{}: {e}", state.display())))?;
     let creds = runvoy_local::state::credentials(state, config.api_key.as_deref())
         .map_err(|e| SimError::State(e.to_string()))?;
-    let (own_moto, endpoint) = match &config.endpoint_url {
+    let endpoint = match &config.endpoint_url {
         Some(url) => {
             moto::wait_until_up(url).await?;
-            (None, url.trim_end_matches('/').to_string())
+            url.trim_end_matches('/').to_string()
         }
-        None => {
-            let m = moto::start(state).await?;
-            let e = m.endpoint.clone();
-            (Some(m), e)
-        }
+        None => moto::own(state).await?,
     };
 
     let artifacts = state.join("artifacts");
@@ -81,18 +77,37 @@ pub(crate) async fn start(
     let addr = http_listener
         .local_addr()
         .map_err(|e| SimError::Listen(config.listen, e.to_string()))?;
-    let ws_want = config
-        .websocket_listen
-        .unwrap_or_else(|| SocketAddr::new(addr.ip(), addr.port().wrapping_add(1)));
-    let ws_listener = tokio::net::TcpListener::bind(ws_want).await.map_err(|e| {
-        SimError::Listen(
-            ws_want,
-            format!("{e} (the WebSocket API listens on the port after --listen)"),
-        )
-    })?;
+    // The WebSocket API: `--websocket-listen`, else the port this state directory used last
+    // (clients holding its `websocket_url` reconnect there), else any free one. Clients read it
+    // from the `websocket_url` the HTTP API hands out.
+    let ws_file = state.join("websocket-port");
+    let ws_listener = match config.websocket_listen {
+        Some(want) => tokio::net::TcpListener::bind(want)
+            .await
+            .map_err(|e| SimError::Listen(want, format!("{e} (--websocket-listen)")))?,
+        None => {
+            let last = std::fs::read_to_string(&ws_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u16>().ok())
+                .filter(|p| *p != addr.port());
+            let again = match last {
+                Some(p) => tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), p))
+                    .await
+                    .ok(),
+                None => None,
+            };
+            match again {
+                Some(l) => l,
+                None => tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                    .await
+                    .map_err(|e| SimError::Listen(SocketAddr::new(addr.ip(), 0), e.to_string()))?,
+            }
+        }
+    };
     let ws_addr = ws_listener
         .local_addr()
-        .map_err(|e| SimError::Listen(ws_want, e.to_string()))?;
+        .map_err(|e| SimError::Listen(addr, e.to_string()))?;
+    let _ = std::fs::write(&ws_file, ws_addr.port().to_string());
 
     let http_api_id = triggers::api_of(&resolver, "HTTP")?;
     let ws_api_id = triggers::api_of(&resolver, "WEBSOCKET")?;
@@ -249,7 +264,6 @@ pub(crate) async fn start(
         shared,
         shutdown: shutdown_tx,
         servers,
-        _moto: own_moto,
     })
 }
 

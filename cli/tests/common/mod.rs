@@ -28,7 +28,7 @@ pub struct Stack {
     moto_endpoint: String,
     pub dir: PathBuf,
     pub port: u16,
-    /// The sim's WebSocket API port (0: the port after `port`).
+    /// The sim's WebSocket API port (0: the sim picks one).
     ws_port: u16,
     pub key: String,
     pub chaos: String,
@@ -37,6 +37,8 @@ pub struct Stack {
     extra: Vec<String>,
     /// The test refuses a grant on purpose.
     pub expect_denials: bool,
+    /// The sim runs the moto it keeps in its state directory (no `--endpoint-url`).
+    own_moto: bool,
 }
 
 impl Drop for Stack {
@@ -47,6 +49,14 @@ impl Drop for Stack {
         {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if self.own_moto {
+            // The sim's own moto outlives the sim by design: the test stops it.
+            let _ = Command::new(bin_dir().join("deploy"))
+                .args(["down", "--env", "sim", "--state-dir"])
+                .arg(self.dir.join("state"))
+                .stdout(Stdio::null())
+                .status();
         }
         // Every test on the sim runs with the rendered roles: not one call may be refused.
         if self.kind == Kind::Sim && !self.expect_denials && !std::thread::panicking() {
@@ -139,6 +149,7 @@ impl Stack {
             chaos: chaos.unwrap_or("").to_string(),
             project: format!("e{}", runvoy_local::state::random_hex(4)),
             expect_denials: extra.iter().any(|a| a == "--template"),
+            own_moto: false,
             extra,
         };
         if kind == Kind::Sim {
@@ -166,6 +177,30 @@ impl Stack {
             chaos: String::new(),
             project: format!("e{}", runvoy_local::state::random_hex(4)),
             expect_denials: false,
+            own_moto: false,
+            extra: Vec::new(),
+        };
+        s.start_sim().await;
+        s
+    }
+
+    /// A sim on the moto it starts and keeps in its state directory, as `up --env sim` runs
+    /// without `--endpoint-url`.
+    pub async fn start_own_moto(tag: &str) -> Stack {
+        let mut s = Stack {
+            kind: Kind::Sim,
+            stack: None,
+            sim: None,
+            moto: None,
+            moto_endpoint: String::new(),
+            dir: temp_dir(tag),
+            port: free_pair(),
+            ws_port: 0,
+            key: String::new(),
+            chaos: String::new(),
+            project: format!("e{}", runvoy_local::state::random_hex(4)),
+            expect_denials: false,
+            own_moto: true,
             extra: Vec::new(),
         };
         s.start_sim().await;
@@ -264,7 +299,7 @@ impl Stack {
                 Ok(()) => return,
                 // Another test took the WebSocket port while the sim was down: clients find
                 // the new one in the `websocket_url` the HTTP API hands out, as on AWS.
-                Err(log) if log.contains("the WebSocket API listens") => {
+                Err(log) if log.contains("(--websocket-listen)") => {
                     self.ws_port = free_port();
                 }
                 Err(log) => panic!("the sim did not restart:\n{log}"),
@@ -286,13 +321,11 @@ impl Stack {
             .arg(self.dir.join("state"))
             .arg("--functions")
             .arg(bin_dir())
-            .args([
-                "--endpoint-url",
-                &self.moto_endpoint,
-                "--project",
-                &self.project,
-            ])
-            .env("XDG_CONFIG_HOME", self.dir.join("config"))
+            .args(["--project", &self.project]);
+        if !self.own_moto {
+            cmd.args(["--endpoint-url", &self.moto_endpoint]);
+        }
+        cmd.env("XDG_CONFIG_HOME", self.dir.join("config"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap());
@@ -327,6 +360,13 @@ impl Stack {
             Some(k) => {
                 self.sim = Some(child);
                 self.key = k;
+                if self.own_moto {
+                    let record: Value = serde_json::from_str(
+                        &std::fs::read_to_string(self.dir.join("state").join("moto.json")).unwrap(),
+                    )
+                    .unwrap();
+                    self.moto_endpoint = record["endpoint"].as_str().unwrap().to_string();
+                }
                 Ok(())
             }
             None => {

@@ -61,6 +61,9 @@ pub struct AwsArgs {
     /// `json`: the result as one JSON object on stdout (progress stays on stderr).
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
+    /// `down --env sim`: the sim's state directory, whose moto is stopped (default .runvoy/sim).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How results are printed.
@@ -707,6 +710,7 @@ impl AwsOnly {
             recreate: false,
             allow_data_loss: false,
             output: crate::aws::Output::Text,
+            state_dir: None,
         };
         let (t, sdk, stacks) = open(&args).await?;
         let group = stacks
