@@ -119,12 +119,22 @@ fn main() -> ExitCode {
     // Exit without waiting for a page still being fetched or decoded (after `| head`).
     runtime.shutdown_background();
     match result {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => ExitCode::from(process_code(code)),
         Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
             notices.error(&e.to_string());
             ExitCode::from(EXIT_CLI_FAILURE)
         }
+    }
+}
+
+/// The process exit code for an execution's exit code: 0 only for 0; a code a process cannot
+/// exit with (negative, or above 255) is 1, never a success.
+fn process_code(code: i32) -> u8 {
+    match code {
+        0 => 0,
+        1..=255 => code as u8,
+        _ => 1,
     }
 }
 
@@ -187,5 +197,20 @@ async fn logs(
         follow.once().await
     } else {
         follow.run().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_code;
+
+    #[test]
+    fn only_zero_exits_zero() {
+        assert_eq!(process_code(0), 0);
+        assert_eq!(process_code(3), 3);
+        assert_eq!(process_code(255), 255);
+        assert_eq!(process_code(-1), 1);
+        assert_eq!(process_code(256), 1);
+        assert_eq!(process_code(i32::MIN), 1);
     }
 }

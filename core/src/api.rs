@@ -472,20 +472,64 @@ impl Api {
         dense: bool,
     ) -> Result<HttpResponse, ApiError> {
         for k in query.keys() {
-            if k != "since_index" && k != "limit" {
+            if !matches!(k.as_str(), "since_index" | "limit" | "tail" | "since_time") {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter '{k}'; use since_index and limit"
+                    "unknown query parameter '{k}'; use since_index, limit, tail and since_time"
                 )));
             }
         }
-        let since = parse_index("since_index", query.get("since_index"), 0)?;
+        let mut since = parse_index("since_index", query.get("since_index"), 0)?;
         let limit = parse_index("limit", query.get("limit"), DEFAULT_LIMIT as u64)?;
         if limit == 0 || limit > MAX_LIMIT as u64 {
             return Err(ApiError::bad_request(format!(
                 "limit must be between 1 and {MAX_LIMIT}"
             )));
         }
-        self.head_with_population(id).await?;
+        let tail = query
+            .get("tail")
+            .map(|_| parse_index("tail", query.get("tail"), 0))
+            .transpose()?;
+        let since_time = query
+            .get("since_time")
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "since_time must be a time in milliseconds since the epoch, got '{v}'"
+                    ))
+                })
+            })
+            .transpose()?;
+        if tail.is_some() && since_time.is_some() {
+            return Err(ApiError::bad_request(
+                "tail and since_time each choose where the page starts: give one of them",
+            ));
+        }
+        let head = self.head_with_population(id).await?;
+        if let Some(n) = tail {
+            // The last n lines committed now: the page starts after the line before them.
+            since = since.max(head.last_index.saturating_sub(n));
+        }
+        if let Some(t) = since_time {
+            match self
+                .first_at_or_after(id, since, head.last_index, t)
+                .await?
+            {
+                Start::At(i) => since = i,
+                // Not found within this request's budget: the page covers what was looked
+                // through (no events), and the client asks again from its `last_index`.
+                Start::NotBefore(i) => {
+                    let page = self
+                        .reader
+                        .page(id, i, 0)
+                        .await?
+                        .ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+                    let mut r = self.logs_response(id, page);
+                    r.last_index = i;
+                    r.has_more = i < head.last_index;
+                    return Ok(json(200, &r));
+                }
+            }
+        }
         if dense && let Some(d) = self.reader.dense_page(id, since, limit as usize).await? {
             return Ok(HttpResponse {
                 status: 200,
@@ -502,6 +546,40 @@ impl Api {
         // The body's size is known closely enough to allocate it once.
         let size = page.events.iter().map(|e| e.wire_size()).sum::<usize>() + 1024;
         Ok(json_sized(200, &self.logs_response(id, page), size))
+    }
+
+    /// Where a page for `since_time = t` starts: after the line before the first line (by
+    /// index, after `since`) whose timestamp is `t` or later; every line after it follows in
+    /// index order, whatever its own timestamp. The lines are looked through in pages, at most
+    /// [`SINCE_TIME_SCAN`] per request: a longer search answers how far it got.
+    async fn first_at_or_after(
+        &self,
+        id: &str,
+        since: u64,
+        last_index: u64,
+        t: i64,
+    ) -> Result<Start, ApiError> {
+        let mut at = since;
+        let mut scanned = 0usize;
+        while at < last_index {
+            if scanned >= SINCE_TIME_SCAN {
+                return Ok(Start::NotBefore(at));
+            }
+            let events = self
+                .reader
+                .store()
+                .read_bounded(id, at, last_index, 10_000, crate::services::MAX_PAGE_BYTES)
+                .await?;
+            let Some(last) = events.last().map(|e| e.index) else {
+                return Err(StoreError::Expired(id.to_string()).into());
+            };
+            if let Some(e) = events.iter().find(|e| e.timestamp >= t) {
+                return Ok(Start::At(e.index - 1));
+            }
+            scanned += events.len();
+            at = last;
+        }
+        Ok(Start::At(last_index))
     }
 
     fn logs_response(&self, id: &str, page: LogsPage) -> LogsResponse {
@@ -585,6 +663,17 @@ impl Api {
             .await?;
         Ok(json(200, &status_response(&head)))
     }
+}
+
+/// Lines one request looks through for `since_time` before it answers how far it got.
+pub const SINCE_TIME_SCAN: usize = 100_000;
+
+/// Where a `since_time` page starts.
+enum Start {
+    /// After this index.
+    At(u64),
+    /// Not found up to this index yet.
+    NotBefore(u64),
 }
 
 pub fn status_response(head: &Head) -> StatusResponse {

@@ -191,7 +191,8 @@ impl LogWriter for MemoryStore {
         &self,
         execution_id: &str,
         through: u64,
-        expires_at: i64,
+        at_least: i64,
+        to: i64,
     ) -> Result<(), StoreError> {
         self.point().await;
         if let Some(s) = self
@@ -201,7 +202,9 @@ impl LogWriter for MemoryStore {
             .get_mut(execution_id)
         {
             for (_, (_, e)) in s.events.range_mut(..=through) {
-                *e = (*e).max(expires_at);
+                if *e < at_least {
+                    *e = to.max(*e);
+                }
             }
         }
         self.point().await;

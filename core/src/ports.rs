@@ -59,15 +59,18 @@ pub trait LogWriter: HeadReader {
 
     async fn commit(&self, commit: Commit) -> Result<(), CommitError>;
 
-    /// Raises the expiry of every log item of the execution up to index `through` (lines, and
-    /// whatever holds their bytes) to at least `expires_at` (unix seconds). Idempotency
-    /// records need not follow: they live the retention from their lines' own time, and older
-    /// lines are never committed again.
+    /// Every log item of the execution up to index `through` (lines, and whatever holds their
+    /// bytes) that expires before `at_least` (unix seconds) is made to expire at `to`
+    /// (`to >= at_least`); items already at `at_least` or later are left alone, so an
+    /// interrupted extension resumes where it stopped. Idempotency records need not follow:
+    /// they live the retention from their lines' own time, and older lines are never
+    /// committed again.
     async fn extend_expiry(
         &self,
         execution_id: &str,
         through: u64,
-        expires_at: i64,
+        at_least: i64,
+        to: i64,
     ) -> Result<(), StoreError>;
 }
 

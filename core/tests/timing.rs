@@ -293,10 +293,11 @@ impl LogWriter for Throttling {
         &self,
         execution_id: &str,
         through: u64,
-        expires_at: i64,
+        at_least: i64,
+        to: i64,
     ) -> Result<(), StoreError> {
         self.inner
-            .extend_expiry(execution_id, through, expires_at)
+            .extend_expiry(execution_id, through, at_least, to)
             .await
     }
 

@@ -79,10 +79,11 @@ impl LogWriter for Counting {
         &self,
         execution_id: &str,
         through: u64,
-        expires_at: i64,
+        at_least: i64,
+        to: i64,
     ) -> Result<(), StoreError> {
         self.inner
-            .extend_expiry(execution_id, through, expires_at)
+            .extend_expiry(execution_id, through, at_least, to)
             .await
     }
 

@@ -150,14 +150,23 @@ impl Appender {
             },
         );
         let last_chunk = chunks.len() - 1;
+        // The patience with throttling is the batch's, not each commit's: a batch of several
+        // commits must not wait several times as long as its invocation may run.
+        let mut throttled = Throttled::default();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let chunk_cursor = if i == last_chunk {
                 cursor.clone()
             } else {
                 None
             };
-            self.commit_chunk(execution_id, chunk, chunk_cursor, &mut outcome)
-                .await?;
+            self.commit_chunk(
+                execution_id,
+                chunk,
+                chunk_cursor,
+                &mut outcome,
+                &mut throttled,
+            )
+            .await?;
         }
         Ok(outcome)
     }
@@ -168,9 +177,9 @@ impl Appender {
         mut pending: Vec<SourceEvent>,
         cursor: Option<Progress>,
         outcome: &mut AppendOutcome,
+        throttled: &mut Throttled,
     ) -> Result<(), CoreError> {
         let mut attempt = 0u32;
-        let mut throttled = Throttled::default();
         loop {
             let current = self.store.head(execution_id).await?;
             let cursor_changes = match (&cursor, &current) {
@@ -211,12 +220,23 @@ impl Appender {
                 .unwrap_or(now)
                 .max(now);
             let before = expected.map_or(0, |_| head.last_index - committed.len() as u64);
-            self.keep_items_until(
-                &mut head,
-                before,
-                newest.div_euclid(1000) + self.config.retention_secs,
-            )
-            .await?;
+            match self
+                .keep_items_until(
+                    &mut head,
+                    before,
+                    newest.div_euclid(1000) + self.config.retention_secs,
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(CoreError::Store(StoreError::Throttled)) => {
+                    // The extension resumes where it stopped.
+                    self.metrics.incr(Metric::Throttles, 1);
+                    self.wait_throttled(throttled).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
 
             let commit = Commit {
                 expected_version: expected,
@@ -260,7 +280,7 @@ impl Appender {
                 }
                 Err(CommitError::Store(StoreError::Throttled)) => {
                     self.metrics.incr(Metric::Throttles, 1);
-                    self.wait_throttled(&mut throttled).await?;
+                    self.wait_throttled(throttled).await?;
                 }
                 Err(CommitError::Store(e)) => {
                     self.metrics.incr(Metric::AppendFailures, 1);
@@ -297,8 +317,10 @@ impl Appender {
             head.items_expire_at = Some(floor);
             return Ok(());
         }
+        // Items already extended past `until` (an earlier, interrupted extension) are left
+        // alone: a retry resumes, it does not start over with a later target.
         self.store
-            .extend_expiry(&head.execution_id, through, raised)
+            .extend_expiry(&head.execution_id, through, until, raised)
             .await?;
         head.items_expire_at = Some(raised);
         Ok(())

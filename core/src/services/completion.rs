@@ -73,6 +73,21 @@ impl Completer {
         let now = clock.now_ms();
         if now < ready_at {
             if deadline_ms.is_some_and(|d| ready_at + MIN_SWEEP_MS > d) {
+                // Keep the stop, so that a retry (a later `POST …/complete`) waits for the same
+                // moment instead of a new one each time.
+                if head.as_ref().is_some_and(|h| h.stopped_at.is_none()) {
+                    let _ = appender
+                        .try_update_head(execution_id, |current| {
+                            (current.stopped_at.is_none() && !current.status.is_terminal()).then(
+                                || {
+                                    let mut next = current.clone();
+                                    next.stopped_at = Some(stopped_at);
+                                    next
+                                },
+                            )
+                        })
+                        .await;
+                }
                 return Err(CoreError::Unfinished(format!(
                     "completing execution {execution_id} waits until {} ms after it stopped, for lines written before the stop to become readable; try again",
                     self.grace_ms

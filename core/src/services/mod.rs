@@ -12,6 +12,6 @@ pub use append::{AppendOutcome, Appender, EngineConfig};
 pub use completion::Completer;
 pub use fanout::{BACKLOG_BYTES, BACKLOG_PAGE, FanOut, HANDSHAKE_GRACE_MS, pack_messages};
 pub use forward::Forwarder;
-pub use read::{DensePage, LogsPage, Reader};
+pub use read::{DensePage, LogsPage, MAX_PAGE_BYTES, Reader};
 pub use reconcile::{ReconcileOutcome, Reconciler};
 pub use wiring::{Ports, Services};

@@ -28,9 +28,21 @@ pub struct Reader {
     clock: Arc<dyn Clock>,
 }
 
+/// Waits (ms) before reading again a range that looked incomplete while its items cannot have
+/// expired: a commit's run can become visible a moment after its head (DynamoDB reads are
+/// read-committed per item).
+const NOT_YET_VISIBLE_WAITS_MS: [u64; 6] = [5, 10, 20, 40, 80, 160];
+
 impl Reader {
     pub fn new(store: Arc<dyn LogReader>, clock: Arc<dyn Clock>) -> Reader {
         Reader { store, clock }
+    }
+
+    /// Whether a range of `head` reported missing may only not be visible yet: its items are
+    /// known to live past now.
+    fn may_be_unseen(&self, head: &Head) -> bool {
+        head.items_expire_at
+            .is_some_and(|f| f > self.clock.now_ms() / 1000)
     }
 
     pub fn store(&self) -> &Arc<dyn LogReader> {
@@ -54,24 +66,40 @@ impl Reader {
         if head.expires_at <= self.clock.now_ms() / 1000 {
             return Err(StoreError::Expired(execution_id.to_string()).into());
         }
-        let events = if since_index < head.last_index && limit > 0 {
-            self.store
-                .read_bounded(
-                    execution_id,
-                    since_index,
-                    head.last_index,
-                    limit,
-                    MAX_PAGE_BYTES,
-                )
-                .await?
-        } else {
-            Vec::new()
+        let mut waits = NOT_YET_VISIBLE_WAITS_MS.iter();
+        let events = loop {
+            let read = if since_index < head.last_index && limit > 0 {
+                self.store
+                    .read_bounded(
+                        execution_id,
+                        since_index,
+                        head.last_index,
+                        limit,
+                        MAX_PAGE_BYTES,
+                    )
+                    .await
+                    .map_err(CoreError::from)
+                    .and_then(|events| {
+                        if events.is_empty() {
+                            // The head promises lines the store does not show.
+                            return Err(StoreError::Expired(execution_id.to_string()).into());
+                        }
+                        check_contiguous(execution_id, since_index, &events)?;
+                        Ok(events)
+                    })
+            } else {
+                Ok(Vec::new())
+            };
+            match read {
+                Err(CoreError::Store(StoreError::Expired(_))) if self.may_be_unseen(&head) => {
+                    match waits.next() {
+                        Some(ms) => self.clock.sleep_ms(*ms).await,
+                        None => return Err(StoreError::Expired(execution_id.to_string()).into()),
+                    }
+                }
+                other => break other?,
+            }
         };
-        if events.is_empty() && since_index < head.last_index && limit > 0 {
-            // The head promises lines the store no longer has.
-            return Err(StoreError::Expired(execution_id.to_string()).into());
-        }
-        check_contiguous(execution_id, since_index, &events)?;
         let last_index = events.last().map_or(since_index, |e| e.index);
         Ok(Some(LogsPage {
             has_more: last_index < head.last_index,
@@ -110,7 +138,12 @@ impl Reader {
         // buffer would copy what was read).
         let mut records = Vec::with_capacity(limit.saturating_mul(80).min(MAX_PAGE_BYTES) + 2048);
         let mut count = 0;
-        if since_index < head.last_index && limit > 0 {
+        let mut waits = NOT_YET_VISIBLE_WAITS_MS.iter();
+        let wanted = since_index < head.last_index && limit > 0;
+        loop {
+            if !wanted {
+                break;
+            }
             let read = self
                 .store
                 .read_dense(
@@ -121,12 +154,24 @@ impl Reader {
                     MAX_PAGE_BYTES,
                     &mut records,
                 )
-                .await?;
-            match read {
-                None => return Ok(None),
-                // The head promises lines the store no longer has.
-                Some(0) => return Err(StoreError::Expired(execution_id.to_string()).into()),
-                Some(n) => count = n as u64,
+                .await;
+            let missing = match read {
+                Ok(None) => return Ok(None),
+                Ok(Some(0)) => true,
+                Ok(Some(n)) => {
+                    count = n as u64;
+                    break;
+                }
+                Err(StoreError::Expired(_)) => true,
+                Err(e) => return Err(e.into()),
+            };
+            // The head promises lines the store does not show: gone, or not visible yet.
+            match waits.next() {
+                Some(ms) if missing && self.may_be_unseen(&head) => {
+                    records.clear();
+                    self.clock.sleep_ms(*ms).await;
+                }
+                _ => return Err(StoreError::Expired(execution_id.to_string()).into()),
             }
         }
         let last_index = since_index + count;

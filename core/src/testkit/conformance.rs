@@ -559,12 +559,17 @@ pub mod expiry {
             s.read_range(&id, 0, 4, 10).await,
             Err(StoreError::Expired(_))
         ));
-        s.extend_expiry(&id, 4, tomorrow()).await.unwrap();
+        s.extend_expiry(&id, 4, tomorrow(), tomorrow() + 60)
+            .await
+            .unwrap();
         let all = s.read_range(&id, 0, 4, 10).await.unwrap();
         assert_eq!(all.len(), 4);
         assert_eq!(all[3], large);
-        // Extending to an earlier time shortens nothing.
-        s.extend_expiry(&id, 4, 1_000).await.unwrap();
+        // Extending to an earlier time shortens nothing, and again changes nothing.
+        s.extend_expiry(&id, 4, 1_000, 1_000).await.unwrap();
+        s.extend_expiry(&id, 4, tomorrow(), tomorrow() + 60)
+            .await
+            .unwrap();
         assert_eq!(s.read_range(&id, 0, 4, 10).await.unwrap().len(), 4);
     }
 }

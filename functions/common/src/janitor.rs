@@ -23,7 +23,15 @@ pub struct Redriven {
     pub handled: usize,
     /// Records whose event failed again (left for the next run).
     pub failed: usize,
+    /// Records without their event (Lambda leaves it out when the record would exceed what
+    /// the destination takes): deleted; the lines are recovered by reconciliation.
+    pub without_event: usize,
+    /// Records received [`GIVE_UP_AFTER`] times without success: deleted, and said loudly.
+    pub abandoned: usize,
 }
+
+/// Receives of one record after which it is given up (about 13 hours of runs).
+pub const GIVE_UP_AFTER: u32 = 50;
 
 /// The function whose on-failure records a queue holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +62,16 @@ impl Janitor<'_> {
     ) -> Result<Redriven, HandlerError> {
         let mut done = Redriven::default();
         while crate::emf::now_ms() < deadline_ms - MARGIN_MS {
+            // A second of long polling: a short poll may answer empty while records exist.
             let got = self
                 .sqs
                 .receive_message()
                 .queue_url(queue_url)
                 .max_number_of_messages(10)
-                .wait_time_seconds(0)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(
+                    aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+                )
                 .send()
                 .await
                 .map_err(|e| {
@@ -77,8 +89,33 @@ impl Janitor<'_> {
                     .body()
                     .and_then(|b| serde_json::from_str(b).ok())
                     .unwrap_or(Value::Null);
-                let event = record.get("requestPayload").cloned().unwrap_or(record);
-                match self.handle(origin, &event, deadline_ms).await {
+                let receives: u32 = m
+                    .attributes()
+                    .and_then(|a| {
+                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                let outcome = match record.get("requestPayload") {
+                    Some(event) if receives < GIVE_UP_AFTER => {
+                        self.handle(origin, event, deadline_ms).await
+                    }
+                    Some(_) => {
+                        done.abandoned += 1;
+                        eprintln!(
+                            "janitor: a record of {queue_url} failed {receives} times; given up (its execution may need `POST …/complete`, its lines a read)"
+                        );
+                        Ok(())
+                    }
+                    None => {
+                        done.without_event += 1;
+                        eprintln!(
+                            "janitor: a record of {queue_url} has no requestPayload (Lambda leaves out an event too large for the destination); deleted, reconciliation recovers its lines"
+                        );
+                        Ok(())
+                    }
+                };
+                match outcome {
                     Ok(()) => {
                         done.handled += 1;
                         if let Some(handle) = m.receipt_handle() {

@@ -79,6 +79,9 @@ impl Deployment {
         let config = EngineConfig {
             retention_secs: settings.retention_days * 86_400,
             completion_grace_ms: settings.completion_grace_secs * 1_000,
+            // The API answers within API Gateway's 29 s (its reads reconcile for 5 s at most);
+            // the forwarder and completion have 60 s and 900 s.
+            throttle_patience_ms: if function == "api" { 15_000 } else { 40_000 },
             ..EngineConfig::default()
         };
         Ok(Deployment {

@@ -13,8 +13,14 @@ fn statement(actions: &[&str], resources: Vec<Value>) -> Value {
 /// What each function may do, and nothing more.
 pub(super) fn permissions(function: &str) -> Vec<Value> {
     // A commit is one transaction of Puts (each checked as PutItem); duplicates are found with
-    // a Query of the idempotency records.
-    let logs_rw = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"];
+    // a Query of the idempotency records; an execution that outlives its items' expiry has
+    // them extended (UpdateItem of `expires_at`).
+    let logs_rw = [
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ];
     let conns_fanout = [
         "dynamodb:GetItem",
         "dynamodb:Query",

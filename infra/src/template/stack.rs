@@ -645,12 +645,17 @@ fn alarms(t: &mut Template) {
         a
     }));
     t.resource("CompletionFailuresAlarm", Resource::new("AWS::CloudWatch::Alarm", {
-        let mut a = alarm("An execution could not be completed after every retry: it stays RUNNING and its followers wait. Complete it again with POST /api/v1/executions/{id}/complete, and inspect the queued event.",
+        let mut a = alarm("An execution could not be completed after every retry; the janitor re-drives it every 5 minutes (its followers wait meanwhile). If it stays, inspect the queued event, and complete the execution with POST /api/v1/executions/{id}/complete.",
             "AWS/SQS", "ApproximateNumberOfMessagesVisible",
             json!([{"Name": "QueueName", "Value": att("CompletionDeadLetterQueue", "QueueName")}]), 1, 300);
         a["Statistic"] = json!("Maximum");
         a
     }));
+    // A line readable only after completion's final re-read got an index past `final_index`:
+    // followers that exited did not print it. Raise CompletionGraceSeconds.
+    t.resource("LateLinesAlarm", Resource::new("AWS::CloudWatch::Alarm", alarm(
+        "Lines became readable after their execution was completed (past final_index, so followers that exited did not print them): CloudWatch ingested them later than CompletionGraceSeconds after the task stopped; raise it.",
+        "runvoy", "events_after_completion", json!([{"Name": "function", "Value": "forwarder"}]), 1, 300)));
     t.resource("AppendRetriesAlarm", Resource::new("AWS::CloudWatch::Alarm", alarm(
         "Appends are retrying a lot: one execution is written faster than its partition allows.",
         "runvoy", "transaction_retries", json!([{"Name": "function", "Value": "forwarder"}]), 500, 300)));

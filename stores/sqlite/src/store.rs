@@ -162,13 +162,14 @@ impl LogWriter for SqliteStore {
         &self,
         execution_id: &str,
         through: u64,
-        expires_at: i64,
+        at_least: i64,
+        to: i64,
     ) -> Result<(), StoreError> {
         let conn = self.db.lock();
         conn.execute(
-            "UPDATE runs SET expires_at = ?3
+            "UPDATE runs SET expires_at = max(expires_at, ?4)
              WHERE execution_id = ?1 AND first_index <= ?2 AND expires_at < ?3",
-            params![execution_id, through, expires_at],
+            params![execution_id, through, at_least, to],
         )
         .map_err(sql)?;
         Ok(())

@@ -298,22 +298,44 @@ impl LogWriter for DynamoStore {
         &self,
         execution_id: &str,
         through: u64,
-        expires_at: i64,
+        at_least: i64,
+        to: i64,
     ) -> Result<(), StoreError> {
         if through == 0 {
             return Ok(());
         }
-        let runs = self
-            .extend_partition(execution_id, 1, through, expires_at)
-            .await?;
-        for first in runs {
-            self.extend_partition(
-                &item::part_key(execution_id, first),
-                0,
-                1_000_000,
-                expires_at,
-            )
-            .await?;
+        // The runs must cover 1..=through: a run under the head's own key can still be on its
+        // way to being visible (read-committed per item), and one missed here would expire
+        // before its execution.
+        let mut runs = Vec::new();
+        for wait in VISIBILITY_WAITS_MS {
+            runs = self.expiry_keys(execution_id, 1, through).await?;
+            let mut next = 1;
+            for (first, last, _, _) in &runs {
+                if *first != next {
+                    break;
+                }
+                next = last + 1;
+            }
+            if next > through {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        for (first, _, expires_at, parts) in runs {
+            if expires_at >= at_least {
+                continue;
+            }
+            // Parts before their run: a run must never outlive its bytes.
+            if parts > 0 {
+                let pk = item::part_key(execution_id, first);
+                for (part, _, e, _) in self.expiry_keys(&pk, 0, 1_000_000).await? {
+                    if e < at_least {
+                        self.set_expiry(&pk, part, to).await?;
+                    }
+                }
+            }
+            self.set_expiry(execution_id, first, to).await?;
         }
         Ok(())
     }
@@ -394,16 +416,15 @@ impl LogWriter for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Rewrites the items of one partition key in `[from, through]` whose expiry is before
-    /// `expires_at`, with that expiry; returns the runs with parts (`(first index, parts)`).
-    async fn extend_partition(
+    /// The keys (and what the extension needs) of one partition's items in `[from, through]`:
+    /// `(log_index, last index, expires_at, parts)`.
+    async fn expiry_keys(
         &self,
         pk: &str,
         from: u64,
         through: u64,
-        expires_at: i64,
-    ) -> Result<Vec<u64>, StoreError> {
-        let mut with_parts = Vec::new();
+    ) -> Result<Vec<(u64, u64, i64, usize)>, StoreError> {
+        let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let resp = self
@@ -414,42 +435,55 @@ impl DynamoStore {
                 .expression_attribute_values(":e", s(pk))
                 .expression_attribute_values(":a", n(from))
                 .expression_attribute_values(":b", n(through))
+                .projection_expression("log_index, #l, expires_at, parts")
+                .expression_attribute_names("#l", "last")
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| map_sdk(&e, "Query"))?;
-            for mut it in resp.items.unwrap_or_default() {
-                if item::extra_parts(&it) > 0 {
-                    with_parts.push(item::get_n::<u64>(&it, "log_index")?);
-                }
-                if item::get_n::<i64>(&it, "expires_at")? >= expires_at {
-                    continue;
-                }
-                it.insert("expires_at".into(), n(expires_at));
-                // Items are immutable but for their expiry: writing the copy back is safe
-                // whoever else does it too; one TTL has deleted stays deleted.
-                let r = self
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(it))
-                    .condition_expression("attribute_exists(log_index)")
-                    .send()
-                    .await;
-                if let Err(e) = r {
-                    use aws_sdk_dynamodb::operation::put_item::PutItemError;
-                    if !matches!(
-                        e.as_service_error(),
-                        Some(PutItemError::ConditionalCheckFailedException(_))
-                    ) {
-                        return Err(map_sdk(&e, "PutItem"));
-                    }
-                }
+            for it in resp.items.unwrap_or_default() {
+                let first: u64 = item::get_n(&it, "log_index")?;
+                let last = item::get_n::<u64>(&it, "last").unwrap_or(first);
+                out.push((
+                    first,
+                    last,
+                    item::get_n(&it, "expires_at")?,
+                    item::extra_parts(&it),
+                ));
             }
             start = resp.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
-                return Ok(with_parts);
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `SET expires_at = :to` on one item unless it already expires at or after `to`.
+    async fn set_expiry(&self, pk: &str, sk: u64, to: i64) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .update_expression("SET expires_at = :to")
+            .condition_expression("attribute_exists(log_index) AND expires_at < :to")
+            .expression_attribute_values(":to", n(to))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) {
+                    // Extended further by another writer, or gone (TTL): nothing to do.
+                    Ok(())
+                } else {
+                    Err(map_sdk(&e, "UpdateItem"))
+                }
             }
         }
     }
