@@ -22,6 +22,9 @@ pub enum CliError {
     Redirected(u16, String),
     #[error("{0}")]
     Config(String),
+    /// A flag's value cannot be used (exit 2, as clap's own usage errors).
+    #[error("{0}")]
+    Usage(String),
     #[error("the API sent something unexpected: {0}")]
     Protocol(String),
     /// stdout was closed (`| head`): stop quietly.

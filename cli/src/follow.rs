@@ -12,9 +12,10 @@ use runvoy_core::wire::{ClientMessage, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::CliError;
-use crate::http::{ApiClient, Page};
+use crate::http::{ApiClient, Page, Start};
 use crate::notice::Notices;
 use crate::output::Printer;
+use crate::when::show;
 
 /// Events per HTTP page: about 2 MB of dense records at 70 bytes a line, so that the three
 /// pages in flight keep the process under 20 MB (servers bound pages in bytes too).
@@ -34,6 +35,12 @@ const MIN_POLL_GAP: Duration = Duration::from_secs(1);
 const SHORT_LIVED: Duration = Duration::from_secs(10);
 /// Give up after failing to reach the API for this long.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+/// `--no-follow` ("print what is there now") gives up on a failing API sooner.
+const GIVE_UP_AFTER_ONCE: Duration = Duration::from_secs(30);
+/// While waiting or retrying, a word on stderr this often, terminal or not.
+const SAY_EVERY: Duration = Duration::from_secs(60);
+/// How often an execution that does not exist yet is looked for.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -53,6 +60,16 @@ pub struct Follow<'a> {
     polled: Option<Instant>,
     /// Whether the API has answered once (after that, lost connections are retried).
     answered: bool,
+    /// Where the first page starts, when not after `since` (`--tail`, `--since`).
+    start: Option<Start>,
+    /// How long to wait for an execution that does not exist yet.
+    wait: Duration,
+    /// How long to retry a failing API before giving up.
+    give_up_after: Duration,
+    /// When a word was last said on stderr about a wait or a retry.
+    said: Option<Instant>,
+    /// Whether a connection was lost since the last one opened (to say "resumed").
+    lost: bool,
 }
 
 /// Why the streaming loop stopped.
@@ -80,20 +97,115 @@ impl<'a> Follow<'a> {
             url_received: None,
             polled: None,
             answered: false,
+            start: None,
+            wait: Duration::ZERO,
+            give_up_after: GIVE_UP_AFTER,
+            said: None,
+            lost: false,
         }
+    }
+
+    /// Starts at the last N lines or at a time instead of after `since`.
+    pub fn starting(mut self, start: Option<Start>) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Waits up to `wait` for an execution that does not exist yet.
+    pub fn waiting(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// `--no-follow`: prints what is committed now, then exits 0.
     pub async fn once(mut self) -> Result<i32, CliError> {
-        self.catch_up().await?;
+        self.give_up_after = GIVE_UP_AFTER_ONCE;
+        self.begin().await?;
         Ok(0)
     }
 
     /// Follows until the execution is terminal and everything up to `final_index` is printed;
     /// returns the execution's exit code.
     pub async fn run(mut self) -> Result<i32, CliError> {
-        // The first contact decides: unknown execution, bad key or no server end it here.
-        self.catch_up().await?;
+        // The first contact decides: a bad key or no server end it here; an execution that
+        // does not exist yet is waited for (`--wait`).
+        self.begin().await?;
+        let code = self.follow().await?;
+        self.notices.info(&format!(
+            "execution {} ended with exit code {code} after line {}",
+            self.id,
+            self.follower.last()
+        ));
+        Ok(code)
+    }
+
+    /// The first page: waits for the execution to exist (up to `--wait`), finds where to start
+    /// (`--tail`, `--since`), then catches up.
+    async fn begin(&mut self) -> Result<(), CliError> {
+        let started = Instant::now();
+        let mut waiting = false;
+        loop {
+            match self.first_pages().await {
+                Err(CliError::NotFound(id)) if started.elapsed() < self.wait => {
+                    if !waiting {
+                        waiting = true;
+                        self.notices.info(&format!(
+                            "waiting for execution {id} to start (up to {})",
+                            show(self.wait)
+                        ));
+                        self.said = Some(Instant::now());
+                    } else if self.said.is_some_and(|t| t.elapsed() >= SAY_EVERY) {
+                        self.notices.always(&format!(
+                            "still waiting for execution {id} to start ({} so far, up to {})",
+                            show(started.elapsed()),
+                            show(self.wait)
+                        ));
+                        self.said = Some(Instant::now());
+                    }
+                    let left = self.wait.saturating_sub(started.elapsed());
+                    tokio::time::sleep(LOOK_EVERY.min(left)).await;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    if waiting {
+                        self.notices.info(&format!("execution {} started", self.id));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Locates the start (`--tail`, `--since`: the server says where the first page begins),
+    /// then pages on as usual.
+    async fn first_pages(&mut self) -> Result<(), CliError> {
+        let Some(start) = self.start else {
+            return self.catch_up().await;
+        };
+        let mut since = self.follower.last();
+        loop {
+            let page = self.page_from(since, Some(start)).await?;
+            let first = match &page {
+                Page::Json(p) => p.events.first().map(|e| e.index),
+                Page::Dense(p) => (!p.is_empty()).then(|| p.first_index()),
+            };
+            let meta = page.meta();
+            let (more, last) = (meta.has_more, meta.last_index);
+            match first {
+                // A search that has not found the time yet answers how far it looked.
+                None if matches!(start, Start::Time(_)) && more && last > since => since = last,
+                _ => {
+                    self.follower = Follower::new(first.map_or(last, |f| f - 1));
+                    self.start = None;
+                    self.absorb(page)?;
+                    return if more { self.catch_up().await } else { Ok(()) };
+                }
+            }
+        }
+    }
+
+    /// Follows after the first pages until the execution ends.
+    async fn follow(&mut self) -> Result<i32, CliError> {
         let mut failures = 0u32;
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -129,7 +241,7 @@ impl<'a> Follow<'a> {
                 }
                 Err(e) if e.is_transient(self.answered) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > GIVE_UP_AFTER {
+                    if since.elapsed() > self.give_up_after {
                         return Err(e);
                     }
                     failures += 1;
@@ -140,14 +252,22 @@ impl<'a> Follow<'a> {
         }
     }
 
-    /// Says what failed and waits before retry number `failures` (backoff with jitter).
-    async fn wait_to_retry(&self, e: &CliError, failures: u32) {
+    /// Says what failed and waits before retry number `failures` (backoff with jitter). Off a
+    /// terminal too, once a minute: a follower never goes quiet without a word.
+    async fn wait_to_retry(&mut self, e: &CliError, failures: u32) {
         let wait = backoff(failures);
-        self.notices.info(&format!(
+        let msg = format!(
             "{e}; retrying in {:.1}s (resuming after line {})",
             wait.as_secs_f64(),
             self.follower.last()
-        ));
+        );
+        if self.said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+            self.notices.always(&msg);
+            self.said = Some(Instant::now());
+        } else {
+            self.notices.info(&msg);
+        }
+        self.lost = true;
         tokio::time::sleep(wait).await;
     }
 
@@ -205,7 +325,10 @@ impl<'a> Follow<'a> {
             tokio::select! {
                 done = &mut connecting.0 => {
                     let socket = match done {
-                        Ok(Ok(Ok((socket, _)))) => Some(socket),
+                        Ok(Ok(Ok((socket, _)))) => {
+                            self.resumed();
+                            Some(socket)
+                        }
                         Ok(Ok(Err(e))) => {
                             self.notices.info(&format!("WebSocket unavailable ({e}); polling"));
                             None
@@ -296,22 +419,37 @@ impl<'a> Follow<'a> {
     }
 
     /// One page after the last printed line, retrying transient failures with backoff (for
-    /// up to [`GIVE_UP_AFTER`]).
+    /// up to [`GIVE_UP_AFTER`], [`GIVE_UP_AFTER_ONCE`] with `--no-follow`).
     async fn page(&mut self) -> Result<Page, CliError> {
+        self.page_from(self.follower.last(), None).await
+    }
+
+    async fn page_from(&mut self, since: u64, start: Option<Start>) -> Result<Page, CliError> {
         let mut failures = 0u32;
         let started = Instant::now();
         loop {
-            match self.client.logs(self.id, self.follower.last(), PAGE).await {
+            match self.client.logs_from(self.id, since, PAGE, start).await {
                 Ok(page) => {
                     self.answered = true;
+                    self.resumed();
                     return Ok(page);
                 }
-                Err(e) if e.is_transient(self.answered) && started.elapsed() < GIVE_UP_AFTER => {
+                Err(e)
+                    if e.is_transient(self.answered) && started.elapsed() < self.give_up_after =>
+                {
                     failures += 1;
                     self.wait_to_retry(&e, failures).await;
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// After a lost connection or failed requests: says where printing goes on.
+    fn resumed(&mut self) {
+        if std::mem::take(&mut self.lost) {
+            self.notices
+                .info(&format!("resumed after line {}", self.follower.last()));
         }
     }
 
@@ -404,6 +542,7 @@ impl<'a> Follow<'a> {
                         "connection closed; reconnecting after line {}",
                         self.follower.last()
                     ));
+                    self.lost = true;
                     return Ok(Next::Reconnect);
                 }
                 Ok(Some(Ok(_))) => {}

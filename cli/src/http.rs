@@ -55,7 +55,20 @@ impl Page {
     }
 }
 
+/// Where a first page starts when not at an index: the last N lines, or the first line at or
+/// after a time (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Tail(u64),
+    Time(i64),
+}
+
 impl ApiClient {
+    /// The log page of an execution (served by the API at its root).
+    pub fn page_url(&self, id: &str) -> String {
+        format!("{}/executions/{id}", self.settings.api_url)
+    }
+
     pub fn new(settings: Settings) -> Result<ApiClient, CliError> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -87,8 +100,24 @@ impl ApiClient {
     }
 
     pub async fn logs(&self, id: &str, since: u64, limit: usize) -> Result<Page, CliError> {
+        self.logs_from(id, since, limit, None).await
+    }
+
+    /// [`ApiClient::logs`], starting where `start` says (after `since`).
+    pub async fn logs_from(
+        &self,
+        id: &str,
+        since: u64,
+        limit: usize,
+        start: Option<Start>,
+    ) -> Result<Page, CliError> {
+        let extra = match start {
+            None => String::new(),
+            Some(Start::Tail(n)) => format!("&tail={n}"),
+            Some(Start::Time(t)) => format!("&since_time={t}"),
+        };
         let url = format!(
-            "{}/api/v1/executions/{id}/logs?since_index={since}&limit={limit}",
+            "{}/api/v1/executions/{id}/logs?since_index={since}&limit={limit}{extra}",
             self.settings.api_url
         );
         let mut req = self.http.get(url);
@@ -145,6 +174,19 @@ impl ApiClient {
     /// A body that stopped arriving.
     fn cut(&self, e: &reqwest::Error) -> CliError {
         CliError::Unreachable(self.settings.api_url.clone(), root_cause(e))
+    }
+
+    /// Recent executions, newest first (`GET /api/v1/executions`).
+    pub async fn executions(
+        &self,
+        limit: u64,
+        days: u64,
+    ) -> Result<runvoy_core::wire::ExecutionsResponse, CliError> {
+        let url = format!(
+            "{}/api/v1/executions?limit={limit}&days={days}",
+            self.settings.api_url
+        );
+        self.send("", self.http.get(url)).await
     }
 
     pub async fn status(&self, id: &str) -> Result<StatusResponse, CliError> {

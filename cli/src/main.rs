@@ -7,6 +7,7 @@ mod notice;
 mod output;
 mod settings;
 mod terminal;
+mod when;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,10 @@ use crate::output::{Format, Printer};
 
 /// Exit code for the CLI's own failures (unreachable, unauthorized, unknown execution).
 const EXIT_CLI_FAILURE: u8 = 125;
+/// Exit code for a usage error.
+const EXIT_USAGE: u8 = 2;
+/// How long `logs` waits for an execution that does not exist yet, by default.
+const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Stream runvoy execution logs: every line exactly once, in order, however late you connect.
 #[derive(Debug, Parser)]
@@ -51,6 +56,18 @@ struct LogArgs {
     /// Start after this index (resume where a previous run stopped).
     #[arg(long, value_name = "N", default_value_t = 0)]
     since_index: u64,
+    /// Start with the last N lines (then follow).
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    tail: Option<u64>,
+    /// Start at the first line at or after this time: a duration back from now (10m, 1h30m,
+    /// 2d) or an RFC 3339 time (2026-12-07T12:00:00Z). Later lines follow in index order.
+    #[arg(long, value_name = "DURATION|TIME")]
+    since: Option<String>,
+    /// How long to wait for an execution that does not exist yet (an ECS task logs its first
+    /// line only once its container runs), e.g. 30s, 5m; 0 fails at once. Default: 5m when
+    /// following, 0 with --no-follow.
+    #[arg(long, value_name = "DURATION", value_parser = when::parse_duration)]
+    wait: Option<std::time::Duration>,
     /// One JSON object per line: {"index","event_id","timestamp","message"}.
     #[arg(long)]
     json: bool,
@@ -83,12 +100,27 @@ enum Command {
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
-    /// Show an execution's status.
+    /// Show an execution's status (and the address of its page).
     Status {
         execution_id: String,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
+        /// The same as --output json.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recent executions, newest first: id, status, exit code, lines, started, age.
+    Ls {
+        /// One JSON object per execution, per line.
+        #[arg(long)]
+        json: bool,
+        /// At most this many (1–200).
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Executions started in the last this many days (1–31).
+        #[arg(long, default_value_t = 7)]
+        days: u64,
     },
 }
 
@@ -121,6 +153,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(process_code(code)),
         Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(CliError::Usage(e)) => {
+            notices.error(&e);
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
             notices.error(&e.to_string());
             ExitCode::from(EXIT_CLI_FAILURE)
@@ -142,40 +178,105 @@ async fn run(cli: Cli, notices: Notices) -> Result<i32, CliError> {
     let settings = settings::resolve(cli.api_url, cli.api_key, cli.profile)?;
     let client = ApiClient::new(settings)?;
     match cli.command {
-        Command::Logs { execution_id, args } => logs(&client, &execution_id, args, notices).await,
+        Command::Logs { execution_id, args } => {
+            notices.info(&format!("page: {}", client.page_url(&execution_id)));
+            logs(&client, &execution_id, args, notices).await
+        }
         Command::Run { args, command } => {
             let id = client.run(&command).await?;
             notices.always(&format!("execution {id}"));
+            notices.info(&format!("page: {}", client.page_url(&id)));
             logs(&client, &id, args, notices).await
         }
+        Command::Ls { json, limit, days } => list(&client, json, limit, days).await,
         Command::Status {
             execution_id,
             output,
+            json,
         } => {
             let s = client.status(&execution_id).await?;
-            match output {
-                OutputFormat::Json => {
-                    println!("{}", serde_json::to_string(&s).expect("status serializes"))
+            let page = client.page_url(&execution_id);
+            let safe = |t: &str| terminal::visible_string(t);
+            if json || matches!(output, OutputFormat::Json) {
+                let mut v = serde_json::to_value(&s).expect("status serializes");
+                v["page_url"] = serde_json::json!(page);
+                println!("{v}");
+            } else {
+                // Text for a person: the server's text cannot drive the terminal.
+                let mut line = format!(
+                    "{}\t{}\tlast_index={}",
+                    safe(&s.execution_id),
+                    s.status.as_str(),
+                    s.last_index
+                );
+                if let Some(f) = s.final_index {
+                    line.push_str(&format!("\tfinal_index={f}"));
                 }
-                OutputFormat::Text => {
-                    let mut line = format!(
-                        "{}\t{}\tlast_index={}",
-                        s.execution_id,
-                        s.status.as_str(),
-                        s.last_index
-                    );
-                    if let Some(f) = s.final_index {
-                        line.push_str(&format!("\tfinal_index={f}"));
-                    }
-                    if let Some(c) = s.exit_code {
-                        line.push_str(&format!("\texit_code={c}"));
-                    }
-                    println!("{line}");
+                if let Some(c) = s.exit_code {
+                    line.push_str(&format!("\texit_code={c}"));
                 }
+                line.push_str(&format!("\tpage={}", safe(&page)));
+                println!("{line}");
             }
             Ok(0)
         }
     }
+}
+
+/// `runvoy ls`: recent executions, newest first; the lines of a running one from its status.
+async fn list(client: &ApiClient, json: bool, limit: u64, days: u64) -> Result<i32, CliError> {
+    let list = client.executions(limit, days).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut rows = Vec::new();
+    for e in list.executions {
+        let lines = match e.final_index {
+            Some(f) => Some(f),
+            None => client
+                .status(&e.execution_id)
+                .await
+                .ok()
+                .map(|s| s.last_index),
+        };
+        rows.push((e, lines));
+    }
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    if json {
+        for (e, lines) in &rows {
+            let v = serde_json::json!({
+                "execution_id": e.execution_id,
+                "status": e.status,
+                "exit_code": e.exit_code,
+                "lines": lines,
+                "created_at": e.created_at,
+                "started": output::rfc3339_ms(e.created_at),
+                "page_url": client.page_url(&e.execution_id),
+            });
+            writeln!(out, "{v}")?;
+        }
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<34} {:<9} {:>4} {:>9}  {:<24} {:>6}",
+        "EXECUTION", "STATUS", "EXIT", "LINES", "STARTED", "AGE"
+    )?;
+    for (e, lines) in &rows {
+        let age = std::time::Duration::from_millis((now - e.created_at).max(0) as u64);
+        writeln!(
+            out,
+            "{:<34} {:<9} {:>4} {:>9}  {:<24} {:>6}",
+            terminal::visible_string(&e.execution_id),
+            e.status.as_str(),
+            e.exit_code.map_or("-".to_string(), |c| c.to_string()),
+            lines.map_or("?".to_string(), |l| l.to_string()),
+            output::rfc3339_ms(e.created_at),
+            when::show(age),
+        )?;
+    }
+    Ok(0)
 }
 
 async fn logs(
@@ -184,6 +285,23 @@ async fn logs(
     args: LogArgs,
     notices: Notices,
 ) -> Result<i32, CliError> {
+    let start = match (args.tail, &args.since) {
+        (Some(n), _) => Some(crate::http::Start::Tail(n)),
+        (None, Some(text)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            Some(crate::http::Start::Time(
+                when::parse_since(text, now).map_err(CliError::Usage)?,
+            ))
+        }
+        (None, None) => None,
+    };
+    let wait = args.wait.unwrap_or(if args.no_follow {
+        std::time::Duration::ZERO
+    } else {
+        DEFAULT_WAIT
+    });
     let mut printer = Printer::new(Format {
         json: args.json,
         timestamps: args.timestamps,
@@ -192,7 +310,9 @@ async fn logs(
     });
     // Event ids are printed with --json only: other formats take the dense pages.
     let client = client.clone().with_dense_pages(!args.json);
-    let follow = Follow::new(&client, id, &mut printer, notices, args.since_index);
+    let follow = Follow::new(&client, id, &mut printer, notices, args.since_index)
+        .starting(start)
+        .waiting(wait);
     if args.no_follow {
         follow.once().await
     } else {

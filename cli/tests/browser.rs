@@ -534,3 +534,36 @@ async fn hostile_log_text_is_shown_never_run() {
         "{csp}"
     );
 }
+
+/// The page opened for an execution that has not written a line yet waits for it (saying so),
+/// then shows its lines and its end, as `runvoy logs` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_opened_before_the_first_line_waits_for_it() {
+    let stack = Stack::start(Kind::Local, "web-early", None).await;
+    let id = "web-early-1";
+    let dir = stack.dir.join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = Browser::start(&dir).await;
+    open_with_key(&b, &stack, &format!("/executions/{id}")).await;
+    b.wait_for(
+        "the waiting notice",
+        "return document.body.dataset.connection === 'waiting' && document.getElementById('notice').textContent.includes('waiting for execution web-early-1 to start')",
+        WAIT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.put_lines(id, &numbered("early", 1, 50)).await;
+    wait_lines(&b, 50).await;
+    stack.complete(id, "SUCCEEDED", Some(0)).await;
+    b.wait_for(
+        "the end",
+        "return document.body.dataset.status === 'SUCCEEDED'",
+        WAIT,
+    )
+    .await;
+    assert_text(
+        &download(&b, id).await,
+        &numbered("early", 1, 50),
+        "every line once",
+    );
+}

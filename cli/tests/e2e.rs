@@ -54,6 +54,9 @@ suite! {
         an_execution_past_its_retention_is_expired_not_running,
         lines_keep_coming_while_the_websocket_handshake_hangs,
         late_lines_with_older_timestamps_are_printed_once_when_every_delivery_is_lost,
+        a_follower_started_before_the_first_line_waits_for_it,
+        tail_and_since_start_exactly_where_asked,
+        ls_lists_recent_executions_newest_first,
     ],
     local: [hostile_log_text_cannot_drive_the_terminal]
 }
@@ -787,4 +790,164 @@ async fn late_lines_with_older_timestamps_are_printed_once_when_every_delivery_i
     want.extend(numbered("later", 1, 100));
     want.sort();
     assert_eq!(lines, want);
+}
+
+/// `runvoy logs` started before the execution's first line (an ECS task's id is known before
+/// its container runs) waits, says so, then prints every line and exits with the code; with
+/// `--wait 2s` an execution that never starts is the usual one-sentence failure, exit 125.
+async fn a_follower_started_before_the_first_line_waits_for_it(kind: Kind) {
+    let s = Stack::start(kind, "early", None).await;
+    let mut cmd = s.runvoy(&["logs", "exec-early", "-v"]);
+    let follower = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.put_lines("exec-early", &numbered("early", 1, 300)).await;
+    s.complete("exec-early", "FAILED", Some(7)).await;
+    let out = output_of(follower).await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert_eq!(stdout_lines(&out), numbered("early", 1, 300));
+    assert!(
+        err.contains("waiting for execution exec-early to start (up to 5m)")
+            && err.contains("execution exec-early started")
+            && err.contains("ended with exit code 7 after line 300"),
+        "{err}"
+    );
+
+    let started = Instant::now();
+    let never = output(s.runvoy(&["logs", "exec-never", "--wait", "2s"])).await;
+    assert_eq!(never.status.code(), Some(125));
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_one_sentence(&never.stderr, "execution exec-never was not found");
+}
+
+/// `--tail 5` and `--since` start exactly where asked on a 10,000-line execution, checked
+/// against the API's own pages; then they follow.
+async fn tail_and_since_start_exactly_where_asked(kind: Kind) {
+    let s = Stack::start(kind, "start-at", None).await;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 600_000;
+    // Ten lines a millisecond (as the awslogs driver stamps a burst), 1,000 milliseconds.
+    let lines: Vec<(i64, String)> = (0..10_000)
+        .map(|i| (base + i as i64 / 10, format!("t {i}")))
+        .collect();
+    s.put_lines_at("tail-1", &lines).await;
+    // The API's own answer: every line, by index.
+    let api: Vec<(u64, i64, String)> = {
+        let mut all = Vec::new();
+        let mut since = 0;
+        loop {
+            let v: serde_json::Value = reqwest::Client::new()
+                .get(format!(
+                    "{}/api/v1/executions/tail-1/logs?since_index={since}&limit=5000",
+                    s.url()
+                ))
+                .header("X-API-Key", &s.key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for e in v["events"].as_array().unwrap() {
+                all.push((
+                    e["index"].as_u64().unwrap(),
+                    e["timestamp"].as_i64().unwrap(),
+                    e["message"].as_str().unwrap().to_string(),
+                ));
+            }
+            since = v["last_index"].as_u64().unwrap();
+            if !v["has_more"].as_bool().unwrap() {
+                break;
+            }
+        }
+        all
+    };
+    assert_eq!(api.len(), 10_000);
+    let messages = |from: usize| api[from..].iter().map(|e| e.2.clone()).collect::<Vec<_>>();
+
+    let tail = output(s.runvoy(&["logs", "tail-1", "--tail", "5", "--no-follow"])).await;
+    assert_eq!(stdout_lines(&tail), messages(9_995));
+
+    // The first line at or after the time of line 4,321 (by index), and every line after it.
+    let at = api[4_321].1;
+    let first = api.iter().position(|e| e.1 >= at).unwrap();
+    let since = common::rfc3339(at);
+    let from_time = output(s.runvoy(&["logs", "tail-1", "--since", &since, "--no-follow"])).await;
+    assert_eq!(stdout_lines(&from_time), messages(first));
+    // A duration back from now that covers everything prints everything.
+    let all = output(s.runvoy(&["logs", "tail-1", "--since", "1h", "--no-follow"])).await;
+    assert_eq!(stdout_lines(&all).len(), 10_000);
+
+    // Following: the last five, then what comes after, then the exit code.
+    let mut cmd = s.runvoy(&["logs", "tail-1", "--tail", "5"]);
+    let follower = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.put_lines("tail-1", &numbered("after", 1, 3)).await;
+    s.complete("tail-1", "SUCCEEDED", Some(0)).await;
+    let out = output_of(follower).await;
+    assert_eq!(out.status.code(), Some(0));
+    let mut want = messages(9_995);
+    want.extend(numbered("after", 1, 3));
+    assert_eq!(stdout_lines(&out), want);
+}
+
+/// `runvoy ls` lists recent executions newest first, with their lines and page; `status`
+/// shows the page's address too.
+async fn ls_lists_recent_executions_newest_first(kind: Kind) {
+    let s = Stack::start(kind, "ls", None).await;
+    s.put_lines("older-1", &numbered("o", 1, 3)).await;
+    // A read creates the head (lazily on the sim); then the second one, later.
+    let _ = output(s.runvoy(&["logs", "older-1", "--no-follow"])).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.put_lines("newer-1", &numbered("n", 1, 5)).await;
+    let _ = output(s.runvoy(&["logs", "newer-1", "--no-follow"])).await;
+    s.complete("older-1", "FAILED", Some(2)).await;
+    let out = output(s.runvoy(&["ls", "--json"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = stdout_lines(&out)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["execution_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["newer-1", "older-1"], "newest first");
+    assert_eq!(
+        (rows[0]["status"].as_str(), rows[0]["lines"].as_u64()),
+        (Some("RUNNING"), Some(5))
+    );
+    assert_eq!(
+        (
+            rows[1]["status"].as_str(),
+            rows[1]["exit_code"].as_i64(),
+            rows[1]["lines"].as_u64()
+        ),
+        (Some("FAILED"), Some(2), Some(3))
+    );
+    assert_eq!(
+        rows[0]["page_url"].as_str(),
+        Some(format!("{}/executions/newer-1", s.url()).as_str())
+    );
+    let text = output(s.runvoy(&["ls"])).await;
+    let text = stdout_lines(&text);
+    assert!(
+        text[0].starts_with("EXECUTION") && text[1].starts_with("newer-1"),
+        "{text:?}"
+    );
+    let status = output(s.runvoy(&["status", "older-1", "--json"])).await;
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        v["page_url"].as_str(),
+        Some(format!("{}/executions/older-1", s.url()).as_str())
+    );
 }

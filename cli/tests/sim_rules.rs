@@ -494,3 +494,35 @@ async fn follow_while_writing(s: &Stack, id: &str, rounds: usize) -> std::proces
     assert_eq!(out.status.code(), Some(0));
     out
 }
+
+/// `runvoy logs --no-follow` against a stack whose store refuses every write (the API's role
+/// without `dynamodb:PutItem`): "print what is there now" ends, in bounded time, with the
+/// server's own sentence and exit 125 — not minutes of silent retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_follow_gives_up_on_a_failing_api_in_bounded_time() {
+    let dir = common::temp_dir("no-writes");
+    let template = template_with(&dir, |t| drop_action(t, "ApiRole", "dynamodb:PutItem"));
+    // Every delivery dropped: the lines are in CloudWatch only, and the first read must write
+    // them (lazy population), which the API's role may not.
+    let args = vec!["--template".into(), template.display().to_string()];
+    let s = Stack::start_with(Kind::Sim, "no-writes", Some("drop=1"), args).await;
+    s.put_lines("nowrite-1", &numbered("n", 1, 10)).await;
+    let started = Instant::now();
+    let out = output(s.runvoy(&["logs", "nowrite-1", "--no-follow", "-v"])).await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: the API answered 5") && last.len() > 40,
+        "one sentence from the server: {err}"
+    );
+    assert!(
+        err.contains("retrying in"),
+        "it said it was retrying: {err}"
+    );
+}

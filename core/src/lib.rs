@@ -1,5 +1,5 @@
 //! Core of runvoy log streaming: the model, the wire types, the ports and the services that give
-//! every log line of an execution a contiguous index exactly once (spec invariants I1–I8).
+//! every log line of an execution a contiguous index exactly once (spec invariants I1–I9, docs/spec.md §2).
 //!
 //! This crate knows no AWS and does no I/O of its own: adapters implement [`ports`], binaries wire
 //! them to the [`services`].
@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod ports;
 pub mod services;
+pub mod time;
 pub mod wire;
 pub mod ws;
 

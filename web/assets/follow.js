@@ -16,6 +16,10 @@ const HEALTHY_MS = 10000;
 const URL_FRESH_MS = 10 * 60000;
 /** How long a WebSocket may take to open. */
 const CONNECT_TIMEOUT_MS = 5000;
+/** How long the page waits for an execution that does not exist yet (an ECS task logs its first
+ * line only once its container runs), looking again this often; as the CLI's `--wait`. */
+const WAIT_FOR_START_MS = 5 * 60000;
+const LOOK_AGAIN_MS = 2000;
 
 /** The pure state machine of I5 (core/src/client.rs). */
 export class Follower {
@@ -143,7 +147,7 @@ export class Follow {
 
   async run() {
     try {
-      await this.catchUp();
+      await this.start();
       let failures = 0;
       while (!this.stopped && !this.follower.isDone()) {
         let socket = null;
@@ -174,6 +178,26 @@ export class Follow {
     } catch (e) {
       this.setConnection("failed");
       this.sink.fatal(e);
+    }
+  }
+
+  /** The first catch-up, waiting for an execution that does not exist yet. */
+  async start() {
+    const started = Date.now();
+    for (;;) {
+      try {
+        await this.catchUp();
+        if (this.connection === "waiting") this.sink.notice(`execution ${this.id} started`);
+        return;
+      } catch (e) {
+        const unknown = e instanceof FollowError && e.status === 404 && !this.answered;
+        if (!unknown || this.stopped || Date.now() - started > WAIT_FOR_START_MS) throw e;
+        if (this.connection !== "waiting") {
+          this.setConnection("waiting");
+          this.sink.notice(`waiting for execution ${this.id} to start (up to 5 minutes)`);
+        }
+        await sleep(LOOK_AGAIN_MS);
+      }
     }
   }
 

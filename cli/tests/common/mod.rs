@@ -546,6 +546,11 @@ impl Stack {
     }
 }
 
+/// RFC 3339 (UTC, milliseconds) of a time in ms since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    runvoy_core::time::rfc3339_ms(ms)
+}
+
 /// `prefix 1` … `prefix n`.
 pub fn numbered(prefix: &str, from: usize, to: usize) -> Vec<String> {
     (from..=to).map(|i| format!("{prefix} {i}")).collect()
