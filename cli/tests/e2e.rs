@@ -180,6 +180,10 @@ async fn disconnection_and_server_restart_lose_and_repeat_nothing(kind: Kind) {
         notices.contains("retrying"),
         "the client never had to reconnect: {notices}"
     );
+    assert!(
+        notices.contains("resumed after line "),
+        "it said where it resumed: {notices}"
+    );
 }
 
 async fn output_of(h: tokio::task::JoinHandle<std::process::Output>) -> std::process::Output {

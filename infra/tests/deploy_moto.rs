@@ -295,6 +295,14 @@ fn environments_coexist_and_rotate() {
     let status = |e: &Env| json(e.deploy(&["status", "--output", "json"], true));
     assert_eq!(status(&blue)["status"], "CREATE_COMPLETE");
     assert_eq!(status(&green)["status"], "CREATE_COMPLETE");
+    // The runner container's logConfiguration for this environment, ready to paste.
+    let logging = &status(&green)["log_configuration"];
+    assert_eq!(logging["logDriver"], "awslogs");
+    assert_eq!(logging["options"]["mode"], "blocking", "{logging}");
+    assert_eq!(
+        logging["options"]["awslogs-group"].as_str(),
+        Some(format!("/aws/ecs/{}-green/runner", base.project).as_str())
+    );
     let down = json(blue.deploy(&["down", "--yes", "--output", "json"], true));
     assert_eq!(down["status"], "DELETE_COMPLETE");
     assert_eq!(status(&blue)["status"], serde_json::Value::Null);
