@@ -14,11 +14,14 @@ pub struct Artifact {
     /// Logical id prefix in the template (`Forwarder`).
     pub id: &'static str,
     pub path: PathBuf,
+    /// sha256 of the `bootstrap` executable inside the zip: what the function runs. The zip's
+    /// own bytes are not used: cargo-lambda writes the binary's modification time into it, so
+    /// every fresh build (every CI run) would look like new code.
     pub sha256: String,
 }
 
 impl Artifact {
-    /// The S3 key: changes exactly when the content does.
+    /// The S3 key: changes exactly when the function's code does.
     pub fn key(&self) -> String {
         format!(
             "functions/{}-{}.zip",
@@ -42,14 +45,36 @@ pub fn find(dir: &Path) -> anyhow::Result<Vec<Artifact>> {
             })?;
             Ok(Artifact {
                 id,
-                sha256: Sha256::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
+                sha256: bootstrap_sha256(&bytes)
+                    .with_context(|| format!("reading {}", path.display()))?,
                 path,
             })
         })
         .collect()
+}
+
+/// The sha256 (hex) of the `bootstrap` entry of a function zip.
+pub fn bootstrap_sha256(zip_bytes: &[u8]) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes))
+        .context("a function zip that is not a zip")?;
+    let mut entry = archive
+        .by_name("bootstrap")
+        .context("a function zip without a `bootstrap` executable")?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = entry.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Builds every function with cargo-lambda (profile `lambda`), zipped.
@@ -82,4 +107,45 @@ pub fn build(workspace: &Path, architecture: &str, lambda_dir: &Path) -> anyhow:
         anyhow::bail!("cargo lambda build failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn zip_of(bootstrap: &[u8], minute: u8) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut out);
+        let when = zip::DateTime::from_date_and_time(2026, 12, 7, 12, minute, 0).unwrap();
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .last_modified_time(when)
+            .unix_permissions(0o755);
+        z.start_file("bootstrap", options).unwrap();
+        z.write_all(bootstrap).unwrap();
+        z.finish().unwrap();
+        out.into_inner()
+    }
+
+    /// Two builds of the same code zip it at different times: the same key. Other code: another.
+    #[test]
+    fn keys_follow_the_code_not_the_zip() {
+        let (a, b) = (
+            zip_of(b"\x7fELF same code", 1),
+            zip_of(b"\x7fELF same code", 59),
+        );
+        assert_ne!(a, b, "the zips differ by their timestamps");
+        let key = |bytes: &[u8]| {
+            Artifact {
+                id: "Forwarder",
+                path: PathBuf::new(),
+                sha256: bootstrap_sha256(bytes).unwrap(),
+            }
+            .key()
+        };
+        assert_eq!(key(&a), key(&b));
+        assert_ne!(key(&a), key(&zip_of(b"\x7fELF other code", 1)));
+        assert!(bootstrap_sha256(b"not a zip").is_err());
+    }
 }

@@ -267,15 +267,18 @@ pub(crate) async fn apply(
     ensure_bucket(&s3, &bucket, &t.region, &account, &args.env).await?;
     for a in arts {
         let key = a.key();
-        if s3
+        // An object under this key is trusted only when it says it holds this code: the key
+        // is a prefix of the hash, and an object may have been written by hand or half-way.
+        let existing = s3
             .head_object()
             .bucket(&bucket)
             .key(&key)
             .expected_bucket_owner(&account)
             .send()
             .await
-            .is_ok()
-        {
+            .ok()
+            .and_then(|h| h.metadata().and_then(|m| m.get(BOOTSTRAP_SHA256).cloned()));
+        if existing.as_deref() == Some(a.sha256.as_str()) {
             eprintln!("  unchanged    s3://{bucket}/{key}");
             continue;
         }
@@ -284,6 +287,8 @@ pub(crate) async fn apply(
             .bucket(&bucket)
             .key(&key)
             .expected_bucket_owner(&account)
+            .metadata(BOOTSTRAP_SHA256, &a.sha256)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .body(body)
             .send()
             .await
@@ -626,6 +631,9 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
     }
     Ok(changes.is_some())
 }
+
+/// The metadata key of an uploaded zip naming the sha256 of its `bootstrap`.
+const BOOTSTRAP_SHA256: &str = "bootstrap-sha256";
 
 /// `deploy status --env NAME`
 pub async fn status(args: &AwsArgs) -> anyhow::Result<()> {
