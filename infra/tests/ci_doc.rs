@@ -1,7 +1,7 @@
 //! docs/ci.md's deploy step as a pipeline runs it: `scripts/ci-deploy` unchanged, with web
 //! identity credentials only (`AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, exchanged at moto's
 //! STS as a CI's OIDC token is at AWS's), against moto. A `cargo` first on `PATH` runs the built
-//! deploy tool with `--endpoint-url`, and stands in for cargo-lambda (zips whose content is
+//! deploy tool with `--endpoint-url`, and stands in for cargo-lambda (zips whose `bootstrap` is
 //! fixed; building arm64 functions is not what this tests).
 
 use std::path::Path;
@@ -20,7 +20,9 @@ if [ "$1" = lambda ]; then
     shift
   done
   for f in forwarder api websocket completion; do
-    mkdir -p "$dir/$f" && echo "$f ${CODE_VERSION:-v1}" > "$dir/$f/bootstrap.zip"
+    mkdir -p "$dir/$f" && python3 -c 'import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z: z.writestr("bootstrap", sys.argv[2])' \
+      "$dir/$f/bootstrap.zip" "$f ${CODE_VERSION:-v1}"
   done
   exit 0
 fi

@@ -33,12 +33,18 @@ impl Env {
         e
     }
 
-    /// Function zips whose content (and so hash) depends on `version`.
+    /// Function zips whose `bootstrap` (and so hash) depends on `version`.
     fn artifacts(&self, version: &str) {
+        use std::io::Write;
         for f in ["forwarder", "api", "websocket", "completion"] {
             let d = self.dir.join("artifacts").join(f);
             std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("bootstrap.zip"), format!("{f} {version}")).unwrap();
+            let file = std::fs::File::create(d.join("bootstrap.zip")).unwrap();
+            let mut z = zip::ZipWriter::new(file);
+            z.start_file("bootstrap", zip::write::SimpleFileOptions::default())
+                .unwrap();
+            z.write_all(format!("{f} {version}").as_bytes()).unwrap();
+            z.finish().unwrap();
         }
     }
 
