@@ -70,6 +70,8 @@ pub struct Follow<'a> {
     said: Option<Instant>,
     /// Whether a connection was lost since the last one opened (to say "resumed").
     lost: bool,
+    /// Since when requests have been failing in a row.
+    failing_since: Option<Instant>,
 }
 
 /// Why the streaming loop stopped.
@@ -102,6 +104,7 @@ impl<'a> Follow<'a> {
             give_up_after: GIVE_UP_AFTER,
             said: None,
             lost: false,
+            failing_since: None,
         }
     }
 
@@ -252,8 +255,9 @@ impl<'a> Follow<'a> {
         }
     }
 
-    /// Says what failed and waits before retry number `failures` (backoff with jitter). Off a
-    /// terminal too, once a minute: a follower never goes quiet without a word.
+    /// Says what failed and waits before retry number `failures` (backoff with jitter): on a
+    /// terminal each time; off a terminal too once it has failed for a minute, then once a
+    /// minute — a follower never goes quiet for long without a word.
     async fn wait_to_retry(&mut self, e: &CliError, failures: u32) {
         let wait = backoff(failures);
         let msg = format!(
@@ -261,8 +265,10 @@ impl<'a> Follow<'a> {
             wait.as_secs_f64(),
             self.follower.last()
         );
-        if self.said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
-            self.notices.always(&msg);
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= SAY_EVERY && self.said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+            self.notices
+                .always(&format!("{msg}; failing for {}", show(since.elapsed())));
             self.said = Some(Instant::now());
         } else {
             self.notices.info(&msg);
@@ -447,6 +453,7 @@ impl<'a> Follow<'a> {
 
     /// After a lost connection or failed requests: says where printing goes on.
     fn resumed(&mut self) {
+        self.failing_since = None;
         if std::mem::take(&mut self.lost) {
             self.notices
                 .info(&format!("resumed after line {}", self.follower.last()));

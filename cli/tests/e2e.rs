@@ -346,7 +346,9 @@ async fn exit_codes_follow_the_spec(kind: Kind) {
     assert_eq!(seven.status.code(), Some(7));
     assert_eq!(stdout_lines(&seven), vec!["bye"]);
 
-    let unknown = output(s.runvoy(&["logs", "no-such-execution"])).await;
+    // An execution that does not exist is waited for (`--wait`, 5m by default); `--wait 0`
+    // is the immediate failure.
+    let unknown = output(s.runvoy(&["logs", "no-such-execution", "--wait", "0"])).await;
     assert_eq!(unknown.status.code(), Some(125));
     assert_one_sentence(&unknown.stderr, "not found");
 

@@ -63,6 +63,10 @@ struct UpArgs {
     /// Where the stack keeps its state (default .runvoy/<env>).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// AWS: a service role CloudFormation acts with for the stack's resources (`RoleARN`);
+    /// the caller needs `iam:PassRole` on it instead of rights on every resource.
+    #[arg(long, value_name = "ARN", env = "CLOUDFORMATION_ROLE_ARN")]
+    role_arn: Option<String>,
     /// API key to accept (default: generated once and kept in the state directory).
     #[arg(long, env = "RUNVOY_LOCAL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -70,7 +74,7 @@ struct UpArgs {
     /// ws-cut-ms=2000 cuts every WebSocket connection 2 s after it opened.
     #[arg(long)]
     chaos: Option<runvoy_local::Chaos>,
-    /// sim: the template to deploy (default: the rendered one).
+    /// The template to deploy (default: the rendered one), on AWS and the sim.
     #[arg(long)]
     template: Option<PathBuf>,
     /// sim: prebuilt function binaries (`<dir>/forwarder`, …) instead of building them.
@@ -143,6 +147,8 @@ impl UpArgs {
             allow_data_loss: self.allow_data_loss,
             output: self.output,
             state_dir: self.state_dir,
+            role_arn: self.role_arn,
+            template: self.template,
         }
     }
 }

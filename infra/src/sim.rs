@@ -32,6 +32,8 @@ impl Deployer for ToolDeployer {
             allow_data_loss: false,
             output: crate::aws::Output::Text,
             state_dir: None,
+            role_arn: None,
+            template: None,
         };
         let target = Target {
             env: EnvFile {

@@ -470,3 +470,177 @@ fn the_functions_clients_invoke_can_have_their_concurrency_capped() {
     assert_eq!(of("websocket")["ReservedConcurrentExecutions"], 5);
     assert_eq!(of("api"), serde_json::Value::Null, "empty reserves none");
 }
+
+impl Env {
+    fn stack(&self) -> String {
+        format!("{}-{}", self.project, self.name)
+    }
+
+    /// Makes moto's CloudFormation answer like CloudFormation for this stack (scripts/moto-server):
+    /// operations finish `delay_ms` after they were asked for (until then reads show the stack as
+    /// it was, then busy), and the next creation fails and rolls back.
+    fn cfn(&self, query: &str) {
+        let url = format!(
+            "{}/_sim/cfn?stack={}&{query}",
+            moto_endpoint(),
+            self.stack()
+        );
+        let out = Command::new("curl")
+            .args(["-sf", "-X", "POST", &url])
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    fn status_now(&self) -> serde_json::Value {
+        let o = self.deploy(&["status", "--output", "json"], true);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+/// On a CloudFormation whose operations take time (and whose first answers after one still
+/// describe the stack as it was), `up` returns only once the update ran and `down` only once
+/// the stack is gone; a first creation that fails and rolls back is retried by the next `up`
+/// without any cleanup by hand (the logs table is not retained on a failed create).
+#[test]
+fn up_and_down_wait_for_cloudformation_and_a_failed_create_is_retried() {
+    let env = Env::new("RetainLogsTable = \"true\"\n");
+    env.cfn("delay_ms=3000&fail_create=1");
+    let failed = env.up();
+    assert!(!failed.status.success());
+    let said = text(&failed);
+    assert!(
+        said.contains("ROLLBACK_COMPLETE") && said.contains("CompletionFunction"),
+        "the failure names the resource: {said}"
+    );
+    let retried = ok(env.up());
+    assert!(
+        retried.contains("to create it again") && retried.contains("CREATE_COMPLETE"),
+        "{retried}"
+    );
+    assert_eq!(env.status_now()["status"], "CREATE_COMPLETE");
+
+    env.artifacts("v2");
+    let updated = ok(env.up());
+    assert!(updated.contains("UPDATE_COMPLETE"), "{updated}");
+    // `up` returned after the update ran: the stack says so at once.
+    assert_eq!(env.status_now()["status"], "UPDATE_COMPLETE");
+
+    ok(env.deploy(&["down", "--yes"], true));
+    // `down` returned after the stack was gone: nothing left to describe.
+    assert!(env.status_now()["status"].is_null());
+}
+
+/// A template over CloudFormation's inline limit (51,200 bytes) goes by S3 (`TemplateURL`).
+#[test]
+fn a_template_over_the_inline_limit_is_passed_by_url() {
+    let env = Env::new("");
+    let padding: String = (0..600)
+        .map(|i| format!("  # {i:04} a comment that makes the rendered template long enough\n"))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .arg("render")
+        .output()
+        .unwrap();
+    let mut template = String::from_utf8(out.stdout).unwrap();
+    template.push_str(&padding);
+    assert!(template.len() > 51_200);
+    let path = env.dir.join("big.yaml");
+    std::fs::write(&path, &template).unwrap();
+    let artifacts = env.dir.join("artifacts");
+    let created = ok(env.deploy(
+        &[
+            "up",
+            "--yes",
+            "--artifacts",
+            artifacts.to_str().unwrap(),
+            "--template",
+            path.to_str().unwrap(),
+        ],
+        true,
+    ));
+    assert!(
+        created.contains("over CloudFormation's 51200 inline")
+            && created.contains("CREATE_COMPLETE"),
+        "{created}"
+    );
+}
+
+/// A log group takes two subscription filters: a stack pointed at a full one is refused before
+/// anything changes, naming them.
+#[test]
+fn a_runner_group_without_room_for_a_subscription_filter_is_refused() {
+    let group = format!("/external/{}", unique("full"));
+    let stream = unique("sink");
+    let aws = |args: &[&str]| {
+        let o = Command::new("aws")
+            .args(args)
+            .args(["--endpoint-url", &moto_endpoint(), "--region", "us-east-1"])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .expect("the aws CLI (scripts/services installs it)");
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    aws(&["logs", "create-log-group", "--log-group-name", &group]);
+    aws(&[
+        "kinesis",
+        "create-stream",
+        "--stream-name",
+        &stream,
+        "--shard-count",
+        "1",
+    ]);
+    let arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
+    for name in ["audit", "siem"] {
+        aws(&[
+            "logs",
+            "put-subscription-filter",
+            "--log-group-name",
+            &group,
+            "--filter-name",
+            name,
+            "--filter-pattern",
+            "",
+            "--destination-arn",
+            &arn,
+        ]);
+    }
+    let env = Env::new(&format!("RunnerLogGroupName = \"{group}\"\n"));
+    let refused = env.up();
+    assert!(!refused.status.success());
+    let said = text(&refused);
+    assert!(
+        said.contains("already has 2 subscription filters (audit, siem)")
+            && said.contains("nothing was changed"),
+        "{said}"
+    );
+    assert!(env.status_now()["status"].is_null(), "no stack was made");
+}
+
+/// RetainLogsTable is chosen at creation: switching it on a live stack is refused with what to
+/// do, before any change set.
+#[test]
+fn switching_where_the_lines_are_kept_on_a_live_stack_is_refused() {
+    let env = Env::new("");
+    ok(env.up());
+    std::fs::write(
+        env.dir.join("deployments/itest.toml"),
+        format!(
+            "region = \"us-east-1\"\nproject = \"{}\"\n[parameters]\nRetainLogsTable = \"true\"\n",
+            env.project
+        ),
+    )
+    .unwrap();
+    let refused = env.up();
+    assert!(!refused.status.success());
+    let said = text(&refused);
+    assert!(
+        said.contains("created with RetainLogsTable = \"false\"")
+            && said.contains("chosen at creation"),
+        "{said}"
+    );
+    ok(env.deploy(&["down", "--yes"], true));
+}

@@ -64,6 +64,14 @@ pub struct AwsArgs {
     /// `down --env sim`: the sim's state directory, whose moto is stopped (default .runvoy/sim).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// A service role CloudFormation acts with when it creates, updates and deletes the
+    /// stack's resources (`RoleARN`): the caller then needs `iam:PassRole` on it instead of
+    /// rights on every resource (deployments/ci-policy.json).
+    #[arg(long, value_name = "ARN", env = "CLOUDFORMATION_ROLE_ARN")]
+    pub role_arn: Option<String>,
+    /// `up`: the template to deploy (default: the rendered one).
+    #[arg(skip)]
+    pub template: Option<PathBuf>,
 }
 
 /// How results are printed.
@@ -145,6 +153,7 @@ async fn open(args: &AwsArgs) -> anyhow::Result<(Target, aws_config::SdkConfig, 
     let stacks = Stacks {
         client: aws_sdk_cloudformation::Client::new(&sdk),
         name: t.stack.clone(),
+        role_arn: args.role_arn.clone(),
     };
     Ok((t, sdk, stacks))
 }
@@ -218,7 +227,12 @@ pub async fn up(args: &AwsArgs) -> anyhow::Result<()> {
     let arts = arts?;
     let mut t = t;
     let sdk = sdk(args, &mut t).await?;
-    let applied = apply(args, &t, &sdk, &arts, &template::backend().to_yaml(), None).await?;
+    let body = match &args.template {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the template {}", path.display()))?,
+        None => template::backend().to_yaml(),
+    };
+    let applied = apply(args, &t, &sdk, &arts, &body, None).await?;
     match args.output {
         Output::Json => println!(
             "{}",
@@ -303,14 +317,20 @@ pub(crate) async fn apply(
     let stacks = Stacks {
         client: aws_sdk_cloudformation::Client::new(sdk),
         name: t.stack.clone(),
+        role_arn: args.role_arn.clone(),
     };
     let exists = match stacks.status().await? {
         None => false,
         Some(status) => match stack::next_step(&t.stack, &args.env, &status) {
             stack::Next::Update => true,
-            stack::Next::Recreate if args.recreate => {
+            // A first creation that rolled back left no resources (the logs table's policy
+            // keeps none on a failed create) and so no data: it is deleted and created again.
+            stack::Next::Recreate
+                if args.recreate
+                    || status == aws_sdk_cloudformation::types::StackStatus::RollbackComplete =>
+            {
                 eprintln!(
-                    "deleting stack {} ({}) to create it again",
+                    "deleting stack {} ({}: its creation failed) to create it again",
                     t.stack,
                     status.as_str()
                 );
@@ -323,6 +343,30 @@ pub(crate) async fn apply(
             stack::Next::Refuse(why) => anyhow::bail!(why),
         },
     };
+    check_subscription_room(sdk, &t.stack, &t.env).await?;
+    if exists {
+        // Where the lines are kept is chosen at creation: switching it on a live stack would
+        // create a second table of the same name before the first is removed (CloudFormation
+        // refuses), or delete the stored lines.
+        let deployed = stacks.parameters().await?;
+        let was = deployed
+            .iter()
+            .find(|(k, _)| k == "RetainLogsTable")
+            .map_or("false", |(_, v)| v.as_str());
+        let wanted = t
+            .env
+            .parameters
+            .get("RetainLogsTable")
+            .map_or("false", String::as_str);
+        if was != wanted {
+            anyhow::bail!(
+                "stack {} was created with RetainLogsTable = \"{was}\" and deployments/{}.toml asks for \"{wanted}\": it is chosen at creation (the logs table keeps its name, so CloudFormation cannot create the other one before deleting this one); set RetainLogsTable = \"{was}\" in deployments/{}.toml, or back the lines up and recreate the stack",
+                t.stack,
+                args.env,
+                args.env
+            );
+        }
+    }
     let new_key = match api_key {
         Some(k) => Some(k),
         None => (!exists).then(|| runvoy_local::state::random_hex(24)),
@@ -338,7 +382,36 @@ pub(crate) async fn apply(
     for (k, v) in &t.env.parameters {
         params.push((k.clone(), Some(v.clone())));
     }
-    let changes = match stacks.plan(body, &params).await? {
+    // A template past CloudFormation's inline limit goes by S3, named by its content.
+    let url;
+    let source = if body.len() > stack::TEMPLATE_BODY_MAX {
+        let digest: String = {
+            use sha2::Digest;
+            sha2::Sha256::digest(body.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let key = format!("templates/{}.yaml", &digest[..16]);
+        s3.put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .expected_bucket_owner(&account)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .map_err(|e| readable(&format!("uploading the template to s3://{bucket}/{key}"), e))?;
+        eprintln!(
+            "  template of {} bytes (over CloudFormation's {} inline): s3://{bucket}/{key}",
+            body.len(),
+            stack::TEMPLATE_BODY_MAX
+        );
+        url = format!("https://{bucket}.s3.{}.amazonaws.com/{key}", t.region);
+        stack::Source::Url(&url)
+    } else {
+        stack::Source::Body(body)
+    };
+    let changes = match stacks.plan(source, &params).await? {
         Plan::NoChanges => {
             eprintln!("no changes: stack {} is up to date", t.stack);
             Vec::new()
@@ -602,7 +675,8 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
         }
         return Ok(true);
     }
-    let changes = match stacks.plan(&template::backend().to_yaml(), &params).await? {
+    let body = template::backend().to_yaml();
+    let changes = match stacks.plan(stack::Source::Body(&body), &params).await? {
         Plan::NoChanges => None,
         Plan::Changes { name, changes, .. } => {
             stacks.discard(&name).await?;
@@ -630,6 +704,49 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
         },
     }
     Ok(changes.is_some())
+}
+
+/// A log group takes at most two subscription filters. When the stack subscribes to a group
+/// of its own making there is room; an existing group (`RunnerLogGroupName`) may be full, and
+/// the deploy would fail midway (a create rolled back): refused first, with the names.
+async fn check_subscription_room(
+    sdk: &aws_config::SdkConfig,
+    stack: &str,
+    env: &envfile::EnvFile,
+) -> anyhow::Result<()> {
+    let Some(group) = env
+        .parameters
+        .get("RunnerLogGroupName")
+        .filter(|g| !g.is_empty())
+    else {
+        return Ok(());
+    };
+    let logs = aws_sdk_cloudwatchlogs::Client::new(sdk);
+    let out = logs
+        .describe_subscription_filters()
+        .log_group_name(group)
+        .send()
+        .await
+        .map_err(|e| readable(&format!("reading the subscription filters of {group}"), e))?;
+    let ours = format!("{stack}-RunnerSubscriptionFilter");
+    let names: Vec<&str> = out
+        .subscription_filters()
+        .iter()
+        .filter_map(|f| f.filter_name())
+        .collect();
+    let others: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !n.starts_with(&ours))
+        .collect();
+    if others.len() >= 2 && others.len() == names.len() {
+        anyhow::bail!(
+            "log group {group} already has {} subscription filters ({}), the most CloudWatch Logs allows, and the stack needs one for its forwarder: remove one of them, or set RunnerLogGroupName to another group; nothing was changed",
+            others.len(),
+            others.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The metadata key of an uploaded zip naming the sha256 of its `bootstrap`.
@@ -710,7 +827,9 @@ pub fn log_configuration(t: &Target, outputs: &[(String, String)]) -> serde_json
 /// `deploy down --env NAME`
 pub async fn down(args: &AwsArgs) -> anyhow::Result<()> {
     let (t, _, stacks) = open(args).await?;
-    let deleted = if stacks.status().await?.is_none() {
+    // A stack left in REVIEW_IN_PROGRESS (a first change set never run) has a name and no
+    // resources; it is deleted too, or the next `up` would meet it.
+    let deleted = if stacks.raw_status().await?.is_none() {
         false
     } else {
         eprintln!("deleting stack {}", t.stack);
@@ -765,6 +884,8 @@ impl AwsOnly {
             allow_data_loss: false,
             output: crate::aws::Output::Text,
             state_dir: None,
+            role_arn: None,
+            template: None,
         };
         let (t, sdk, stacks) = open(&args).await?;
         let group = stacks
@@ -826,6 +947,7 @@ mod tests {
         let outputs = Stacks {
             client: cfn,
             name: "runvoy-prod".into(),
+            role_arn: None,
         }
         .outputs()
         .await

@@ -29,6 +29,9 @@ pub struct Change {
     /// resource (a replaced table loses its items).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replacement: Option<String>,
+    /// For a `Modify`: the properties it changes (`GenerateSecretString`, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<String>,
 }
 
 impl std::fmt::Display for Change {
@@ -49,6 +52,20 @@ impl std::fmt::Display for Change {
 pub struct Stacks {
     pub client: Client,
     pub name: String,
+    /// A service role CloudFormation creates, updates and deletes the stack's resources with
+    /// (`--role-arn`): the caller then needs no rights on the resources themselves.
+    pub role_arn: Option<String>,
+}
+
+/// Largest template CloudFormation takes inline (`TemplateBody`); a larger one is uploaded to
+/// S3 and passed as `TemplateURL` (up to 1 MB).
+pub const TEMPLATE_BODY_MAX: usize = 51_200;
+
+/// Where a change set's template comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    Body(&'a str),
+    Url(&'a str),
 }
 
 fn param(key: &str, value: Option<&str>) -> Parameter {
@@ -117,7 +134,7 @@ impl Stacks {
     /// Creates a change set and waits for it; `previous` names parameters to keep as they are.
     pub async fn plan(
         &self,
-        template: &str,
+        template: Source<'_>,
         params: &[(String, Option<String>)],
     ) -> anyhow::Result<Plan> {
         let kind = match self.status().await? {
@@ -137,11 +154,19 @@ impl Stacks {
             .stack_name(&self.name)
             .change_set_name(&name)
             .change_set_type(kind.clone())
-            .template_body(template)
+            .set_template_body(match template {
+                Source::Body(b) => Some(b.to_string()),
+                Source::Url(_) => None,
+            })
+            .set_template_url(match template {
+                Source::Url(u) => Some(u.to_string()),
+                Source::Body(_) => None,
+            })
             .set_parameters(Some(
                 params.iter().map(|(k, v)| param(k, v.as_deref())).collect(),
             ))
             .capabilities(Capability::CapabilityIam)
+            .set_role_arn(self.role_arn.clone())
             .send()
             .await
             .map_err(|e| readable(&format!("creating a change set for stack {}", self.name), e))?;
@@ -171,6 +196,12 @@ impl Stacks {
                             resource: rc.logical_resource_id().unwrap_or("?").to_string(),
                             resource_type: rc.resource_type().unwrap_or("?").to_string(),
                             replacement: rc.replacement().map(|r| r.as_str().to_string()),
+                            properties: rc
+                                .details()
+                                .iter()
+                                .filter_map(|d| d.target().and_then(|t| t.name()))
+                                .map(str::to_string)
+                                .collect(),
                         })
                         .collect();
                     return Ok(Plan::Changes {
@@ -221,7 +252,7 @@ impl Stacks {
 
     /// Executes a change set and streams stack events until the stack settles.
     pub async fn apply(&self, change_set: &str) -> anyhow::Result<()> {
-        let since = std::time::SystemTime::now();
+        let known = self.event_ids().await;
         let executed = self
             .client
             .execute_change_set()
@@ -230,30 +261,48 @@ impl Stacks {
             .send()
             .await;
         if let Err(e) = executed {
-            let failures = self.failed_resources(since).await.unwrap_or_default();
+            let failures = self.failed_resources(&known).await.unwrap_or_default();
             let e = readable(
                 &format!("executing the change set of stack {}", self.name),
                 e,
             );
             anyhow::bail!("{e}{}", failure_list(&failures));
         }
-        self.follow(since, false).await
+        self.follow(known, false).await
     }
 
     pub async fn delete(&self) -> anyhow::Result<()> {
-        let since = std::time::SystemTime::now();
+        let known = self.event_ids().await;
         self.client
             .delete_stack()
             .stack_name(&self.name)
+            .set_role_arn(self.role_arn.clone())
             .send()
             .await
             .map_err(|e| readable(&format!("deleting stack {}", self.name), e))?;
-        self.follow(since, true).await
+        self.follow(known, true).await
     }
 
-    /// `resource: reason` of every resource that failed since `since`.
-    async fn failed_resources(&self, since: std::time::SystemTime) -> anyhow::Result<Vec<String>> {
-        let since_secs = since.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64 - 1;
+    /// The ids of the stack's events now (the newest page): what happened before an operation.
+    async fn event_ids(&self) -> HashSet<String> {
+        match self
+            .client
+            .describe_stack_events()
+            .stack_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .stack_events()
+                .iter()
+                .filter_map(|e| e.event_id().map(str::to_string))
+                .collect(),
+            Err(_) => HashSet::new(),
+        }
+    }
+
+    /// `resource: reason` of every resource that failed in the events not in `known`.
+    async fn failed_resources(&self, known: &HashSet<String>) -> anyhow::Result<Vec<String>> {
         let events = self
             .client
             .describe_stack_events()
@@ -264,7 +313,7 @@ impl Stacks {
         Ok(events
             .stack_events()
             .iter()
-            .filter(|e| e.timestamp().is_some_and(|t| t.secs() >= since_secs))
+            .filter(|e| !known.contains(e.event_id().unwrap_or_default()))
             .filter(|e| {
                 e.resource_status()
                     .is_some_and(|s| s.as_str().ends_with("_FAILED"))
@@ -279,61 +328,131 @@ impl Stacks {
             .collect())
     }
 
-    /// Prints new stack events until a terminal status; fails naming each failed resource.
-    async fn follow(&self, since: std::time::SystemTime, deleting: bool) -> anyhow::Result<()> {
-        let since_secs = since.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64 - 1;
-        let mut seen = HashSet::new();
+    /// Prints the operation's stack events until the stack itself reports how it ended;
+    /// fails naming each failed resource.
+    ///
+    /// Only an event of the stack itself that was not there before the operation (`known`)
+    /// says it ended: right after `ExecuteChangeSet` or `DeleteStack`, `DescribeStacks` can
+    /// still show the status from before (a stale `UPDATE_COMPLETE`, `ROLLBACK_COMPLETE`, or
+    /// no stack yet in `REVIEW_IN_PROGRESS`), so a status alone is never trusted — except a
+    /// deleted stack's absence.
+    async fn follow(&self, known: HashSet<String>, deleting: bool) -> anyhow::Result<()> {
+        let mut seen = known;
         let mut failures = Vec::new();
         for _ in 0..3_600 {
-            let status = self.status().await?;
-            if let Ok(events) = self
+            let mut ended: Option<String> = None;
+            match self
                 .client
                 .describe_stack_events()
                 .stack_name(&self.name)
                 .send()
                 .await
             {
-                let mut fresh: Vec<_> = events
-                    .stack_events()
-                    .iter()
-                    .filter(|e| e.timestamp().is_some_and(|t| t.secs() >= since_secs))
-                    .filter(|e| seen.insert(e.event_id().unwrap_or_default().to_string()))
-                    .cloned()
-                    .collect();
-                fresh.reverse();
-                for e in fresh {
-                    let status = e.resource_status().map(|s| s.as_str()).unwrap_or("");
-                    let reason = e.resource_status_reason().unwrap_or("");
-                    eprintln!(
-                        "  {:<22} {:<34} {reason}",
-                        status,
-                        e.logical_resource_id().unwrap_or("")
-                    );
-                    if status.ends_with("_FAILED") {
-                        failures.push(format!(
-                            "{}: {reason}",
-                            e.logical_resource_id().unwrap_or("?")
-                        ));
+                Ok(events) => {
+                    let mut fresh: Vec<_> = events
+                        .stack_events()
+                        .iter()
+                        .filter(|e| seen.insert(e.event_id().unwrap_or_default().to_string()))
+                        .cloned()
+                        .collect();
+                    fresh.reverse();
+                    for e in fresh {
+                        let status = e.resource_status().map(|s| s.as_str()).unwrap_or("");
+                        let reason = e.resource_status_reason().unwrap_or("");
+                        let resource = e.logical_resource_id().unwrap_or("");
+                        eprintln!("  {status:<22} {resource:<34} {reason}");
+                        if status.ends_with("_FAILED") {
+                            failures.push(format!("{resource}: {reason}"));
+                        }
+                        if resource == self.name && settled(status) {
+                            ended = Some(status.to_string());
+                        }
                     }
                 }
+                // A deleted stack's events are no longer found by its name.
+                Err(_) if deleting => {}
+                Err(e) => {
+                    return Err(readable(
+                        &format!("reading the events of stack {}", self.name),
+                        e,
+                    ));
+                }
             }
-            let Some(s) = status else {
-                return if deleting {
-                    Ok(())
-                } else {
-                    anyhow::bail!("the stack disappeared")
-                };
-            };
-            let s = s.as_str().to_string();
-            if s.ends_with("_COMPLETE") && !s.contains("ROLLBACK") && !s.contains("IN_PROGRESS") {
+            if deleting && self.status().await?.is_none() {
                 return Ok(());
             }
-            if s.ends_with("_FAILED") || (s.contains("ROLLBACK") && s.ends_with("_COMPLETE")) {
+            if let Some(s) = ended {
+                if matches!(
+                    s.as_str(),
+                    "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE"
+                ) || (deleting && s == "DELETE_COMPLETE")
+                {
+                    return Ok(());
+                }
                 anyhow::bail!("the stack ended in {s}{}", failure_list(&failures));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         anyhow::bail!("the stack did not settle within an hour")
+    }
+}
+
+/// Whether a status of the stack itself ends an operation.
+fn settled(status: &str) -> bool {
+    !status.ends_with("_IN_PROGRESS")
+        && (status.ends_with("_COMPLETE") || status.ends_with("_FAILED"))
+}
+
+impl Stacks {
+    /// The stack's parameters as deployed (`NoEcho` ones masked).
+    pub async fn parameters(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let out = self
+            .client
+            .describe_stacks()
+            .stack_name(&self.name)
+            .send()
+            .await
+            .map_err(|e| readable(&format!("reading the parameters of stack {}", self.name), e))?;
+        Ok(out
+            .stacks()
+            .first()
+            .map(|s| {
+                s.parameters()
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.parameter_key().unwrap_or_default().to_string(),
+                            p.parameter_value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The status as CloudFormation says it, `REVIEW_IN_PROGRESS` included (a stack whose
+    /// first change set was made and never run: it has no resources, only a name).
+    pub async fn raw_status(&self) -> anyhow::Result<Option<StackStatus>> {
+        match self
+            .client
+            .describe_stacks()
+            .stack_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .stacks()
+                .first()
+                .and_then(|s| s.stack_status().cloned())
+                .filter(|s| *s != StackStatus::DeleteComplete)),
+            Err(e)
+                if e.to_string().contains("does not exist")
+                    || format!("{e:?}").contains("does not exist") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(readable(&format!("describing stack {}", self.name), e)),
+        }
     }
 }
 
@@ -351,9 +470,10 @@ pub fn next_step(stack: &str, env: &str, status: &StackStatus) -> Next {
     let s = status.as_str();
     match status {
         // IMPORT_ROLLBACK_COMPLETE is an existing stack whose import was undone: updatable.
-        StackStatus::RollbackComplete | StackStatus::RollbackFailed | StackStatus::DeleteFailed => {
-            Next::Recreate
-        }
+        StackStatus::RollbackComplete
+        | StackStatus::RollbackFailed
+        | StackStatus::DeleteFailed
+        | StackStatus::CreateFailed => Next::Recreate,
         StackStatus::UpdateRollbackFailed => Next::Refuse(format!(
             "stack {stack} is in UPDATE_ROLLBACK_FAILED: CloudFormation could not roll back its last update; finish the rollback (aws cloudformation continue-update-rollback --stack-name {stack}), then run `deploy up --env {env}` again"
         )),
@@ -373,7 +493,10 @@ pub const STATEFUL: [&str; 4] = [
     "ApiSecret",
 ];
 
-/// What of [`STATEFUL`] `changes` replace or remove, as "replace LogsTable" phrases.
+/// What of [`STATEFUL`] `changes` replace or remove, as "replace LogsTable" phrases. A change
+/// of the key secret's `GenerateSecretString` is one too, though CloudFormation does it in
+/// place: it generates a new value, which wipes the keys `rotate-key` added and brings the
+/// creation key back.
 pub fn data_lost(changes: &[Change]) -> Vec<String> {
     changes
         .iter()
@@ -381,6 +504,9 @@ pub fn data_lost(changes: &[Change]) -> Vec<String> {
         .filter_map(|c| match (c.action.as_str(), c.replacement.as_deref()) {
             ("Remove", _) => Some(format!("remove {}", c.resource)),
             ("Modify", Some("True" | "Conditional")) => Some(format!("replace {}", c.resource)),
+            ("Modify", _) if c.properties.iter().any(|p| p == "GenerateSecretString") => {
+                Some(format!("regenerate the value of {} (its keys)", c.resource))
+            }
             _ => None,
         })
         .collect()
@@ -411,6 +537,7 @@ mod tests {
             resource: resource.into(),
             resource_type: "AWS::X".into(),
             replacement: replacement.map(str::to_string),
+            properties: Vec::new(),
         }
     }
 
@@ -432,6 +559,20 @@ mod tests {
             "a function or a queue holds nothing that would be lost"
         );
         assert!(data_lost(&[change("Modify", "LogsTable", Some("Conditional"))]).len() == 1);
+        // The key secret changed in place, but its generator: a new value, the keys lost.
+        let regenerate = Change {
+            properties: vec!["GenerateSecretString".into()],
+            ..change("Modify", "ApiSecret", Some("False"))
+        };
+        assert_eq!(
+            data_lost(&[regenerate]),
+            ["regenerate the value of ApiSecret (its keys)"]
+        );
+        let described = Change {
+            properties: vec!["Description".into()],
+            ..change("Modify", "ApiSecret", Some("False"))
+        };
+        assert!(data_lost(&[described]).is_empty());
     }
     use super::*;
     use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
@@ -479,6 +620,11 @@ mod tests {
             next_step("runvoy-prod", "prod", &StackStatus::UpdateInProgress),
             Next::Refuse("stack runvoy-prod is busy (UPDATE_IN_PROGRESS); wait until `deploy status --env prod` shows it settled, then run `deploy up --env prod` again".into())
         );
+        assert_eq!(
+            next_step("s", "e", &StackStatus::CreateFailed),
+            Next::Recreate,
+            "CloudFormation refuses to update a stack whose creation failed"
+        );
         assert!(matches!(
             next_step("s", "e", &StackStatus::UpdateRollbackFailed),
             Next::Refuse(m) if m.contains("continue-update-rollback --stack-name s")
@@ -506,6 +652,12 @@ mod tests {
             .build();
         let events = mock!(Client::describe_stack_events)
             .sequence()
+            // Before the execution: the stack's earlier history.
+            .output(|| {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(event("0", "s", ResourceStatus::CreateComplete, ""))
+                    .build()
+            })
             .output(|| {
                 DescribeStackEventsOutput::builder()
                     .stack_events(event("3", "s", ResourceStatus::RollbackComplete, ""))
@@ -521,6 +673,7 @@ mod tests {
                         ResourceStatus::CreateInProgress,
                         "",
                     ))
+                    .stack_events(event("0", "s", ResourceStatus::CreateComplete, ""))
                     .build()
             })
             .repeatedly()
@@ -533,6 +686,7 @@ mod tests {
         let err = Stacks {
             client,
             name: "s".into(),
+            role_arn: None,
         }
         .apply("cs")
         .await
@@ -543,5 +697,117 @@ mod tests {
             err.contains("LogsTable: runvoy-execution-logs already exists"),
             "{err}"
         );
+    }
+
+    fn stack(status: StackStatus) -> DescribeStacksOutput {
+        DescribeStacksOutput::builder()
+            .stacks(
+                Stack::builder()
+                    .stack_name("s")
+                    .stack_status(status)
+                    .creation_time(DateTime::from_secs(0))
+                    .build(),
+            )
+            .build()
+    }
+
+    /// Right after `ExecuteChangeSet`, `DescribeStacks` still says `UPDATE_COMPLETE` (the
+    /// status from before): the update is followed until the stack's own event says how it
+    /// ended — here, rolled back.
+    #[tokio::test]
+    async fn a_stale_status_after_execute_is_not_taken_for_the_end() {
+        let execute = mock!(Client::execute_change_set)
+            .then_output(|| ExecuteChangeSetOutput::builder().build());
+        let stacks =
+            mock!(Client::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
+        let events = mock!(Client::describe_stack_events)
+            .sequence()
+            .output(|| {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(event("0", "s", ResourceStatus::UpdateComplete, ""))
+                    .build()
+            })
+            .times(2)
+            .output(|| {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(event("2", "s", ResourceStatus::UpdateInProgress, ""))
+                    .stack_events(event("0", "s", ResourceStatus::UpdateComplete, ""))
+                    .build()
+            })
+            .output(|| {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(event("4", "s", ResourceStatus::UpdateRollbackComplete, ""))
+                    .stack_events(event(
+                        "3",
+                        "ApiFunction",
+                        ResourceStatus::UpdateFailed,
+                        "bad code",
+                    ))
+                    .stack_events(event("2", "s", ResourceStatus::UpdateInProgress, ""))
+                    .stack_events(event("0", "s", ResourceStatus::UpdateComplete, ""))
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let client = mock_client!(
+            aws_sdk_cloudformation,
+            RuleMode::MatchAny,
+            [&execute, &stacks, &events]
+        );
+        let err = Stacks {
+            client,
+            name: "s".into(),
+            role_arn: None,
+        }
+        .apply("cs")
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("UPDATE_ROLLBACK_COMPLETE") && err.contains("ApiFunction: bad code"),
+            "{err}"
+        );
+    }
+
+    /// Right after `DeleteStack`, `DescribeStacks` still says `CREATE_COMPLETE`: `down` waits
+    /// until the stack is gone.
+    #[tokio::test]
+    async fn a_delete_is_done_only_when_the_stack_is_gone() {
+        use aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput;
+        use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksError;
+        let delete =
+            mock!(Client::delete_stack).then_output(|| DeleteStackOutput::builder().build());
+        let stacks = mock!(Client::describe_stacks)
+            .sequence()
+            .output(|| stack(StackStatus::CreateComplete))
+            .times(2)
+            .output(|| stack(StackStatus::DeleteInProgress))
+            .error(|| {
+                DescribeStacksError::generic(
+                    aws_sdk_cloudformation::error::ErrorMetadata::builder()
+                        .code("ValidationError")
+                        .message("Stack with id s does not exist")
+                        .build(),
+                )
+            })
+            .repeatedly()
+            .build();
+        let events = mock!(Client::describe_stack_events).then_output(|| {
+            DescribeStackEventsOutput::builder()
+                .stack_events(event("0", "s", ResourceStatus::CreateComplete, ""))
+                .build()
+        });
+        let client = mock_client!(
+            aws_sdk_cloudformation,
+            RuleMode::MatchAny,
+            [&delete, &stacks, &events]
+        );
+        let s = Stacks {
+            client,
+            name: "s".into(),
+            role_arn: None,
+        };
+        s.delete().await.unwrap();
+        assert_eq!(stacks.num_calls(), 4, "it waited past the stale statuses");
     }
 }

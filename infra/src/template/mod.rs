@@ -154,7 +154,14 @@ impl Template {
             }
             if let Some(p) = r.retain {
                 m.insert("DeletionPolicy".into(), json!(p));
-                m.insert("UpdateReplacePolicy".into(), json!(p));
+                // An update that replaces the resource keeps the old one the same way
+                // (`RetainExceptOnCreate` is a deletion policy only).
+                let replace = if p == "RetainExceptOnCreate" {
+                    "Retain"
+                } else {
+                    p
+                };
+                m.insert("UpdateReplacePolicy".into(), json!(replace));
             }
             m.insert("Properties".into(), r.properties.clone());
             resources.insert(id.clone(), Value::Object(m));

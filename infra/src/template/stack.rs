@@ -182,9 +182,10 @@ fn tables(t: &mut Template) {
                 {"AttributeName": "created_at", "KeyType": "RANGE"}],
             "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status", "exit_code", "final_index"]},
         }],
+        // Encrypted at rest with the AWS-owned key, DynamoDB's default: `SSEEnabled` would move
+        // the table to the AWS-managed KMS key, which bills every request.
         "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": true},
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": if_("EnablePitr", json!(true), json!(false))},
-        "SSESpecification": {"SSEEnabled": true},
     });
     t.resource(
         "LogsTable",
@@ -196,7 +197,9 @@ fn tables(t: &mut Template) {
         "RetainedLogsTable",
         Resource::new("AWS::DynamoDB::Table", logs)
             .when("RetainLogs")
-            .policy("Retain"),
+            // Kept when the stack is deleted, but not when its creation fails and rolls back:
+            // a retained table of the same name would make every retry fail "already exists".
+            .policy("RetainExceptOnCreate"),
     );
     t.resource(
         "ConnectionsTable",
@@ -212,7 +215,6 @@ fn tables(t: &mut Template) {
                     {"AttributeName": "pk", "KeyType": "HASH"},
                     {"AttributeName": "sk", "KeyType": "RANGE"}],
                 "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": true},
-                "SSESpecification": {"SSEEnabled": true},
             }),
         )
         .policy("Delete"),
