@@ -41,6 +41,9 @@ struct Cli {
     /// Profile of the config file to use [env: RUNVOY_PROFILE].
     #[arg(long, global = true)]
     profile: Option<String>,
+    /// Allow plain http:// to another machine (the key then crosses the network in clear).
+    #[arg(long, global = true)]
+    insecure: bool,
     /// Print progress notices even when stderr is not a terminal.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -175,7 +178,7 @@ fn process_code(code: i32) -> u8 {
 }
 
 async fn run(cli: Cli, notices: Notices) -> Result<i32, CliError> {
-    let settings = settings::resolve(cli.api_url, cli.api_key, cli.profile)?;
+    let settings = settings::resolve(cli.api_url, cli.api_key, cli.profile, cli.insecure)?;
     let client = ApiClient::new(settings)?;
     match cli.command {
         Command::Logs { execution_id, args } => {

@@ -532,7 +532,10 @@ fn configuration_comes_from_flags_then_environment_then_the_config_file() {
         b.to_string(),
         "--profile"
     );
-    let env_url = [("RUNVOY_API_URL", format!("http://127.0.0.1:{c}"))];
+    let env_url = [
+        ("RUNVOY_API_URL", format!("http://127.0.0.1:{c}")),
+        ("RUNVOY_API_KEY", "k2".to_string()),
+    ];
     assert_eq!(
         url_tried(&[], &env_url),
         c.to_string(),
@@ -544,6 +547,21 @@ fn configuration_comes_from_flags_then_environment_then_the_config_file() {
         d.to_string(),
         "flag over the environment"
     );
+    // A URL from the environment with the key only in a profile: the key stays with its API.
+    let stranger = url_tried(&[], &env_url[..1]);
+    assert!(
+        stranger.contains("is sent only to http://127.0.0.1:"),
+        "{stranger}"
+    );
+    // A key from the environment with the profile's URL: refused too.
+    let loose = url_tried(&[], &env_url[1..]);
+    assert!(loose.contains("RUNVOY_API_KEY is set but"), "{loose}");
+    // Plain HTTP to another machine, unless --insecure.
+    let remote = url_tried(
+        &["--api-url", "http://10.1.2.3:8787", "--api-key", "k"],
+        &[],
+    );
+    assert!(remote.contains("plain HTTP to another machine"), "{remote}");
     let unknown = url_tried(&["--profile", "staging"], &[]);
     assert!(unknown.contains("profile 'staging' is not in"), "{unknown}");
 }

@@ -15,7 +15,7 @@ use crate::error::{CommitError, StoreError};
 use crate::model::{Connection, ExecutionSummary, Head, LogEvent, SourceEvent};
 use crate::ports::{
     Clock, Commit, ConnectionStore, HeadReader, LogReader, LogSource, LogWriter, Metric, Metrics,
-    PushError, Pusher, SourcePage, check_read_item, fits_in_read,
+    PushError, Pusher, Resumed, SourcePage, check_read_item, fits_in_read,
 };
 
 /// A future that is pending once, then ready: an await point a scheduler can switch at.
@@ -327,6 +327,28 @@ impl ConnectionStore for MemoryConnections {
             c.cursor = c.cursor.max(cursor);
             prev
         }))
+    }
+
+    async fn resume(
+        &self,
+        conn: &Connection,
+        cursor: u64,
+        now: i64,
+        min_interval_ms: i64,
+    ) -> Result<Resumed, StoreError> {
+        YieldNow::default().await;
+        let mut map = self.map.lock().expect("connections lock");
+        Ok(match map.get_mut(&conn.connection_id) {
+            None => Resumed::Gone,
+            Some(c) if c.resumed_at != 0 && now - c.resumed_at < min_interval_ms => {
+                Resumed::TooSoon
+            }
+            Some(c) => {
+                c.cursor = cursor;
+                c.resumed_at = now;
+                Resumed::Done
+            }
+        })
     }
 }
 

@@ -186,6 +186,28 @@ pub trait ConnectionStore: Send + Sync {
         connection: &Connection,
         cursor: u64,
     ) -> Result<Option<u64>, StoreError>;
+
+    /// A client's `resume`, in one conditional write: sets the cursor to `cursor` and
+    /// `resumed_at` to `now` unless the last resume was less than `min_interval_ms` before
+    /// `now`, so simultaneous resumes of one connection cannot all pass the limit.
+    async fn resume(
+        &self,
+        connection: &Connection,
+        cursor: u64,
+        now: i64,
+        min_interval_ms: i64,
+    ) -> Result<Resumed, StoreError>;
+}
+
+/// What [`ConnectionStore::resume`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The cursor is set.
+    Done,
+    /// The last resume was too recent: nothing changed.
+    TooSoon,
+    /// The connection is gone.
+    Gone,
 }
 
 /// One page of the log source, CloudWatch `GetLogEvents` style.

@@ -22,6 +22,11 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
 pub const RATE_LIMITED: &str = "rate_limited";
 /// Least time between two `resume`s of a connection that are served.
 pub const RESUME_INTERVAL_MS: i64 = 1_000;
+/// Connections one execution may have at once: each costs every forwarder batch a push, so one
+/// token (valid an hour) must not be able to open hundreds.
+pub const MAX_CONNECTIONS_PER_EXECUTION: usize = 100;
+/// The code of the error that refuses a connection past that number.
+pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 
 #[derive(Clone)]
 pub struct WsService {
@@ -71,13 +76,32 @@ impl WsService {
             None => return Err(ApiError::from_denied(crate::auth::Denied::Unauthorized)),
         };
         let since = parse_index("since_index", query.get("since_index"), 0)?;
-        if self.reader.head(execution_id).await?.is_none() {
+        let Some(head) = self.reader.head(execution_id).await? else {
             return Err(CoreError::NotFound(execution_id.clone()).into());
+        };
+        let open = self
+            .fanout
+            .connections()
+            .list(execution_id)
+            .await?
+            .into_iter()
+            .filter(|c| c.expires_at > now_secs)
+            .count();
+        if open >= MAX_CONNECTIONS_PER_EXECUTION {
+            return Err(ApiError::new(
+                429,
+                TOO_MANY_CONNECTIONS,
+                format!(
+                    "execution {execution_id} has {open} WebSocket connections, the most it may have; close one, or follow it over HTTP"
+                ),
+            ));
         }
         let conn = Connection {
             connection_id: connection_id.to_string(),
             execution_id: execution_id.clone(),
-            cursor: since,
+            // Pushes start at most one backlog page behind the end: a client that asked for
+            // more reads it over HTTP, as it does anyway (a jump is a gap it fills).
+            cursor: clamp_cursor(since, head.last_index),
             connected_at: self.clock.now_ms(),
             // The connection lives as long as its token (or API Gateway's 2 h, if shorter).
             expires_at: token_expiry.min(now_secs + CONNECTION_TTL_SECS),
@@ -143,11 +167,31 @@ impl WsService {
             let _ = self.pusher.push(connection_id, &msg.to_json()).await;
             return Ok(());
         }
-        conn.cursor = since_index;
-        conn.resumed_at = now;
-        connections.put(conn.clone()).await?;
-        if let Some(head) = self.reader.head(&conn.execution_id).await? {
-            self.fanout.deliver_one_page(&conn, &head).await?;
+        let Some(head) = self.reader.head(&conn.execution_id).await? else {
+            return Ok(());
+        };
+        let cursor = clamp_cursor(since_index, head.last_index);
+        // One conditional write: of simultaneous resumes, one passes the limit.
+        match connections
+            .resume(&conn, cursor, now, RESUME_INTERVAL_MS)
+            .await?
+        {
+            crate::ports::Resumed::Done => {
+                conn.cursor = cursor;
+                conn.resumed_at = now;
+                self.fanout.deliver_one_page(&conn, &head).await?;
+            }
+            crate::ports::Resumed::TooSoon => {
+                let msg = ServerMessage::Error {
+                    code: RATE_LIMITED.into(),
+                    error: format!(
+                        "resume at most once per {RESUME_INTERVAL_MS} ms; read the lines after {since_index} over HTTP (GET /api/v1/executions/{}/logs?since_index={since_index})",
+                        conn.execution_id
+                    ),
+                };
+                let _ = self.pusher.push(connection_id, &msg.to_json()).await;
+            }
+            crate::ports::Resumed::Gone => {}
         }
         Ok(())
     }
@@ -156,4 +200,12 @@ impl WsService {
     pub async fn disconnect(&self, connection_id: &str) -> Result<(), CoreError> {
         Ok(self.fanout.connections().remove(connection_id).await?)
     }
+}
+
+/// Where pushes start for a client that asked for `since`: never before one backlog page from
+/// the end, never past the end.
+fn clamp_cursor(since: u64, last_index: u64) -> u64 {
+    since
+        .max(last_index.saturating_sub(crate::services::BACKLOG_PAGE as u64))
+        .min(last_index)
 }

@@ -86,13 +86,21 @@ impl FanOut {
     /// The range is claimed before it is sent (the cursor is raised atomically, to the end of
     /// what will be sent), so concurrent forwarders never send the same range twice to a
     /// connection; a push that fails leaves a hole the client fills over HTTP (spec §6).
+    ///
+    /// A connection more than one backlog page behind gets nothing (not even a store read):
+    /// its client reads over HTTP and says where it is with `resume`. So a forwarder batch
+    /// costs each connection at most one page, whatever a client asked for.
     pub async fn deliver(
         &self,
         conn: &Connection,
         head: &Head,
         fresh: &[LogEvent],
     ) -> Result<(), CoreError> {
-        self.deliver_pages(conn, head, fresh, usize::MAX).await
+        let covered = fresh.first().is_some_and(|f| f.index <= conn.cursor + 1);
+        if !covered && head.last_index.saturating_sub(conn.cursor) > BACKLOG_PAGE as u64 {
+            return Ok(());
+        }
+        self.deliver_pages(conn, head, fresh, 1).await
     }
 
     /// [`FanOut::deliver`], stopping after one backlog page (at most [`BACKLOG_PAGE`] events and

@@ -78,7 +78,8 @@ macro_rules! connection_conformance_suite {
             $crate::__conformance_cases!(connections $factory;
                 connections_put_get_list_remove,
                 advance_only_raises_the_cursor,
-                list_sees_a_connection_right_after_put
+                list_sees_a_connection_right_after_put,
+                simultaneous_resumes_pass_the_limit_once
             );
         }
     };
@@ -825,6 +826,53 @@ pub mod connections {
         // Resume moves the cursor back by rewriting the connection.
         c.put(conn(&a, &exec, 2)).await.unwrap();
         assert_eq!(c.advance(&me, 4).await.unwrap(), Some(2));
+    }
+
+    /// `resume` is one conditional write: of many at once, one passes the interval; the next
+    /// passes only after it; a gone connection says so.
+    pub async fn simultaneous_resumes_pass_the_limit_once<C: ConnectionStore + 'static>(c: Arc<C>) {
+        use crate::ports::Resumed;
+        let exec = fresh_id("res-exec");
+        let a = fresh_id("res");
+        c.put(conn(&a, &exec, 3)).await.unwrap();
+        let me = conn(&a, &exec, 3);
+        let now = 1_800_000_000_000;
+        let mut tasks = Vec::new();
+        for i in 0..8u64 {
+            let (c, me) = (c.clone(), me.clone());
+            tasks.push(tokio::spawn(async move {
+                c.resume(&me, 100 + i, now, 1_000).await.unwrap()
+            }));
+        }
+        let mut done = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Resumed::Done => done += 1,
+                Resumed::TooSoon => {}
+                Resumed::Gone => panic!("the connection exists"),
+            }
+        }
+        assert_eq!(done, 1, "exactly one of the simultaneous resumes passes");
+        let after = c.get(&a).await.unwrap().unwrap();
+        assert!((100..108).contains(&after.cursor) && after.resumed_at == now);
+        assert_eq!(
+            c.resume(&me, 5, now + 999, 1_000).await.unwrap(),
+            Resumed::TooSoon
+        );
+        assert_eq!(
+            c.resume(&me, 5, now + 1_000, 1_000).await.unwrap(),
+            Resumed::Done
+        );
+        assert_eq!(
+            c.get(&a).await.unwrap().unwrap().cursor,
+            5,
+            "a resume may move it back"
+        );
+        let nobody = conn(&fresh_id("nobody"), &exec, 0);
+        assert_eq!(
+            c.resume(&nobody, 1, now, 1_000).await.unwrap(),
+            Resumed::Gone
+        );
     }
 
     pub async fn list_sees_a_connection_right_after_put<C: ConnectionStore + 'static>(c: Arc<C>) {

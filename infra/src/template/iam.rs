@@ -27,9 +27,11 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     ];
-    // The WebSocket handler stores, reads, advances and forgets one connection; it never lists.
+    // The WebSocket handler stores, reads, advances and forgets one connection, and counts an
+    // execution's connections at `$connect` (a cap per execution).
     let conns_all = [
         "dynamodb:GetItem",
+        "dynamodb:Query",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         "dynamodb:PutItem",

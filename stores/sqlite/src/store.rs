@@ -623,4 +623,38 @@ impl ConnectionStore for SqliteStore {
         tx.commit().map_err(sql)?;
         Ok(prev)
     }
+
+    async fn resume(
+        &self,
+        c: &Connection,
+        cursor: u64,
+        now: i64,
+        min_interval_ms: i64,
+    ) -> Result<runvoy_core::ports::Resumed, StoreError> {
+        use runvoy_core::ports::Resumed;
+        let conn = self.db.lock();
+        let changed = conn
+            .execute(
+                "UPDATE connections SET cursor = ?2, resumed_at = ?3
+                 WHERE connection_id = ?1 AND (resumed_at = 0 OR resumed_at <= ?3 - ?4)",
+                params![c.connection_id, cursor, now, min_interval_ms],
+            )
+            .map_err(sql)?;
+        if changed == 1 {
+            return Ok(Resumed::Done);
+        }
+        let exists: Option<i64> = conn
+            .query_row(
+                "SELECT resumed_at FROM connections WHERE connection_id = ?1",
+                [&c.connection_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        Ok(if exists.is_some() {
+            Resumed::TooSoon
+        } else {
+            Resumed::Gone
+        })
+    }
 }

@@ -216,4 +216,44 @@ impl ConnectionStore for DynamoConnections {
             Err(e) => Err(map_sdk(&e, "UpdateItem")),
         }
     }
+
+    async fn resume(
+        &self,
+        conn: &Connection,
+        cursor: u64,
+        now: i64,
+        min_interval_ms: i64,
+    ) -> Result<runvoy_core::ports::Resumed, StoreError> {
+        use runvoy_core::ports::Resumed;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(member_key(&conn.execution_id, &conn.connection_id)))
+            .update_expression("SET #c = :c, resumed_at = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(resumed_at) OR resumed_at <= :before)",
+            )
+            .expression_attribute_names("#c", "cursor")
+            .expression_attribute_values(":c", n(cursor))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":before", n(now - min_interval_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Resumed::Done),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(
+                    match self.member(&conn.execution_id, &conn.connection_id).await? {
+                        Some(_) => Resumed::TooSoon,
+                        None => Resumed::Gone,
+                    },
+                )
+            }
+            Err(e) => Err(map_sdk(&e, "UpdateItem")),
+        }
+    }
 }
