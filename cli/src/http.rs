@@ -30,6 +30,10 @@ const RESERVE_AT_MOST: u64 = 8 * 1024 * 1024;
 
 /// Largest dense page read (servers bound pages at 4 MB, one event larger than that alone).
 const PAGE_AT_MOST: u64 = 64 * 1024 * 1024;
+/// Largest other answer read (a status, a list of 200 executions).
+const BODY_AT_MOST: u64 = 4 * 1024 * 1024;
+/// Largest error answer read (one sentence, and a code).
+const ERROR_AT_MOST: u64 = 64 * 1024;
 
 /// A logs page as the server sent it: JSON (spec §4), or dense ([`runvoy_core::lines`]).
 pub enum Page {
@@ -126,7 +130,9 @@ impl ApiClient {
         }
         let mut resp = self.respond(id, req).await?;
         if content_type(&resp).as_deref() != Some(LINES_CONTENT_TYPE) {
-            let body = resp.bytes().await.map_err(|e| self.cut(&e))?;
+            let body = self
+                .bounded(&mut resp, PAGE_AT_MOST, "a page of logs")
+                .await?;
             return serde_json::from_slice(&body)
                 .map(Page::Json)
                 .map_err(|e| CliError::Protocol(e.to_string()));
@@ -169,6 +175,27 @@ impl ApiClient {
         if kept.len() < BUFFERS_KEPT {
             kept.push(buf);
         }
+    }
+
+    /// A body read whole, but never more than `limit` bytes: a server (or whatever answers at
+    /// its address) cannot make the CLI hold more than that.
+    async fn bounded(
+        &self,
+        resp: &mut reqwest::Response,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, CliError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.cut(&e))? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(CliError::Protocol(format!(
+                    "{what} is larger than {} KB, more than the API sends",
+                    limit >> 10
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// A body that stopped arriving.
@@ -216,8 +243,8 @@ impl ApiClient {
         id: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<T, CliError> {
-        let body = self.respond(id, req).await?.bytes().await;
-        let body = body.map_err(|e| self.cut(&e))?;
+        let mut resp = self.respond(id, req).await?;
+        let body = self.bounded(&mut resp, BODY_AT_MOST, "an answer").await?;
         serde_json::from_slice(&body).map_err(|e| CliError::Protocol(e.to_string()))
     }
 
@@ -245,7 +272,16 @@ impl ApiClient {
         if (200..300).contains(&status) {
             return Ok(resp);
         }
-        let body = resp.bytes().await.map_err(|e| self.cut(&e))?;
+        // At most the first 64 KB of an error answer: the sentence is at its start.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 >= ERROR_AT_MOST {
+                body.truncate(ERROR_AT_MOST as usize);
+                break;
+            }
+        }
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());

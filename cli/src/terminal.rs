@@ -64,7 +64,32 @@ fn sgr_len(b: &[u8]) -> Option<usize> {
         .take(64)
         .take_while(|x| x.is_ascii_digit() || **x == b';' || **x == b':')
         .count();
-    (b.get(2 + params) == Some(&b'm')).then_some(3 + params)
+    if b.get(2 + params) != Some(&b'm') {
+        return None;
+    }
+    // Conceal (8) hides text as surely as a `\r`: a sequence with it is not a colour.
+    (!conceals(&b[2..2 + params])).then_some(3 + params)
+}
+
+/// Whether SGR parameters turn on conceal (8), read as terminals read them: the arguments of
+/// an extended colour (`38;5;N`, `38;2;R;G;B`, likewise 48 and 58) are not attributes.
+fn conceals(params: &[u8]) -> bool {
+    let list: Vec<&[u8]> = params.split(|c| *c == b';').collect();
+    let mut i = 0;
+    while i < list.len() {
+        match list[i] {
+            b"38" | b"48" | b"58" => {
+                i += match list.get(i + 1).copied() {
+                    Some(b"5") => 3,
+                    Some(b"2") => 5,
+                    _ => 1,
+                };
+            }
+            b"8" | b"08" => return true,
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -75,6 +100,15 @@ mod tests {
         let mut out = Vec::new();
         visible(s, true, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn concealed_text_is_shown_not_hidden() {
+        assert_eq!(shown("a\x1b[8mhidden\x1b[0m"), "a^[[8mhidden\x1b[0m\x1b[0m");
+        assert_eq!(shown("\x1b[1;8mx"), "^[[1;8mx");
+        // Palette colour 8 (grey) is a colour, not conceal.
+        assert_eq!(shown("\x1b[38;5;8mgrey"), "\x1b[38;5;8mgrey\x1b[0m");
+        assert_eq!(shown("\x1b[48;2;8;8;8mbg"), "\x1b[48;2;8;8;8mbg\x1b[0m");
     }
 
     #[test]

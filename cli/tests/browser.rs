@@ -567,3 +567,39 @@ async fn a_page_opened_before_the_first_line_waits_for_it() {
         "every line once",
     );
 }
+
+/// A line of a million control characters (or of alternating ones, which used to become a span
+/// each) is shown in a bounded number of nodes, and the page stays responsive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_megabyte_of_control_characters_does_not_freeze_the_page() {
+    let stack = Stack::start(Kind::Local, "web-ctl", None).await;
+    let id = "web-ctl-1";
+    let runs = "\u{1}".repeat(1_000_000);
+    let alternating: String = (0..250_000).map(|_| "\u{1}a").collect();
+    stack
+        .put_lines(id, &[runs, alternating, "after".to_string()])
+        .await;
+    let dir = stack.dir.join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = Browser::start(&dir).await;
+    open_with_key(&b, &stack, &format!("/executions/{id}")).await;
+    wait_lines(&b, 3).await;
+    let nodes = b
+        .script(
+            "return [...document.querySelectorAll('#log .line .msg')].map(m => m.childNodes.length)",
+            vec![],
+        )
+        .await;
+    let most = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(most <= 1_010, "a line became {most} nodes");
+    // Still answering: a script returns at once.
+    let started = std::time::Instant::now();
+    assert_eq!(b.script("return 1 + 1", vec![]).await, json!(2));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -70,3 +70,48 @@ fn help_never_shows_the_key_from_the_environment() {
     assert!(help.contains("--api-key"), "{help}");
     assert!(!help.contains("key-from-the-environment"), "{help}");
 }
+
+/// Whatever answers at the API's address cannot make the CLI hold an unbounded body: a logs
+/// page of 100 MB and an error of 100 MB are cut short, with one sentence, exit 125.
+#[test]
+fn outsized_answers_are_refused_not_read_whole() {
+    for (status, what) in [
+        ("200 OK", "a page of logs is larger than"),
+        ("403 Forbidden", "access denied (403)"),
+    ] {
+        let api = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = api.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut s in api.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\nConnection: close\r\n\r\n"
+                );
+                let chunk = vec![b' '; 1 << 20];
+                for _ in 0..100 {
+                    if s.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runvoy"))
+            .args(["logs", "x", "--no-follow", "--json"])
+            .env("RUNVOY_API_URL", format!("http://{addr}"))
+            .env("RUNVOY_API_KEY", "the-secret-key-0123456789")
+            .env(
+                "XDG_CONFIG_HOME",
+                std::env::temp_dir().join("runvoy-outsized-none"),
+            )
+            .env_remove("RUNVOY_PROFILE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{status}: {err}");
+        assert!(err.contains(what), "{status}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+}

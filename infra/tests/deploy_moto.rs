@@ -103,6 +103,49 @@ fn create_update_no_change_and_delete() {
         "progress shows stack events: {created}"
     );
     assert_eq!(created.matches("uploaded     s3://").count(), 4);
+    // The on-failure queues hold log lines: kept as long as the stack's retention (3 days).
+    let q = Command::new("aws")
+        .args([
+            "sqs",
+            "get-queue-url",
+            "--queue-name",
+            &format!("{}-forwarder-failures", env.stack()),
+            "--endpoint-url",
+            &moto_endpoint(),
+            "--region",
+            "us-east-1",
+            "--output",
+            "text",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    let url = String::from_utf8(q.stdout).unwrap().trim().to_string();
+    let attrs = Command::new("aws")
+        .args([
+            "sqs",
+            "get-queue-attributes",
+            "--queue-url",
+            &url,
+            "--attribute-names",
+            "MessageRetentionPeriod",
+            "--endpoint-url",
+            &moto_endpoint(),
+            "--region",
+            "us-east-1",
+            "--output",
+            "text",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&attrs.stdout).contains("259200"),
+        "{}",
+        text(&attrs)
+    );
 
     let again = ok(env.up());
     assert!(again.contains("no changes"), "{again}");

@@ -12,9 +12,12 @@ use axum::middleware::Next;
 use axum::response::Response;
 use runvoy_core::api::ApiError;
 
-/// Wrong keys from one address within [`BAD_KEY_WINDOW`] before it is refused until the window
-/// ends.
+/// Wrong keys from one address (an IPv6 /64: one host holds a whole one) within
+/// [`BAD_KEY_WINDOW`] before it is refused until the window ends.
 pub const MAX_BAD_KEYS: u32 = 20;
+/// Wrong keys from other machines, all addresses together, within the window before every
+/// other machine is refused until it ends (this machine's own requests are not).
+pub const MAX_BAD_KEYS_OVERALL: u32 = 200;
 pub const BAD_KEY_WINDOW: Duration = Duration::from_secs(60);
 
 pub struct Guard {
@@ -22,6 +25,20 @@ pub struct Guard {
     /// remote access is allowed (any name may lead here).
     hosts: Option<Vec<String>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Wrong keys from other machines, all together.
+    remote: Mutex<(u32, Instant)>,
+}
+
+/// What one guesser holds: an IPv4 address, or an IPv6 /64.
+fn block_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut s = v6.segments();
+            s[4..].iter_mut().for_each(|x| *x = 0);
+            IpAddr::V6(std::net::Ipv6Addr::from(s))
+        }
+        v4 => v4,
+    }
 }
 
 impl Guard {
@@ -36,11 +53,22 @@ impl Guard {
         Guard {
             hosts,
             failures: Mutex::new(HashMap::new()),
+            remote: Mutex::new((0, Instant::now())),
         }
     }
 
-    /// Whether `ip` sent too many wrong keys lately.
+    /// Whether `ip` sent too many wrong keys lately, or other machines did all together.
     fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        if !ip.is_loopback() {
+            let mut r = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            if now.duration_since(r.1) >= BAD_KEY_WINDOW {
+                *r = (0, now);
+            }
+            if r.0 >= MAX_BAD_KEYS_OVERALL {
+                return true;
+            }
+        }
+        let ip = block_of(ip);
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match f.get(&ip) {
             Some((_, since)) if now.duration_since(*since) >= BAD_KEY_WINDOW => {
@@ -53,6 +81,14 @@ impl Guard {
     }
 
     fn failed(&self, ip: IpAddr, now: Instant) {
+        if !ip.is_loopback() {
+            let mut r = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            if now.duration_since(r.1) >= BAD_KEY_WINDOW {
+                *r = (0, now);
+            }
+            r.0 += 1;
+        }
+        let ip = block_of(ip);
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() > 10_000 {
             f.retain(|_, (_, since)| now.duration_since(*since) < BAD_KEY_WINDOW);
@@ -100,8 +136,12 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
             ),
         );
     }
+    // Only a wrong key counts: a request without one (any web page can send those, it cannot
+    // set the header) must not lock the owner out.
+    let sent_key = req.headers().contains_key("x-api-key");
     let response = next.run(req).await;
     if response.status() == 401
+        && sent_key
         && let Some(ip) = ip
     {
         g.failed(ip, Instant::now());
@@ -133,5 +173,29 @@ mod tests {
                 .contains(&"localhost:8787".to_string())
         );
         assert!(Guard::new("0.0.0.0:8787".parse().unwrap()).hosts.is_none());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_guesser_and_many_machines_together_are_limited() {
+        let g = Guard::new("0.0.0.0:8787".parse().unwrap());
+        let t0 = Instant::now();
+        for i in 0..MAX_BAD_KEYS {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            g.failed(ip, t0);
+        }
+        let next: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(
+            g.blocked(next, t0),
+            "every address of the /64 is one guesser"
+        );
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(!g.blocked(other, t0), "another /64 is another");
+        // Many machines guessing at once: every other machine waits, this one does not.
+        for i in 0..MAX_BAD_KEYS_OVERALL {
+            g.failed(IpAddr::from([10, 9, (i / 250) as u8, (i % 250) as u8]), t0);
+        }
+        assert!(g.blocked("10.200.0.1".parse().unwrap(), t0));
+        assert!(!g.blocked("127.0.0.1".parse().unwrap(), t0));
+        assert!(!g.blocked("10.200.0.1".parse().unwrap(), t0 + BAD_KEY_WINDOW));
     }
 }

@@ -226,6 +226,15 @@ impl LocalStack {
             config.api_key.as_deref(),
         )?;
         let creds = state::credentials(&config.state_dir, config.api_key.as_deref())?;
+        // The key in use, whoever chose it: one saved by an earlier run on loopback (where
+        // short keys are allowed) must not guard a stack other machines reach.
+        if !config.listen.ip().is_loopback() && creds.api_key.len() < MIN_REMOTE_KEY {
+            return Err(LocalError::Usage(format!(
+                "--allow-remote needs an API key of at least {MIN_REMOTE_KEY} characters, and the one kept in {} has {}; pass a longer --api-key, or remove that file to have one generated (48)",
+                config.state_dir.join("credentials.toml").display(),
+                creds.api_key.len()
+            )));
+        }
         let db = Db::open(&state::database_path(&config.state_dir))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

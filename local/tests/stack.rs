@@ -562,6 +562,32 @@ async fn exposure_needs_consent_and_guessing_keys_is_stopped() {
     );
     let open = LocalStack::start(remote(true, None)).await.unwrap();
     open.stop().await;
+    // A short key saved by a run on loopback is not good enough once other machines reach
+    // the stack, whoever chose it.
+    let short_dir = state_dir("short-saved");
+    let on_loopback = LocalStack::start(LocalConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        state_dir: short_dir.clone(),
+        api_key: Some("eight-ch".into()),
+        ..LocalConfig::default()
+    })
+    .await
+    .unwrap();
+    on_loopback.stop().await;
+    let err = LocalStack::start(LocalConfig {
+        listen: ([0, 0, 0, 0], 0).into(),
+        state_dir: short_dir.clone(),
+        allow_remote: true,
+        ..LocalConfig::default()
+    })
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("the one kept in") && err.contains("credentials.toml has 8"),
+        "{err}"
+    );
 
     let s = start(&state_dir("rebind"), 0).await;
     let http = reqwest::Client::new();
@@ -584,6 +610,17 @@ async fn exposure_needs_consent_and_guessing_keys_is_stopped() {
         );
     }
     let host = format!("127.0.0.1:{port}");
+    // Requests without a key (any web page can send those) lock nobody out.
+    for _ in 0..runvoy_local::guard::MAX_BAD_KEYS + 5 {
+        let keyless = http
+            .get(format!("{}/api/v1/executions/none", s.http_url()))
+            .header("Host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(keyless.status(), 401);
+    }
+    assert_eq!(get(&host, &s.api_key).await.unwrap().status(), 404);
     for _ in 0..runvoy_local::guard::MAX_BAD_KEYS {
         assert_eq!(get(&host, "wrong-key").await.unwrap().status(), 401);
     }

@@ -5,39 +5,70 @@
 
 const CARE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
+/** Most segments (so DOM nodes) one line becomes: past it, the rest of the line is one text
+ * segment with its controls shown, so a line of a million control characters cannot become a
+ * million spans and freeze the tab. */
+export const MAX_SEGMENTS = 1000;
+
+/** A control character as it is shown. */
+function shownControl(c) {
+  return c < 0x20 ? "^" + String.fromCharCode(c + 0x40) : c === 0x7f ? "^?" : `<U+${c.toString(16).toUpperCase().padStart(4, "0")}>`;
+}
+
+function isControl(c) {
+  return (c < 0x20 && c !== 0x09) || c === 0x7f || (c >= 0x80 && c <= 0x9f) || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
 /** `[{text, style}]` for one line; `style` is null for plain text, `"ctl"` for a shown control. */
 export function segments(text) {
   if (!CARE.test(text)) return [{ text, style: null }];
   const out = [];
   let style = null;
   let buf = "";
+  let ctl = "";
   const flush = () => {
     if (buf) out.push({ text: buf, style });
     buf = "";
   };
+  const flushCtl = () => {
+    // A run of controls is one segment, not one each.
+    if (ctl) out.push({ text: ctl, style: { ...(style || {}), ctl: true } });
+    ctl = "";
+  };
   for (let i = 0; i < text.length; ) {
+    if (out.length >= MAX_SEGMENTS) {
+      flush();
+      flushCtl();
+      let rest = "";
+      for (let j = i; j < text.length; j++) {
+        const c = text.charCodeAt(j);
+        rest += isControl(c) ? shownControl(c) : text[j];
+      }
+      out.push({ text: rest, style: null });
+      return out;
+    }
     const c = text.charCodeAt(i);
     if (c === 0x1b) {
       const n = sgrLength(text, i);
       if (n) {
         flush();
+        flushCtl();
         style = applySgr(style, text.slice(i + 2, i + n - 1));
         i += n;
         continue;
       }
     }
-    if (c === 0x09) {
-      buf += "\t";
-    } else if (c < 0x20 || c === 0x7f || (c >= 0x80 && c <= 0x9f) || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069)) {
+    if (isControl(c)) {
       flush();
-      const shown = c < 0x20 ? "^" + String.fromCharCode(c + 0x40) : c === 0x7f ? "^?" : `<U+${c.toString(16).toUpperCase().padStart(4, "0")}>`;
-      out.push({ text: shown, style: { ...(style || {}), ctl: true } });
+      ctl += shownControl(c);
     } else {
-      buf += text[i];
+      flushCtl();
+      buf += c === 0x09 ? "\t" : text[i];
     }
     i += 1;
   }
   flush();
+  flushCtl();
   return out;
 }
 

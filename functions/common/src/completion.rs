@@ -75,7 +75,10 @@ pub async fn handle(
     let change: TaskChange = match serde_json::from_value(event.clone()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("completion: ignoring an event that is not an ECS task state change: {e}");
+            eprintln!(
+                "completion: ignoring an event that is not an ECS task state change: {:?}",
+                e.to_string()
+            );
             return Ok(Outcome::Ignored(format!(
                 "not an ECS task state change: {e}"
             )));

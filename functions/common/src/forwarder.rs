@@ -51,8 +51,10 @@ pub async fn handle(
         });
     }
     let Some(execution_id) = names.execution(&payload.log_stream) else {
+        // Names come from whoever writes to the group: escaped ({:?}), so a newline in one
+        // cannot forge a log line (or a metric line) of this function's own.
         eprintln!(
-            "forwarder: stream {} of group {} is not an execution stream; ignored",
+            "forwarder: stream {:?} of group {:?} is not an execution stream; ignored",
             payload.log_stream, payload.log_group
         );
         return Ok(Forwarded {
@@ -81,7 +83,7 @@ pub async fn handle(
 }
 
 fn poison(metrics: &EmfMetrics, why: String) -> Forwarded {
-    eprintln!("forwarder: dropping a malformed subscription event: {why}");
+    eprintln!("forwarder: dropping a malformed subscription event: {why:?}");
     metrics.incr(Metric::PoisonPayloads, 1);
     Forwarded {
         skipped: Some(why),

@@ -136,7 +136,8 @@ impl Janitor<'_> {
                     Err(e) => {
                         done.failed += 1;
                         eprintln!(
-                            "janitor: an event of {queue_url} failed again, left for the next run: {e}"
+                            "janitor: an event of {queue_url} failed again, left for the next run: {:?}",
+                            e.to_string()
                         );
                     }
                 }

@@ -139,17 +139,24 @@ impl Deployment {
 pub struct KeyRefresh {
     keys: ApiKeys,
     last: std::sync::Mutex<std::time::Instant>,
+    /// When the last read that succeeded was.
+    read_ok: std::sync::Mutex<std::time::Instant>,
 }
 
 impl KeyRefresh {
     pub const MISS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
     pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Keys that could not be read again for this long are no longer trusted: a retired key
+    /// must not stay accepted because the secret became unreadable. Every key is refused until
+    /// a read succeeds.
+    pub const FAIL_CLOSED_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
     /// `keys` were read just now (at cold start).
     pub fn new(keys: ApiKeys) -> KeyRefresh {
         KeyRefresh {
             keys,
             last: std::sync::Mutex::new(std::time::Instant::now()),
+            read_ok: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -171,9 +178,30 @@ impl KeyRefresh {
             *last = std::time::Instant::now();
         }
         match d.api_key_text().await.and_then(|t| parse_api_keys(&t)) {
-            Ok(keys) => self.keys.replace(keys),
-            // The keys held stay in force; the next attempt is after the interval.
-            Err(e) => eprintln!("keeping the API keys read before: {e}"),
+            Ok(keys) => {
+                self.keys.replace(keys);
+                *self.read_ok.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+            }
+            Err(e) => self.read_failed(&e.to_string()),
+        }
+    }
+
+    /// The keys held stay in force for a while; past [`KeyRefresh::FAIL_CLOSED_AFTER`] without
+    /// a successful read, none is.
+    fn read_failed(&self, why: &str) {
+        let since = self
+            .read_ok
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        if since >= Self::FAIL_CLOSED_AFTER {
+            self.keys.replace(Vec::new());
+            eprintln!(
+                "refusing every API key: the key secret could not be read for {} s ({why:?})",
+                since.as_secs()
+            );
+        } else {
+            eprintln!("keeping the API keys read before: {why:?}");
         }
     }
 }
@@ -185,10 +213,16 @@ pub fn parse_api_keys(text: &str) -> Result<Vec<String>, HandlerError> {
             "the API key secret must be JSON like {{\"api_keys\":[\"…\"]}}: {e}"
         ))
     })?;
-    if s.api_keys.iter().all(|k| k.len() < 16) {
+    if s.api_keys.is_empty() {
         return Err(HandlerError::Config(
-            "the API key secret needs at least one key of 16 or more characters".into(),
+            "the API key secret holds no key".into(),
         ));
+    }
+    if let Some(i) = s.api_keys.iter().position(|k| k.len() < 16) {
+        return Err(HandlerError::Config(format!(
+            "key {} of the API key secret has fewer than 16 characters; every key must have 16 or more (deploy rotate-key makes them)",
+            i + 1
+        )));
     }
     Ok(s.api_keys)
 }
@@ -233,5 +267,26 @@ mod tests {
         let two = r#"{"api_keys":["old-key-0123456789","new-key-0123456789"]}"#;
         assert_eq!(parse_api_keys(two).unwrap().len(), 2);
         assert!(parse_api_keys(r#"{"api_keys":[]}"#).is_err());
+        assert!(
+            parse_api_keys(r#"{"api_keys":["short","long-enough-0123456789"]}"#).is_err(),
+            "one long key does not make a short one acceptable"
+        );
+    }
+
+    #[test]
+    fn keys_that_cannot_be_read_again_are_refused_after_a_while() {
+        let keys = ApiKeys::new(vec!["a-key-of-twenty-chars".into()]);
+        let r = KeyRefresh::new(keys.clone());
+        r.read_failed("throttled");
+        assert!(
+            keys.check(Some("a-key-of-twenty-chars")).is_ok(),
+            "kept for a while"
+        );
+        *r.read_ok.lock().unwrap() -= KeyRefresh::FAIL_CLOSED_AFTER;
+        r.read_failed("throttled");
+        assert!(
+            keys.check(Some("a-key-of-twenty-chars")).is_err(),
+            "then refused: a retired key does not live on"
+        );
     }
 }

@@ -37,7 +37,7 @@ fn default_arch() -> String {
 }
 
 /// Parameters the tool sets itself; an env file may not.
-pub const MANAGED: [&str; 7] = [
+pub const MANAGED: [&str; 8] = [
     "Architecture",
     "ArtifactsBucket",
     "ForwarderCodeKey",
@@ -45,7 +45,21 @@ pub const MANAGED: [&str; 7] = [
     "WebsocketCodeKey",
     "CompletionCodeKey",
     "ApiKey",
+    "QueueRetentionSeconds",
 ];
+
+impl EnvFile {
+    /// How long the on-failure queues keep a record: the stack's retention (they hold log
+    /// lines, which must not outlive it), at most SQS's 14 days.
+    pub fn queue_retention_secs(&self) -> u64 {
+        let days: u64 = self
+            .parameters
+            .get("RetentionDays")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(7);
+        (days * 86_400).clamp(60, 1_209_600)
+    }
+}
 
 pub fn path_of(dir: &Path, env: &str) -> PathBuf {
     dir.join(format!("{env}.toml"))

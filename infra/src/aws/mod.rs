@@ -379,6 +379,10 @@ pub(crate) async fn apply(
     for a in arts {
         params.push((format!("{}CodeKey", a.id), Some(a.key())));
     }
+    params.push((
+        "QueueRetentionSeconds".into(),
+        Some(t.env.queue_retention_secs().to_string()),
+    ));
     for (k, v) in &t.env.parameters {
         params.push((k.clone(), Some(v.clone())));
     }
@@ -660,6 +664,11 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
             "function code is not compared; pass --artifacts DIR (from `deploy build --artifacts DIR`) to compare it"
         );
     }
+    params.retain(|(k, _)| k != "QueueRetentionSeconds");
+    params.push((
+        "QueueRetentionSeconds".into(),
+        Some(t.env.queue_retention_secs().to_string()),
+    ));
     for (k, v) in &t.env.parameters {
         params.push((k.clone(), Some(v.clone())));
     }

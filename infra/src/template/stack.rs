@@ -88,6 +88,11 @@ fn parameters(t: &mut Template) {
         "Description": "Seconds after a task stops before completion re-reads its log stream for the final time: a line the task wrote just before it stopped can become readable in CloudWatch Logs only seconds later."}),
     );
     t.parameter(
+        "QueueRetentionSeconds",
+        json!({"Type": "Number", "Default": 604800, "MinValue": 60, "MaxValue": 1209600,
+        "Description": "How long the on-failure queues keep a record (they hold log lines): set by the deploy tool from RetentionDays, at most 14 days."}),
+    );
+    t.parameter(
         "FunctionLogRetentionDays",
         json!({"Type": "Number", "Default": 30,
         "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365],
@@ -290,7 +295,7 @@ fn functions(t: &mut Template) {
                 "AWS::SQS::Queue",
                 json!({
                     "QueueName": sub(&format!("${{AWS::StackName}}-{name}")),
-                    "MessageRetentionPeriod": 1_209_600,
+                    "MessageRetentionPeriod": r("QueueRetentionSeconds"),
                     // Longer than the completion function's timeout: a record the janitor is
                     // handling is not handed to a second run meanwhile.
                     "VisibilityTimeout": 960,
