@@ -289,7 +289,8 @@ async fn the_ttl_sweeper_deletes_what_expired_and_nothing_else() {
 }
 
 /// `deploy rotate-key` on the sim's stack: the API function (warm, holding the old keys) accepts
-/// the new key within seconds, keeps the old one until `--retire-old`, then refuses it.
+/// the new key within seconds, keeps the old one until `--retire-old`, then refuses it and the
+/// WebSocket tokens handed out under it; `--token-secret` kills every token handed out before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_rotate_without_downtime() {
     let s = Stack::start(Kind::Sim, "rotate", None).await;
@@ -352,6 +353,30 @@ async fn api_keys_rotate_without_downtime() {
         "the old key stays valid until it is retired"
     );
 
+    // A WebSocket token handed out under the old key, before it is retired (for an execution
+    // still running: a finished one gets no WebSocket URL).
+    s.put_lines("rot-2", &numbered("r", 1, 3)).await;
+    let token_url = |key: String| {
+        let url = s.url();
+        async move {
+            let page: Value = reqwest::Client::new()
+                .get(format!("{url}/api/v1/executions/rot-2/logs?since_index=0"))
+                .header("X-API-Key", key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            format!("{}&since_index=3", page["websocket_url"].as_str().unwrap())
+        }
+    };
+    let old_token = token_url(old.clone()).await;
+    assert!(
+        tokio_tungstenite::connect_async(&old_token).await.is_ok(),
+        "the token works before the key is retired"
+    );
+
     let retired = json_of(&rotate(&["--retire-old"]));
     assert_eq!(
         (retired["keys"].as_u64(), retired["retired"].as_u64()),
@@ -372,6 +397,48 @@ async fn api_keys_rotate_without_downtime() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     eprintln!("retired key refused after {:?}", start.elapsed());
+    // Its tokens die with it (the functions read the token generation again within 30 s).
+    let start = Instant::now();
+    while tokio_tungstenite::connect_async(&old_token).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "a token handed out under the retired key still connects"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("its token refused after {:?}", start.elapsed());
+    let fresh = token_url(new.clone()).await;
+    assert!(
+        tokio_tungstenite::connect_async(&fresh).await.is_ok(),
+        "a token handed out under the new key connects"
+    );
+    // A new token secret: every token handed out before is refused, new ones connect.
+    let replaced = json_of(&rotate(&["--token-secret"]));
+    assert_eq!(replaced["token_secret"], "replaced", "{replaced}");
+    let start = Instant::now();
+    while tokio_tungstenite::connect_async(&fresh).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "a token signed with the replaced secret still connects"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "token of the replaced secret refused after {:?}",
+        start.elapsed()
+    );
+    // The API function reads the new secret within 30 s of its own.
+    let start = Instant::now();
+    while tokio_tungstenite::connect_async(&token_url(new.clone()).await)
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "a token signed with the new secret never connects"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     assert_eq!(stdout_lines(&logs_with(new.clone()).await).len(), 3);
     let again = rotate(&["--retire-old"]);
     assert_eq!(again.status.code(), Some(1));

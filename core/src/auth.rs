@@ -78,36 +78,92 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Signs and checks WebSocket tokens: `base64url(execution_id "\n" expiry) "." base64url(mac)`.
+/// Signs and checks WebSocket tokens: `base64url(execution_id "\n" expiry "\n" generation)
+/// "." base64url(mac)`.
+///
+/// The generation is the token secret's: `deploy rotate-key --retire-old` (and
+/// `--token-secret`) raises it, and a token minted under an older one is refused from then on,
+/// so a token handed out under a retired key does not outlive the key by its hour. Tokens
+/// without a generation are of generation 0. Like [`ApiKeys`], every clone shares one secret:
+/// [`TokenSigner::replace`] reaches every service holding one.
 #[derive(Clone)]
 pub struct TokenSigner {
-    secret: Vec<u8>,
+    inner: Arc<RwLock<SignerState>>,
     ttl_secs: i64,
+}
+
+struct SignerState {
+    secret: Vec<u8>,
+    generation: u64,
 }
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenSigner(ttl {}s)", self.ttl_secs)
+        write!(
+            f,
+            "TokenSigner(ttl {}s, generation {})",
+            self.ttl_secs,
+            self.generation()
+        )
     }
 }
 
 impl TokenSigner {
     pub fn new(secret: impl Into<Vec<u8>>, ttl_secs: i64) -> TokenSigner {
+        TokenSigner::with_generation(secret, 0, ttl_secs)
+    }
+
+    pub fn with_generation(
+        secret: impl Into<Vec<u8>>,
+        generation: u64,
+        ttl_secs: i64,
+    ) -> TokenSigner {
         TokenSigner {
-            secret: secret.into(),
+            inner: Arc::new(RwLock::new(SignerState {
+                secret: secret.into(),
+                generation,
+            })),
             ttl_secs,
         }
     }
 
+    /// Signs and checks with `secret` at `generation` from now on (a rotation).
+    pub fn replace(&self, secret: impl Into<Vec<u8>>, generation: u64) {
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        s.secret = secret.into();
+        s.generation = generation;
+    }
+
+    /// Takes `other`'s secret and generation (one read again from where secrets are kept).
+    pub fn adopt(&self, other: &TokenSigner) {
+        let (secret, generation) = {
+            let o = other.inner.read().unwrap_or_else(|e| e.into_inner());
+            (o.secret.clone(), o.generation)
+        };
+        self.replace(secret, generation);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+    }
+
     fn mac(&self, payload: &[u8]) -> Vec<u8> {
+        let s = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
+            Hmac::<Sha256>::new_from_slice(&s.secret).expect("HMAC accepts keys of any length");
         mac.update(payload);
         mac.finalize().into_bytes().to_vec()
     }
 
     pub fn sign(&self, execution_id: &str, now_secs: i64) -> String {
-        let payload = format!("{execution_id}\n{}", now_secs + self.ttl_secs);
+        let payload = format!(
+            "{execution_id}\n{}\n{}",
+            now_secs + self.ttl_secs,
+            self.generation()
+        );
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(payload.as_bytes()),
@@ -128,9 +184,17 @@ impl TokenSigner {
             return Err(Denied::Unauthorized);
         }
         let payload = String::from_utf8(payload).map_err(|_| Denied::Unauthorized)?;
-        let (exec, expiry) = payload.split_once('\n').ok_or(Denied::Unauthorized)?;
+        let mut fields = payload.split('\n');
+        let (exec, expiry) = (
+            fields.next().ok_or(Denied::Unauthorized)?,
+            fields.next().ok_or(Denied::Unauthorized)?,
+        );
+        let generation: u64 = match fields.next() {
+            None => 0,
+            Some(g) => g.parse().map_err(|_| Denied::Unauthorized)?,
+        };
         let expiry: i64 = expiry.parse().map_err(|_| Denied::Unauthorized)?;
-        if expiry < now_secs {
+        if expiry < now_secs || generation < self.generation() {
             return Err(Denied::Unauthorized);
         }
         if exec != execution_id {
@@ -155,6 +219,28 @@ mod tests {
         assert_eq!(other.verify(&t, "exec-1", 1_000), Err(Denied::Unauthorized));
         assert_eq!(
             s.verify("garbage", "exec-1", 1_000),
+            Err(Denied::Unauthorized)
+        );
+    }
+
+    #[test]
+    fn a_token_of_an_older_generation_is_refused() {
+        let s = TokenSigner::with_generation(b"secret".to_vec(), 3, 60);
+        let t = s.sign("exec-1", 1_000);
+        let held = s.clone();
+        assert_eq!(held.verify(&t, "exec-1", 1_000), Ok(1_060));
+        // A key was retired: generation 4 from now on, everywhere.
+        s.replace(b"secret".to_vec(), 4);
+        assert_eq!(held.verify(&t, "exec-1", 1_000), Err(Denied::Unauthorized));
+        assert_eq!(
+            held.verify(&held.sign("exec-1", 1_000), "exec-1", 1_000),
+            Ok(1_060)
+        );
+        // A new secret: every earlier token is refused.
+        let before = held.sign("exec-1", 1_000);
+        s.replace(b"new secret".to_vec(), 4);
+        assert_eq!(
+            held.verify(&before, "exec-1", 1_000),
             Err(Denied::Unauthorized)
         );
     }

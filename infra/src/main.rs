@@ -157,9 +157,14 @@ impl UpArgs {
 struct RotateArgs {
     #[command(flatten)]
     aws: aws::AwsArgs,
-    /// Remove every key but the newest (the old ones stop working within 30 s).
+    /// Remove every key but the newest (the old ones stop working within 30 s, and so do the
+    /// WebSocket tokens handed out before).
     #[arg(long)]
     retire_old: bool,
+    /// Replace the secret WebSocket tokens are signed with (every token handed out before is
+    /// refused within 30 s); the API keys are left as they are.
+    #[arg(long, conflicts_with = "retire_old")]
+    token_secret: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +221,9 @@ fn main() -> ExitCode {
                 .map(|pending| ExitCode::from(if pending { 2 } else { 0 })),
             Command::Down(a) if a.env == "sim" => done(sim::down(&a).await),
             Command::Down(a) => done(aws::down(&a).await),
+            Command::RotateKey(a) if a.token_secret => {
+                done(aws::keys::rotate_token_secret(&a.aws).await)
+            }
             Command::RotateKey(a) => done(aws::keys::rotate_key(&a.aws, a.retire_old).await),
             Command::Status(a) => done(aws::status(&a).await),
             Command::Build(a) => done(aws::build(&a)),

@@ -3,7 +3,7 @@
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use runvoy_lambda::api;
-use runvoy_lambda::wiring::{Deployment, KeyRefresh};
+use runvoy_lambda::wiring::{Deployment, KeyRefresh, TokenRefresh};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,14 +11,17 @@ async fn main() -> Result<(), Error> {
     let (keys, signer) = d.credentials().await?;
     let config = runvoy_core_api_config(&d);
     let refresh = KeyRefresh::new(keys.clone());
+    // The API signs tokens: with the generation the WebSocket function checks.
+    let tokens = TokenRefresh::new(signer.clone());
     let service = d.services.api(keys, signer, config);
-    let (service, d, refresh) = (&service, &d, &refresh);
+    let (service, d, refresh, tokens) = (&service, &d, &refresh, &tokens);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
             let presented = event.payload.headers.get("x-api-key");
             refresh
                 .before(d, presented.and_then(|v| v.to_str().ok()))
                 .await;
+            tokens.before(d).await;
             let response = api::handle(service, event.payload).await;
             d.metrics.flush(runvoy_lambda::emf::now_ms());
             Ok::<_, Error>(response)

@@ -34,6 +34,10 @@ pub struct KeySecret {
 #[derive(Debug, Deserialize)]
 pub struct TokenSecret {
     pub token_secret: String,
+    /// Raised by `deploy rotate-key --retire-old` and `--token-secret`: tokens minted under an
+    /// older generation are refused.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl Deployment {
@@ -239,10 +243,44 @@ pub fn parse_token_secret(text: &str) -> Result<TokenSigner, HandlerError> {
             "the token secret must have 16 or more characters".into(),
         ));
     }
-    Ok(TokenSigner::new(
+    Ok(TokenSigner::with_generation(
         s.token_secret.into_bytes(),
+        s.generation,
         TOKEN_TTL_SECS,
     ))
+}
+
+/// Keeps a warm function's token secret current: read again at least every
+/// [`TokenRefresh::MAX_AGE`], so a raised generation (a retired key) or a new secret reaches
+/// every function within it. A failing read keeps what was read before.
+pub struct TokenRefresh {
+    signer: TokenSigner,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl TokenRefresh {
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub fn new(signer: TokenSigner) -> TokenRefresh {
+        TokenRefresh {
+            signer,
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    pub async fn before(&self, d: &Deployment) {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < Self::MAX_AGE {
+                return;
+            }
+            *last = std::time::Instant::now();
+        }
+        match d.token_signer().await {
+            Ok(fresh) => self.signer.adopt(&fresh),
+            Err(e) => eprintln!("keeping the token secret read before: {:?}", e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,17 +3,19 @@
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use runvoy_lambda::websocket;
-use runvoy_lambda::wiring::Deployment;
+use runvoy_lambda::wiring::{Deployment, TokenRefresh};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let d = Deployment::from_env("websocket").await?;
     // Only the token secret: this function cannot read the API keys.
     let signer = d.token_signer().await?;
+    let refresh = TokenRefresh::new(signer.clone());
     let ws = d.services.ws(signer);
-    let (ws, d) = (&ws, &d);
+    let (ws, d, refresh) = (&ws, &d, &refresh);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+            refresh.before(d).await;
             let result = websocket::handle(ws, event.payload).await;
             d.metrics.flush(runvoy_lambda::emf::now_ms());
             result.map_err(Error::from)

@@ -86,6 +86,10 @@ pub async fn rotate_key(args: &AwsArgs, retire_old: bool) -> anyhow::Result<()> 
         .send()
         .await
         .map_err(|e| readable(&format!("writing the API keys to secret {arn}"), e))?;
+    if retire_old {
+        // Tokens handed out under the retired keys die with them.
+        bump_token_generation(&secrets, &t.stack, false).await?;
+    }
     let newest = after.last().cloned().unwrap_or_default();
     if !args.no_config {
         write_profile(args, &sdk, &outputs, Some(newest)).await?;
@@ -115,6 +119,61 @@ pub async fn rotate_key(args: &AwsArgs, retire_old: bool) -> anyhow::Result<()> 
                 format!("; the CLI profile \"{}\" uses it", args.env)
             },
             args.env
+        ),
+    }
+    Ok(())
+}
+
+/// Raises the token secret's generation (and, with `new_secret`, replaces its value): the API
+/// and WebSocket functions read it again within 30 s, and refuse tokens minted before.
+async fn bump_token_generation(
+    secrets: &aws_sdk_secretsmanager::Client,
+    stack: &str,
+    new_secret: bool,
+) -> anyhow::Result<u64> {
+    let id = format!("{stack}/token");
+    let current = secrets
+        .get_secret_value()
+        .secret_id(&id)
+        .send()
+        .await
+        .map_err(|e| readable(&format!("reading the token secret {id}"), e))?;
+    let mut secret: Value = current
+        .secret_string()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .filter(Value::is_object)
+        .with_context(|| format!("secret {id} is not the JSON object the stack created"))?;
+    let generation = secret["generation"].as_u64().unwrap_or(0) + 1;
+    secret["generation"] = json!(generation);
+    if new_secret {
+        secret["token_secret"] = json!(runvoy_local::state::random_hex(24));
+    }
+    secrets
+        .put_secret_value()
+        .secret_id(&id)
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .map_err(|e| readable(&format!("writing the token secret {id}"), e))?;
+    Ok(generation)
+}
+
+/// `deploy rotate-key --token-secret`: a new secret for WebSocket tokens.
+pub async fn rotate_token_secret(args: &AwsArgs) -> anyhow::Result<()> {
+    let (t, sdk, stacks) = open(args).await?;
+    if stacks.status().await?.is_none() {
+        anyhow::bail!("stack {} does not exist", t.stack);
+    }
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let generation = bump_token_generation(&secrets, &t.stack, true).await?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            json!({"stack": t.stack, "token_secret": "replaced", "generation": generation})
+        ),
+        Output::Text => println!(
+            "replaced the token secret of {} (generation {generation}); WebSocket tokens handed out before are refused within 30 seconds, and clients get new ones with their next page",
+            t.stack
         ),
     }
     Ok(())
