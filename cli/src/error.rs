@@ -1,4 +1,4 @@
-//! The CLI's own failures. Each prints as one sentence on stderr and exits 125 (spec §4).
+//! The CLI's own failures. Each prints as one sentence on stderr and exits 125 (spec §4.4.5).
 
 use thiserror::Error;
 

@@ -1,4 +1,4 @@
-//! `runvoy logs`: the client algorithm of spec §6. Subscribe first (WebSocket from the last
+//! `runvoy logs`: the client algorithm of spec §7. Subscribe first (WebSocket from the last
 //! printed index), then catch up over HTTP; print only `last + 1`; fill gaps over HTTP; poll
 //! when silent; reconnect with exponential backoff and jitter; exit once `final_index` is
 //! printed.

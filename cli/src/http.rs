@@ -35,7 +35,7 @@ const BODY_AT_MOST: u64 = 4 * 1024 * 1024;
 /// Largest error answer read (one sentence, and a code).
 const ERROR_AT_MOST: u64 = 64 * 1024;
 
-/// A logs page as the server sent it: JSON (spec §4), or dense ([`runvoy_core::lines`]).
+/// A logs page as the server sent it: JSON (spec §4.1.2), or dense ([`runvoy_core::lines`]).
 pub enum Page {
     Json(LogsResponse),
     Dense(LinesPage<Vec<u8>>),

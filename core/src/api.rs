@@ -1,4 +1,4 @@
-//! The HTTP API of spec §4, independent of any web framework: the API Lambda and the local
+//! The HTTP API of spec §4.1, independent of any web framework: the API Lambda and the local
 //! server translate their requests into [`HttpRequest`] and write back the [`HttpResponse`].
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The client algorithm of spec §6 as a pure state machine (I5): the CLI drives it with what the
+//! The client algorithm of spec §7 as a pure state machine (I5): the CLI drives it with what the
 //! WebSocket and HTTP deliver, and prints exactly what it releases.
 
 use crate::model::{LogEvent, Status};

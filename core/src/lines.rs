@@ -1,5 +1,5 @@
 //! The dense page format: a logs page a client asks for with `Accept:
-//! application/vnd.runvoy.lines.v2` instead of the JSON of spec §4, for draining a backlog at
+//! application/vnd.runvoy.lines.v2` instead of the JSON of spec §4.1.2 (the format: spec §4.3), for draining a backlog at
 //! the speed of the pipe it goes to.
 //!
 //! The body is the page's events in runs, in index order, then the page's JSON without its

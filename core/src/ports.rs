@@ -79,7 +79,7 @@ pub trait LogWriter: HeadReader {
 pub trait LogReader: HeadReader {
     /// Events with `after < index <= through`, ascending, at most `limit`, and no more than
     /// `max_bytes` of [`LogEvent::wire_size`] (but always the first one, however large). Callers
-    /// pass a `through` no higher than the `last_index` of a head they read first (spec §5). A
+    /// pass a `through` no higher than the `last_index` of a head they read first (spec §5.3). A
     /// missing index inside the range is reported as [`StoreError::Expired`], never skipped.
     async fn read_bounded(
         &self,

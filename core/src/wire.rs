@@ -1,4 +1,4 @@
-//! Wire types of the external contract (spec §4): HTTP bodies and WebSocket messages, with the
+//! Wire types of the external contract (spec §4.1, §4.2): HTTP bodies and WebSocket messages, with the
 //! exact JSON field names other tools depend on. Optional fields are omitted when absent.
 
 use serde::{Deserialize, Serialize};

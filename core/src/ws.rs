@@ -1,4 +1,4 @@
-//! The WebSocket protocol of spec §4, independent of transport: `$connect` checks the token and
+//! The WebSocket protocol of spec §4.2, independent of transport: `$connect` checks the token and
 //! records the connection with its cursor, messages serve `resume` and `ping`, `$disconnect`
 //! forgets it. Pushes go through the [`FanOut`] (the pusher port).
 

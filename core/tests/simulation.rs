@@ -1,4 +1,4 @@
-//! Deterministic simulation of spec §3: concurrent forwarders interleaved at every await point,
+//! Deterministic simulation of spec §3.2–3.4: concurrent forwarders interleaved at every await point,
 //! duplicated / reordered / dropped subscription batches, lazy population racing the forwarders,
 //! reconciliation, completion, and clients that connect late, lose pushes and reconnect.
 //! Every schedule checks I1–I6. Scenarios come from proptest, so a failure shrinks to a small
@@ -243,7 +243,7 @@ async fn get_logs(api: &Api, since: u64) -> Result<LogsResponse, String> {
     serde_json::from_str(&r.body).map_err(|e| e.to_string())
 }
 
-/// The client algorithm of spec §6 against the simulated API and pushes.
+/// The client algorithm of spec §7 against the simulated API and pushes.
 async fn client(
     w: &World,
     n: usize,

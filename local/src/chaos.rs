@@ -1,5 +1,5 @@
 //! `--chaos dup=0.3,reorder=0.3,drop=0.05,delay-ms=0-500,ws-cut-ms=2000`: how badly the
-//! subscription emulator behaves (spec §3), and how often WebSocket connections are cut; and,
+//! subscription emulator behaves (spec §3.2), and how often WebSocket connections are cut; and,
 //! on the sim only, AWS's timing (`ingest-lag-ms`, `txn-skew-ms`, `throttle-wcu`, `lambda-dup`,
 //! `sdk-retry`, each documented where the sim plays it).
 

@@ -1,6 +1,6 @@
 //! The subscription emulator: delivers batches of new source events to the forwarder logic
 //! asynchronously — in order, one at a time (batches duplicated or dropped with `--chaos dup`,
-//! `drop`), or, with `reorder` or `delay-ms`, like the worst of spec §3 (duplicated, held back,
+//! `drop`), or, with `reorder` or `delay-ms`, like the worst of spec §3.2 (duplicated, held back,
 //! dropped, delayed and concurrent).
 
 use std::sync::Arc;

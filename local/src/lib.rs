@@ -362,7 +362,7 @@ pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Reconciles running executions that someone is watching (spec §3: dropped batches).
+/// Reconciles running executions that someone is watching (spec §3.2: dropped batches; §6.2).
 async fn reconcile_loop(app: Arc<App>, every: Duration) {
     let mut stop = std::pin::pin!(stopped(app.shutdown.clone()));
     loop {

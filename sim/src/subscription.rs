@@ -3,7 +3,7 @@
 //! CloudWatch-shaped payloads — one stream per batch, at most 10,000 events and 1 MB, gzipped
 //! and base64-encoded, with CloudWatch-style event ids. A stream's batches are delivered one
 //! after another (`--chaos dup`, `drop` duplicate and drop them in that order); with `reorder`
-//! or `delay-ms` they are also held back and delayed, and run concurrently, as spec §3 allows. Failed deliveries follow Lambda's asynchronous retries and end
+//! or `delay-ms` they are also held back and delayed, and run concurrently, as spec §3.2 allows. Failed deliveries follow Lambda's asynchronous retries and end
 //! in the on-failure destination.
 
 use std::collections::HashMap;

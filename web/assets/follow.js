@@ -1,4 +1,4 @@
-// The client algorithm of spec §6, as the CLI runs it (cli/src/follow.rs): subscribe first (the
+// The client algorithm of spec §7, as the CLI runs it (cli/src/follow.rs): subscribe first (the
 // WebSocket from the last shown index), then catch up over HTTP; show only `last + 1`; fill gaps
 // over HTTP; poll when silent; reconnect with exponential backoff and jitter; stop once
 // `final_index` is shown.

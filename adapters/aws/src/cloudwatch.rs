@@ -1,4 +1,4 @@
-//! The CloudWatch Logs source: `GetLogEvents` paging with the rules of spec §3 (the same token
+//! The CloudWatch Logs source: `GetLogEvents` paging with the rules of spec §3.1 (the same token
 //! at the end, empty pages mid-stream, tokens that expire), and the stream name ↔ execution id
 //! mapping.
 //!

@@ -85,7 +85,7 @@ impl FanOut {
     ///
     /// The range is claimed before it is sent (the cursor is raised atomically, to the end of
     /// what will be sent), so concurrent forwarders never send the same range twice to a
-    /// connection; a push that fails leaves a hole the client fills over HTTP (spec §6).
+    /// connection; a push that fails leaves a hole the client fills over HTTP (spec §6.4, §7).
     ///
     /// A connection more than one backlog page behind gets nothing (not even a store read):
     /// its client reads over HTTP and says where it is with `resume`. So a forwarder batch
@@ -222,7 +222,7 @@ impl FanOut {
             }
             Err(PushError::Failed(_)) => {
                 // The client notices the gap at its next message or idle poll and fills it over
-                // HTTP; fan-out is best effort by design (spec §6).
+                // HTTP; fan-out is best effort by design (spec §6.4, §7).
                 self.metrics.incr(Metric::PushFailures, 1);
                 Ok(true)
             }

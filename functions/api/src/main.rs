@@ -1,4 +1,4 @@
-//! The API Lambda: the HTTP routes of spec §4 behind `X-API-Key`.
+//! The API Lambda: the HTTP routes of spec §4.1 behind `X-API-Key`.
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::lambda::{Function, InvokeError, now_ms, uuid_like};
 
-/// API Gateway's limit on an integration (HTTP APIs: 30 s at most; spec §3: 29 s).
+/// API Gateway's limit on an integration (HTTP APIs: 30 s at most; spec §3.5: 29 s).
 pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
 /// Largest request payload of an HTTP API.
 const MAX_REQUEST: usize = 10 * 1024 * 1024;

@@ -1,4 +1,4 @@
-//! DynamoDB implementations of the store ports (spec §5).
+//! DynamoDB implementations of the store ports (spec §5.2–5.6).
 //!
 //! Table `{project}-execution-logs` (`execution_id` S, `log_index` N, TTL `expires_at`):
 //! - the head at `log_index = 0`;
