@@ -35,17 +35,28 @@ impl Env {
 
     /// Function zips whose `bootstrap` (and so hash) depends on `version`.
     fn artifacts(&self, version: &str) {
+        self.artifacts_zipped_at(version, "artifacts", 0);
+    }
+
+    /// The zips of `version` in `dir`, zipped at minute `minute` of a day (as cargo-lambda
+    /// writes the build time into them).
+    fn artifacts_zipped_at(&self, version: &str, dir: &str, minute: u8) -> PathBuf {
         use std::io::Write;
+        let when = zip::DateTime::from_date_and_time(2026, 12, 7, 12, minute, 0).unwrap();
         for f in ["forwarder", "api", "websocket", "completion"] {
-            let d = self.dir.join("artifacts").join(f);
+            let d = self.dir.join(dir).join(f);
             std::fs::create_dir_all(&d).unwrap();
             let file = std::fs::File::create(d.join("bootstrap.zip")).unwrap();
             let mut z = zip::ZipWriter::new(file);
-            z.start_file("bootstrap", zip::write::SimpleFileOptions::default())
-                .unwrap();
+            z.start_file(
+                "bootstrap",
+                zip::write::SimpleFileOptions::default().last_modified_time(when),
+            )
+            .unwrap();
             z.write_all(format!("{f} {version}").as_bytes()).unwrap();
             z.finish().unwrap();
         }
+        self.dir.join(dir)
     }
 
     fn deploy(&self, args: &[&str], with_endpoint: bool) -> Output {
@@ -395,6 +406,39 @@ fn diff_tells_ci_whether_changes_are_pending() {
     assert_eq!(same.status.code(), Some(0), "{}", text(&same));
     let v: serde_json::Value = serde_json::from_slice(&same.stdout).unwrap();
     assert_eq!(v["pending"], false);
+    // The same code built again (zipped at another time, as a fresh CI build is): no change.
+    let rebuilt = env.artifacts_zipped_at("v1", "rebuilt", 42);
+    let bytes = |d: &Path| std::fs::read(d.join("api/bootstrap.zip")).unwrap();
+    assert_ne!(bytes(&rebuilt), bytes(&env.dir.join("artifacts")));
+    let again = env.deploy(
+        &[
+            "diff",
+            "--output",
+            "json",
+            "--artifacts",
+            rebuilt.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    // Other code: pending.
+    let other = env.artifacts_zipped_at("v2", "other", 42);
+    let changed_code = env.deploy(
+        &[
+            "diff",
+            "--output",
+            "json",
+            "--artifacts",
+            other.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(
+        changed_code.status.code(),
+        Some(2),
+        "{}",
+        text(&changed_code)
+    );
     std::fs::write(
         env.dir.join("deployments/itest.toml"),
         format!(
