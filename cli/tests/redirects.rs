@@ -1,5 +1,6 @@
-//! The API key goes only where `--api-url` points: a redirect (to another origin or not) is
-//! reported, and the key never reaches its target; nor does `--help` show it.
+//! Whatever answers at the API's address: the API key goes only where `--api-url` points (a
+//! redirect is reported, and the key never reaches its target; nor does `--help` show it), an
+//! answer is read with a bound, and the names it sends cannot drive the terminal.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -113,5 +114,59 @@ fn outsized_answers_are_refused_not_read_whole() {
         assert_eq!(out.status.code(), Some(125), "{status}: {err}");
         assert!(err.contains(what), "{status}: {err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+}
+
+/// What the API names an execution cannot drive the terminal: `status` and `ls` show its
+/// control characters instead of sending them.
+#[test]
+fn an_api_cannot_drive_the_terminal_through_status_or_ls() {
+    let hostile = "x\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let api = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = api.local_addr().unwrap();
+    let id = serde_json::json!(hostile);
+    std::thread::spawn(move || {
+        for mut s in api.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let body = if request.starts_with("GET /api/v1/executions?") {
+                format!(
+                    r#"{{"executions":[{{"execution_id":{id},"status":"SUCCEEDED","exit_code":0,"final_index":1,"created_at":1,"updated_at":2}}]}}"#
+                )
+            } else {
+                format!(
+                    r#"{{"execution_id":{id},"status":"RUNNING","last_index":1,"created_at":1,"updated_at":2}}"#
+                )
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    for args in [&["status", "x"][..], &["ls"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runvoy"))
+            .args(args)
+            .env("RUNVOY_API_URL", format!("http://{addr}"))
+            .env("RUNVOY_API_KEY", "the-secret-key-0123456789")
+            .env(
+                "XDG_CONFIG_HOME",
+                std::env::temp_dir().join("runvoy-hostile-none"),
+            )
+            .env_remove("RUNVOY_PROFILE")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains("owned"),
+            "{args:?}: the id is shown: {stdout}"
+        );
+        assert!(
+            !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+            "{args:?}: control characters reached the terminal: {stdout:?}"
+        );
     }
 }
