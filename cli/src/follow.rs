@@ -1,13 +1,15 @@
 //! `runvoy logs`: the client algorithm of spec §7. Subscribe first (WebSocket from the last
 //! printed index), then catch up over HTTP; print only `last + 1`; fill gaps over HTTP; poll
 //! when silent; reconnect with exponential backoff and jitter; exit once `final_index` is
-//! printed.
+//! printed. What to print is decided by [`Follower`], when to poll, back off and reconnect by
+//! [`Pacer`] (both in `runvoy_core::client`); this file does the I/O.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use runvoy_core::client::Follower;
+use runvoy_core::client::pacing::{PAGE_EVENTS, Pacer, Schedule, guess_after};
 use runvoy_core::wire::{ClientMessage, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -17,30 +19,12 @@ use crate::notice::Notices;
 use crate::output::Printer;
 use crate::when::show;
 
-/// Events per HTTP page: about 2 MB of dense records at 70 bytes a line, so that the three
-/// pages in flight keep the process under 20 MB (servers bound pages in bytes too).
-const PAGE: usize = 25_000;
-/// Silence after which the client polls once (and pings the socket).
-const IDLE_POLL: Duration = Duration::from_secs(2);
-/// How long a WebSocket handshake may take before the client polls without it.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// While the handshake runs, the client polls this often.
+/// The waits of spec §7.2.
+const SCHEDULE: Schedule = Schedule::SPEC;
+/// While the handshake runs (on the worker thread), the client polls this often.
 const CONNECT_POLL: Duration = Duration::from_secs(1);
-/// A WebSocket URL older than this is renewed by a poll before a handshake (its token expires;
-/// the server's tokens live an hour or more).
-const URL_FRESH_FOR: Duration = Duration::from_secs(60);
-/// A catch-up this soon after the last one is skipped after a handshake.
-const MIN_POLL_GAP: Duration = Duration::from_secs(1);
-/// A connection that ends sooner than this counts as a failed handshake.
-const SHORT_LIVED: Duration = Duration::from_secs(10);
-/// Give up after failing to reach the API for this long.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
-/// `--no-follow` ("print what is there now") gives up on a failing API sooner.
-const GIVE_UP_AFTER_ONCE: Duration = Duration::from_secs(30);
 /// While waiting or retrying, a word on stderr this often, terminal or not.
 const SAY_EVERY: Duration = Duration::from_secs(60);
-/// How often an execution that does not exist yet is looked for.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -52,8 +36,8 @@ pub struct Follow<'a> {
     pub notices: Notices,
     follower: Follower,
     websocket_url: Option<String>,
-    /// Handshakes failed in a row (a connection the server ended at once included).
-    handshake_failures: u32,
+    /// When to poll in silence, and how long to wait before the next handshake.
+    pacer: Pacer,
     /// When the last page carrying a WebSocket URL (and its token) arrived.
     url_received: Option<Instant>,
     /// When the last HTTP catch-up ended.
@@ -95,13 +79,13 @@ impl<'a> Follow<'a> {
             notices,
             follower: Follower::new(since),
             websocket_url: None,
-            handshake_failures: 0,
+            pacer: Pacer::new(SCHEDULE),
             url_received: None,
             polled: None,
             answered: false,
             start: None,
             wait: Duration::ZERO,
-            give_up_after: GIVE_UP_AFTER,
+            give_up_after: SCHEDULE.give_up_after,
             said: None,
             lost: false,
             failing_since: None,
@@ -122,7 +106,7 @@ impl<'a> Follow<'a> {
 
     /// `--no-follow`: prints what is committed now, then exits 0.
     pub async fn once(mut self) -> Result<i32, CliError> {
-        self.give_up_after = GIVE_UP_AFTER_ONCE;
+        self.give_up_after = SCHEDULE.give_up_after_once;
         self.begin().await?;
         Ok(0)
     }
@@ -166,7 +150,7 @@ impl<'a> Follow<'a> {
                         self.said = Some(Instant::now());
                     }
                     let left = self.wait.saturating_sub(started.elapsed());
-                    tokio::time::sleep(LOOK_EVERY.min(left)).await;
+                    tokio::time::sleep(SCHEDULE.look_every.min(left)).await;
                 }
                 Err(e) => return Err(e),
                 Ok(()) => {
@@ -219,7 +203,9 @@ impl<'a> Follow<'a> {
                 let socket = self.subscribe().await?;
                 // A poll just ran (while the handshake did): `resume` covers what follows it.
                 if !self.follower.is_done()
-                    && self.polled.is_none_or(|t| t.elapsed() >= MIN_POLL_GAP)
+                    && self
+                        .pacer
+                        .catch_up_after_handshake(self.polled.map(|t| t.elapsed()))
                 {
                     self.catch_up().await?;
                 }
@@ -227,10 +213,9 @@ impl<'a> Follow<'a> {
                 let next = self.stream(socket).await;
                 if let Some(opened) = opened {
                     // A connection the server ends at once counts as a failed handshake.
-                    if opened.elapsed() >= SHORT_LIVED {
-                        self.handshake_failures = 0;
-                    } else if matches!(next, Ok(Next::Reconnect)) {
-                        self.handshake_failures += 1;
+                    let lived = opened.elapsed();
+                    if lived >= SCHEDULE.healthy_after || matches!(next, Ok(Next::Reconnect)) {
+                        self.pacer.connection_ended(lived);
                     }
                 }
                 next
@@ -259,7 +244,7 @@ impl<'a> Follow<'a> {
     /// terminal each time; off a terminal too once it has failed for a minute, then once a
     /// minute — a follower never goes quiet for long without a word.
     async fn wait_to_retry(&mut self, e: &CliError, failures: u32) {
-        let wait = backoff(failures);
+        let wait = SCHEDULE.retry_backoff(failures, rand::random());
         let msg = format!(
             "{e}; retrying in {:.1}s (resuming after line {})",
             wait.as_secs_f64(),
@@ -290,17 +275,13 @@ impl<'a> Follow<'a> {
         if self.websocket_url.is_none() {
             return Ok(None);
         }
-        let due = Instant::now()
-            + match self.handshake_failures {
-                0 => Duration::ZERO,
-                n => handshake_backoff(n),
-            };
+        let due = Instant::now() + self.pacer.handshake_delay(rand::random());
         loop {
             let left = due.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            tokio::time::sleep(left.min(IDLE_POLL)).await;
+            tokio::time::sleep(left.min(SCHEDULE.idle_poll)).await;
             if Instant::now() >= due {
                 break;
             }
@@ -310,9 +291,9 @@ impl<'a> Follow<'a> {
             }
         }
         // A token as old as the connection that just ended expires with it: ask for a new one.
-        if self
-            .url_received
-            .is_none_or(|t| t.elapsed() >= URL_FRESH_FOR)
+        if !self
+            .pacer
+            .url_is_fresh(self.url_received.map(|t| t.elapsed()))
         {
             self.catch_up().await?;
             if self.follower.is_done() {
@@ -325,7 +306,11 @@ impl<'a> Follow<'a> {
         };
         let url = format!("{url}&since_index={}", self.follower.last());
         let mut connecting = Task(tokio::spawn(async move {
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await
+            tokio::time::timeout(
+                SCHEDULE.connect_timeout,
+                tokio_tungstenite::connect_async(url),
+            )
+            .await
         }));
         loop {
             tokio::select! {
@@ -349,7 +334,7 @@ impl<'a> Follow<'a> {
                         }
                     };
                     if socket.is_none() {
-                        self.handshake_failures += 1;
+                        self.pacer.handshake_failed();
                     }
                     return Ok(socket);
                 }
@@ -387,7 +372,7 @@ impl<'a> Follow<'a> {
                         // Throttled or failing: stop asking ahead, and back off before asking again.
                         ahead.clear();
                         prefetching = false;
-                        tokio::time::sleep(backoff(1)).await;
+                        tokio::time::sleep(SCHEDULE.retry_backoff(1, rand::random())).await;
                         self.page().await?
                     }
                 },
@@ -408,9 +393,9 @@ impl<'a> Follow<'a> {
                 if ahead.is_empty() {
                     ahead.push_back(Prefetch::start(self.client, self.id, next));
                 }
-                let after = next + page.len() as u64;
-                let known_end = page.meta().final_index.is_some_and(|f| after >= f);
-                if guessing && after > next && !known_end {
+                if guessing
+                    && let Some(after) = guess_after(next, page.len(), page.meta().final_index)
+                {
                     ahead.push_back(Prefetch::start(self.client, self.id, after));
                 }
             } else {
@@ -425,7 +410,7 @@ impl<'a> Follow<'a> {
     }
 
     /// One page after the last printed line, retrying transient failures with backoff (for
-    /// up to [`GIVE_UP_AFTER`], [`GIVE_UP_AFTER_ONCE`] with `--no-follow`).
+    /// up to the schedule's `give_up_after`, `give_up_after_once` with `--no-follow`).
     async fn page(&mut self) -> Result<Page, CliError> {
         self.page_from(self.follower.last(), None).await
     }
@@ -434,7 +419,11 @@ impl<'a> Follow<'a> {
         let mut failures = 0u32;
         let started = Instant::now();
         loop {
-            match self.client.logs_from(self.id, since, PAGE, start).await {
+            match self
+                .client
+                .logs_from(self.id, since, PAGE_EVENTS, start)
+                .await
+            {
                 Ok(page) => {
                     self.answered = true;
                     self.resumed();
@@ -515,11 +504,13 @@ impl<'a> Follow<'a> {
             }
             let Some(s) = socket.as_mut() else {
                 // No socket: poll once, then try to subscribe again.
-                tokio::time::sleep(IDLE_POLL).await;
+                tokio::time::sleep(self.pacer.idle_wait()).await;
+                let before = self.follower.last();
                 self.catch_up().await?;
+                self.pacer.polled_in_silence(self.follower.last() > before);
                 return Ok(Next::Reconnect);
             };
-            let next = tokio::time::timeout(IDLE_POLL, s.next()).await;
+            let next = tokio::time::timeout(self.pacer.idle_wait(), s.next()).await;
             match next {
                 Err(_) => {
                     // Silent for a while: poll once, and keep the connection from idling out.
@@ -527,7 +518,9 @@ impl<'a> Follow<'a> {
                     // this client is, so its pushes continue from there.
                     let before = self.follower.last();
                     self.catch_up().await?;
-                    let msg = if self.follower.last() > before {
+                    let found = self.follower.last() > before;
+                    self.pacer.polled_in_silence(found);
+                    let msg = if found {
                         ClientMessage::Resume {
                             since_index: self.follower.last(),
                         }
@@ -565,6 +558,7 @@ impl<'a> Follow<'a> {
         };
         match msg {
             ServerMessage::Logs { events, .. } => {
+                self.pacer.pushed();
                 let accepted = self.follower.accept(events);
                 self.printer.print(&accepted.print)?;
                 if accepted.gap {
@@ -604,9 +598,9 @@ impl Prefetch {
         let (client, id) = (client.clone(), id.to_string());
         Prefetch {
             since,
-            task: Task(tokio::spawn(
-                async move { client.logs(&id, since, PAGE).await },
-            )),
+            task: Task(tokio::spawn(async move {
+                client.logs(&id, since, PAGE_EVENTS).await
+            })),
         }
     }
 
@@ -624,17 +618,4 @@ impl<T> Drop for Task<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// The wait before the next handshake after `failures` (≥ 1) failed ones: 2 s doubling up to
-/// 30 s, the upper half of it at random (clients that lost the same server spread out).
-fn handshake_backoff(failures: u32) -> Duration {
-    let cap = (2_000u64 << (failures - 1).min(4)).min(30_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
-}
-
-/// Exponential backoff with full jitter: up to 200 ms × 2^n, capped at 5 s.
-fn backoff(failures: u32) -> Duration {
-    let cap = (200u64 << failures.min(5)).min(5_000);
-    Duration::from_millis(rand::random_range(cap / 4..=cap))
 }

@@ -1,5 +1,8 @@
-//! The client algorithm of spec §7 as a pure state machine (I5): the CLI drives it with what the
-//! WebSocket and HTTP deliver, and prints exactly what it releases.
+//! The client algorithm of spec §7 as pure state machines: [`Follower`] (I5) decides what to
+//! print from what the WebSocket and HTTP deliver; [`pacing`] decides when to poll, back off
+//! and reconnect. The CLI and the simulation drive both.
+
+pub mod pacing;
 
 use crate::model::{LogEvent, Status};
 

@@ -16,6 +16,7 @@ use proptest::strategy::ValueTree;
 use runvoy_core::api::{Api, ApiConfig, HttpRequest};
 use runvoy_core::auth::{ApiKeys, TokenSigner};
 use runvoy_core::client::Follower;
+use runvoy_core::client::pacing::{Pacer, Schedule};
 use runvoy_core::memory::{
     MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
     YieldNow, splitmix64,
@@ -243,7 +244,17 @@ async fn get_logs(api: &Api, since: u64) -> Result<LogsResponse, String> {
     serde_json::from_str(&r.body).map_err(|e| e.to_string())
 }
 
-/// The client algorithm of spec §7 against the simulated API and pushes.
+/// The client's tick in virtual time, and its schedule: spec §7.2's, twenty times faster.
+const TICK_MS: u64 = 5;
+const CLIENT_SCHEDULE_DIVISOR: u32 = 20;
+
+/// A random draw in `0.0..=1.0` for the schedule's jitter.
+fn draw(rng: &mut u64) -> f64 {
+    (splitmix64(rng) % 1001) as f64 / 1000.0
+}
+
+/// The client algorithm of spec §7 against the simulated API and pushes: what to print decided
+/// by [`Follower`], when to poll and reconnect by [`Pacer`], as the CLI does.
 async fn client(
     w: &World,
     n: usize,
@@ -254,6 +265,7 @@ async fn client(
     let mut rng = seed;
     yields(start).await;
     let mut follower = Follower::new(0);
+    let mut pacer = Pacer::new(Schedule::SPEC.scaled(CLIENT_SCHEDULE_DIVISOR));
     let mut printed = Vec::new();
     let mut attempt = 0;
     // The first read may race the producer before the stream exists: retry until it exists.
@@ -266,6 +278,15 @@ async fn client(
     };
     let mut pending_first = Some(first);
     for _session in 0..200 {
+        // After failed handshakes (connections that ended at once), wait before the next one,
+        // polling meanwhile.
+        let mut delay = pacer.handshake_delay(draw(&mut rng)).as_millis() as u64;
+        while delay > 0 && !follower.is_done() {
+            let step = delay.min(pacer.schedule().idle_poll.as_millis() as u64);
+            w.clock.sleep_ms(step).await;
+            delay -= step;
+            catch_up(w, &mut follower, &mut printed).await?;
+        }
         attempt += 1;
         let conn_id = format!("c{n}-{attempt}");
         let url = match pending_first.take() {
@@ -286,7 +307,8 @@ async fn client(
             .map_err(|e| format!("connect failed: {e:?}"))?;
         }
         catch_up(w, &mut follower, &mut printed).await?;
-        let mut idle = 0;
+        let mut silent_ms = 0u64;
+        let mut lived_ms = 0u64;
         loop {
             if follower.is_done() {
                 let _ = w.ws.disconnect(&conn_id).await;
@@ -304,6 +326,7 @@ async fn client(
             for m in &msgs {
                 match serde_json::from_str::<ServerMessage>(m).map_err(|e| e.to_string())? {
                     ServerMessage::Logs { events, .. } => {
+                        pacer.pushed();
                         let acc = follower.accept(events);
                         printed.extend(acc.print);
                         gap |= acc.gap;
@@ -320,17 +343,28 @@ async fn client(
                     ServerMessage::Error { error, .. } => return Err(error),
                 }
             }
-            idle = if msgs.is_empty() { idle + 1 } else { 0 };
-            if gap || idle > 20 {
+            silent_ms = if msgs.is_empty() {
+                silent_ms + TICK_MS
+            } else {
+                0
+            };
+            if gap {
                 catch_up(w, &mut follower, &mut printed).await?;
-                idle = 0;
+                silent_ms = 0;
+            } else if silent_ms >= pacer.idle_wait().as_millis() as u64 {
+                let before = follower.last();
+                catch_up(w, &mut follower, &mut printed).await?;
+                pacer.polled_in_silence(follower.last() > before);
+                silent_ms = 0;
             }
             if splitmix64(&mut rng).is_multiple_of(40) {
                 // The connection drops; reconnect from the last printed index.
                 let _ = w.ws.disconnect(&conn_id).await;
+                pacer.connection_ended(std::time::Duration::from_millis(lived_ms));
                 break;
             }
-            w.clock.sleep_ms(5).await;
+            w.clock.sleep_ms(TICK_MS).await;
+            lived_ms += TICK_MS;
         }
     }
     Err("client did not finish after 200 sessions".into())

@@ -1,24 +1,37 @@
 // The client algorithm of spec §7, as the CLI runs it (cli/src/follow.rs): subscribe first (the
 // WebSocket from the last shown index), then catch up over HTTP; show only `last + 1`; fill gaps
 // over HTTP; poll when silent; reconnect with exponential backoff and jitter; stop once
-// `final_index` is shown.
+// `final_index` is shown. The waits are spec §7.2's, the numbers of
+// runvoy_core::client::pacing::Schedule::SPEC (web/tests/follow_schedule.rs pins them); where the
+// page differs from the CLI, spec §7.2 says so.
 
-/** Events per HTTP page (the API's maximum; pages are also bounded in bytes by the server). */
+/** Events per HTTP page: JSON parsed on the page's one thread, so smaller than the CLI's dense
+ * pages (the API allows up to 100,000; pages are also bounded in bytes by the server). */
 const PAGE = 10000;
 /** Silence after which the client polls once (and pings the socket); each silent poll doubles
- * the wait, up to IDLE_POLL_MAX_MS (a hidden tab: IDLE_POLL_HIDDEN_MS), so idle pages cost little. */
+ * the wait, up to IDLE_POLL_MAX_MS (a hidden tab: IDLE_POLL_HIDDEN_MS, the page's own). */
 const IDLE_POLL_MS = 2000;
 const IDLE_POLL_MAX_MS = 30000;
 const IDLE_POLL_HIDDEN_MS = 120000;
-/** A connection that lived this long was healthy: the next failure starts the backoff again. */
+/** Backoff after a failed request: a quarter of the cap to the cap, 200 ms × 2^n up to 5 s. */
+const RETRY_BASE_MS = 200;
+const RETRY_MAX_MS = 5000;
+/** Wait before the next handshake after failed ones: the upper half of 2 s × 2^(n−1) up to 30 s,
+ * polling meanwhile. */
+const HANDSHAKE_BASE_MS = 2000;
+const HANDSHAKE_MAX_MS = 30000;
+/** A connection that lived this long was healthy: its end is no failed handshake. */
 const HEALTHY_MS = 10000;
-/** WebSocket URLs carry a token that expires (one hour): fetch a fresh one when it is older. */
-const URL_FRESH_MS = 10 * 60000;
+/** WebSocket URLs carry a token that expires (after an hour, or when its key is retired): fetch
+ * a fresh one before a handshake when it is older. */
+const URL_FRESH_MS = 60000;
 /** How long a WebSocket may take to open. */
-const CONNECT_TIMEOUT_MS = 5000;
+const CONNECT_TIMEOUT_MS = 10000;
+/** Give up after failing to reach the API for this long. */
+const GIVE_UP_AFTER_MS = 600000;
 /** How long the page waits for an execution that does not exist yet (an ECS task logs its first
  * line only once its container runs), looking again this often; as the CLI's `--wait`. */
-const WAIT_FOR_START_MS = 5 * 60000;
+const WAIT_FOR_START_MS = 300000;
 const LOOK_AGAIN_MS = 2000;
 
 /** The pure state machine of I5 (core/src/client.rs). */
@@ -82,10 +95,16 @@ export function messageOf(e) {
   return "";
 }
 
-/** Exponential backoff with full jitter: up to 200 ms × 2^n, capped at 5 s. */
+/** The wait before retry number `failures` of a failed request. */
 export function backoff(failures) {
-  const cap = Math.min(200 * 2 ** Math.min(failures, 5), 5000);
+  const cap = Math.min(RETRY_BASE_MS * 2 ** Math.min(failures, 5), RETRY_MAX_MS);
   return cap / 4 + Math.random() * (cap - cap / 4);
+}
+
+/** The wait before the next handshake after `failures` (≥ 1) failed ones. */
+export function handshakeBackoff(failures) {
+  const cap = Math.min(HANDSHAKE_BASE_MS * 2 ** Math.min(failures - 1, 4), HANDSHAKE_MAX_MS);
+  return cap / 2 + Math.random() * (cap / 2);
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -149,22 +168,25 @@ export class Follow {
     try {
       await this.start();
       let failures = 0;
+      let handshakeFailures = 0;
       while (!this.stopped && !this.follower.isDone()) {
         let socket = null;
         const opened = Date.now();
         try {
           // The URL's token must outlive the connection's start: refresh an old one first.
-          if (Date.now() - this.urlAt > URL_FRESH_MS) await this.catchUp();
+          if (Date.now() - this.urlAt >= URL_FRESH_MS) await this.catchUp();
           socket = await this.subscribe();
           await this.catchUp();
           await this.stream(socket);
-          // A connection that was closed soon after it opened counts as a failure: no tight
-          // reconnect loop when the server keeps refusing or closing.
+          failures = 0;
+          // A connection refused, or closed soon after it opened, counts as a failed handshake:
+          // the next waits longer (polling meanwhile), so pages of a failing `$connect` do not
+          // each invoke it every few seconds.
           if (Date.now() - opened >= HEALTHY_MS) {
-            failures = 0;
+            handshakeFailures = 0;
           } else if (!this.follower.isDone() && !this.stopped) {
-            failures += 1;
-            await sleep(backoff(failures));
+            handshakeFailures += 1;
+            await this.pollFor(handshakeBackoff(handshakeFailures));
           }
         } catch (e) {
           if (!(e instanceof FollowError) || !(e.retry || (this.answered && e.status === 0))) throw e;
@@ -198,6 +220,17 @@ export class Follow {
         }
         await sleep(LOOK_AGAIN_MS);
       }
+    }
+  }
+
+  /** Waits `ms`, polling at the idle interval meanwhile. */
+  async pollFor(ms) {
+    const until = Date.now() + ms;
+    while (!this.stopped && !this.follower.isDone()) {
+      const left = until - Date.now();
+      if (left <= 0) return;
+      await sleep(Math.min(left, IDLE_POLL_MS));
+      if (Date.now() < until) await this.catchUp();
     }
   }
 
@@ -248,7 +281,7 @@ export class Follow {
         return page;
       } catch (e) {
         const transient = e instanceof FollowError && (e.retry || (this.answered && e.status === 0));
-        if (!transient || this.stopped || Date.now() - started > 600000) throw e;
+        if (!transient || this.stopped || Date.now() - started > GIVE_UP_AFTER_MS) throw e;
         failures += 1;
         await this.waitToRetry(e, failures);
       }
