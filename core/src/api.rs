@@ -9,7 +9,9 @@ use crate::error::{CoreError, StoreError};
 use crate::lines::{self, LINES_CONTENT_TYPE, accepts_lines};
 use crate::model::Head;
 use crate::ports::Clock;
-use crate::services::{Completer, FanOut, LogsPage, Reader, Reconciler};
+use crate::services::{
+    Completer, FanOut, LogsPage, Populator, Reader, ReconcileSchedule, Reconciler,
+};
 use crate::wire::{CompleteRequest, ErrorBody, ExecutionsResponse, LogsResponse, StatusResponse};
 
 /// Largest request body the API reads (the only body is a completion, a few bytes).
@@ -258,9 +260,8 @@ impl Default for ApiConfig {
 #[derive(Clone)]
 pub struct Api {
     reader: Reader,
-    reconciler: Reconciler,
+    populator: Populator,
     completer: Completer,
-    fanout: FanOut,
     keys: ApiKeys,
     signer: TokenSigner,
     clock: Arc<dyn Clock>,
@@ -279,11 +280,21 @@ impl Api {
         clock: Arc<dyn Clock>,
         config: ApiConfig,
     ) -> Api {
+        let populator = Populator::new(
+            reader.clone(),
+            reconciler,
+            fanout,
+            clock.clone(),
+            ReconcileSchedule {
+                interval_ms: config.reconcile_interval_ms,
+                max_interval_ms: config.reconcile_max_interval_ms,
+                budget_ms: config.read_reconcile_budget_ms,
+            },
+        );
         Api {
             reader,
-            reconciler,
+            populator,
             completer,
-            fanout,
             keys,
             signer,
             clock,
@@ -366,105 +377,6 @@ impl Api {
         }
     }
 
-    /// Returns the head, populating the execution from the log source on first sight, and
-    /// reconciling a running execution when its shared schedule says so.
-    async fn head_with_population(&self, id: &str) -> Result<Head, ApiError> {
-        let head = self.reader.head(id).await?;
-        let now = self.clock.now_ms();
-        let deadline = now + self.config.read_reconcile_budget_ms;
-        match head {
-            None => {
-                if !self.reconciler.source().exists(id).await? {
-                    return Err(CoreError::NotFound(id.to_string()).into());
-                }
-                let outcome = self.reconciler.reconcile_until(id, Some(deadline)).await?;
-                // The next reconciliation of this running execution waits the minimum; one
-                // that stopped at its deadline continues at the next read.
-                if outcome.caught_up {
-                    let _ = self.schedule_reconcile(id, now, None).await;
-                }
-                let head = self
-                    .reader
-                    .head(id)
-                    .await?
-                    .ok_or_else(|| CoreError::NotFound(id.to_string()))?;
-                self.fanout.notify(&head, &outcome.recovered).await?;
-                Ok(head)
-            }
-            Some(h) if !h.status.is_terminal() && h.reconcile_after.is_none_or(|t| now >= t) => {
-                // Best effort: serving what is committed beats failing the read.
-                if self.claim_reconcile(id, now).await
-                    && let Ok(outcome) = self.reconciler.reconcile_until(id, Some(deadline)).await
-                {
-                    if !outcome.recovered.is_empty() || !outcome.caught_up {
-                        // Lines were missing (or more are to be read): look again soon.
-                        let _ = self.schedule_reconcile(id, now, None).await;
-                    }
-                    if let Some(head) = outcome.head {
-                        let _ = self.fanout.notify(&head, &outcome.recovered).await;
-                        return Ok(head);
-                    }
-                }
-                Ok(h)
-            }
-            Some(h) => Ok(h),
-        }
-    }
-
-    /// Takes the execution's next reconciliation for this reader: only one of the readers
-    /// that find it due wins (the head's version decides), and the one after it waits twice
-    /// as long, up to the maximum.
-    async fn claim_reconcile(&self, id: &str, now: i64) -> bool {
-        self.schedule_reconcile(id, now, Some(now))
-            .await
-            .unwrap_or(false)
-    }
-
-    /// Sets the next reconciliation time; `due_at` = `Some(now)` claims a due one (and backs
-    /// off), `None` resets the wait to the minimum. Returns whether this call changed it.
-    async fn schedule_reconcile(
-        &self,
-        id: &str,
-        now: i64,
-        due_at: Option<i64>,
-    ) -> Result<bool, CoreError> {
-        let (min, max) = (
-            self.config.reconcile_interval_ms,
-            self.config.reconcile_max_interval_ms,
-        );
-        // Executions started together would otherwise reconcile together: spread each wait over
-        // ±25 % (the quota is per second).
-        let spread = |wait: i64| wait * 3 / 4 + self.clock.jitter((wait / 2).max(1) as u64) as i64;
-        // One attempt: a reader that loses to another writer skips rather than waits.
-        self.reconciler
-            .appender()
-            .try_update_head(id, |current| {
-                if current.status.is_terminal() {
-                    return None;
-                }
-                let mut next = current.clone();
-                match due_at {
-                    Some(t) => {
-                        if current.reconcile_after.is_some_and(|after| after > t) {
-                            return None;
-                        }
-                        // Assume this one finds nothing (the usual case); one that recovers lines
-                        // resets the wait afterwards.
-                        let wait = current.reconcile_wait_ms.unwrap_or(min).saturating_mul(2);
-                        let wait = wait.clamp(min, max);
-                        next.reconcile_after = Some(now + spread(wait));
-                        next.reconcile_wait_ms = Some(wait);
-                    }
-                    None => {
-                        next.reconcile_after = Some(now + spread(min));
-                        next.reconcile_wait_ms = Some(min);
-                    }
-                }
-                Some(next)
-            })
-            .await
-    }
-
     async fn logs(
         &self,
         id: &str,
@@ -504,7 +416,7 @@ impl Api {
                 "tail and since_time each choose where the page starts: give one of them",
             ));
         }
-        let head = self.head_with_population(id).await?;
+        let head = self.populator.head(id).await?;
         if let Some(n) = tail {
             // The last n lines committed now: the page starts after the line before them.
             since = since.max(head.last_index.saturating_sub(n));
@@ -639,7 +551,7 @@ impl Api {
     }
 
     async fn status(&self, id: &str) -> Result<HttpResponse, ApiError> {
-        let head = self.head_with_population(id).await?;
+        let head = self.populator.head(id).await?;
         Ok(json(200, &status_response(&head)))
     }
 
