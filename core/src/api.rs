@@ -446,7 +446,7 @@ impl Api {
             return Ok(HttpResponse {
                 status: 200,
                 body: lines::body(&self.logs_response(id, d.page), d.records)
-                    .map_err(StoreError::Backend)?,
+                    .map_err(StoreError::backend_message)?,
                 content_type: LINES_CONTENT_TYPE,
             });
         }

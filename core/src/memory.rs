@@ -475,7 +475,7 @@ impl LogSource for MemorySource {
         YieldNow::default().await;
         let streams = self.streams.lock().expect("source lock");
         let Some(all) = streams.get(execution_id) else {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::backend_message(format!(
                 "the log stream of execution {execution_id} does not exist"
             )));
         };

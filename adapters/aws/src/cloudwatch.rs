@@ -19,7 +19,7 @@ use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 use runvoy_core::StoreError;
 use runvoy_core::ports::{LogSource, SourcePage};
 
-use crate::{describe, identity};
+use crate::identity;
 
 /// Lines per returned page (a page may exceed it to finish its last millisecond).
 const PAGE_TARGET: usize = 5_000;
@@ -88,9 +88,11 @@ impl CloudWatchSource {
     }
 }
 
-fn map_err<E: std::error::Error + ProvideErrorMetadata + 'static, R: std::fmt::Debug>(
-    e: &aws_sdk_cloudwatchlogs::error::SdkError<E, R>,
-) -> StoreError {
+fn map_err<E, R>(e: aws_sdk_cloudwatchlogs::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
     match e.code() {
         Some("ThrottlingException" | "ServiceUnavailableException" | "LimitExceededException") => {
             StoreError::Throttled
@@ -98,10 +100,7 @@ fn map_err<E: std::error::Error + ProvideErrorMetadata + 'static, R: std::fmt::D
         Some("InvalidParameterException") if e.message().is_some_and(|m| m.contains("oken")) => {
             StoreError::InvalidToken
         }
-        _ => StoreError::Backend(format!(
-            "CloudWatch Logs GetLogEvents failed: {}",
-            describe(e)
-        )),
+        _ => StoreError::backend("CloudWatch Logs GetLogEvents failed", e),
     }
 }
 
@@ -115,7 +114,7 @@ async fn send_patiently(
 ) -> Result<aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput, StoreError> {
     let mut attempt = 0;
     loop {
-        match req.clone().send().await.map_err(|e| map_err(&e)) {
+        match req.clone().send().await.map_err(map_err) {
             Err(StoreError::Throttled) if attempt + 1 < THROTTLED_ATTEMPTS => {
                 let cap = 250u64 << attempt;
                 let jitter = std::time::SystemTime::now()
@@ -145,7 +144,7 @@ impl LogSource for CloudWatchSource {
         match r {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
-            Err(e) => Err(map_err(&e)),
+            Err(e) => Err(map_err(e)),
         }
     }
 
@@ -163,7 +162,7 @@ impl LogSource for CloudWatchSource {
         match r {
             Ok(out) => Ok(out.events().iter().filter_map(|e| e.timestamp()).max()),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
-            Err(e) => Err(map_err(&e)),
+            Err(e) => Err(map_err(e)),
         }
     }
 

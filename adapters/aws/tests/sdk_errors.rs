@@ -8,14 +8,15 @@ use aws_sdk_apigatewaymanagement::operation::post_to_connection::{
 };
 use aws_sdk_apigatewaymanagement::types::error::GoneException;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ErrorMetadata;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::{
     TransactWriteItemsError, TransactWriteItemsOutput,
 };
 use aws_sdk_dynamodb::types::error::{
-    ProvisionedThroughputExceededException, TransactionCanceledException,
+    ProvisionedThroughputExceededException, ResourceNotFoundException, TransactionCanceledException,
 };
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
@@ -134,6 +135,42 @@ async fn cancellation_reasons_map_to_what_the_engine_does_next() {
     })
     .await;
     assert_eq!(pte, Err(CommitError::Store(StoreError::Throttled)));
+}
+
+#[tokio::test]
+async fn another_failure_keeps_the_sdk_error_and_says_what_the_service_answered() {
+    let (r, _) = commit_with("", || {
+        TransactWriteItemsError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("ResourceNotFoundException")
+                        .message("Requested resource not found")
+                        .build(),
+                )
+                .build(),
+        )
+    })
+    .await;
+    let Err(CommitError::Store(e @ StoreError::Backend { .. })) = r else {
+        panic!("expected a backend failure, got {r:?}")
+    };
+    assert!(e.is_retryable(), "an unknown failure of the store may pass");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("DynamoDB TransactWriteItems failed: ")
+            && text.contains("ResourceNotFoundException")
+            && text.contains("Requested resource not found"),
+        "{text}"
+    );
+    let sdk = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<SdkError<TransactWriteItemsError, HttpResponse>>())
+        .expect("the SDK's error is the source");
+    assert!(
+        sdk.as_service_error()
+            .is_some_and(TransactWriteItemsError::is_resource_not_found_exception)
+    );
 }
 
 #[tokio::test]

@@ -431,8 +431,8 @@ impl Appender {
                     self.wait_throttled(&mut throttled).await?;
                 }
                 Err(CommitError::Duplicate(_)) => {
-                    return Err(CoreError::Store(StoreError::Backend(
-                        "the store reported duplicate events for a head-only commit".into(),
+                    return Err(CoreError::Store(StoreError::backend_message(
+                        "the store reported duplicate events for a head-only commit",
                     )));
                 }
                 Err(CommitError::Store(e)) => return Err(e.into()),

@@ -186,7 +186,10 @@ impl Completer {
             }
             Err(e) => Err(match e {
                 crate::error::CommitError::Store(s) => s.into(),
-                other => CoreError::Store(crate::error::StoreError::Backend(other.to_string())),
+                other => CoreError::Store(crate::error::StoreError::backend(
+                    format!("the store refused the lineless completion of {execution_id}"),
+                    other,
+                )),
             }),
         }
     }

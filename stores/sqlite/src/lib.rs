@@ -25,10 +25,13 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         let conn = rusqlite::Connection::open(path).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot open the SQLite database {}: {e}; check the state directory is writable",
-                path.display()
-            ))
+            StoreError::backend(
+                format!(
+                    "cannot open the SQLite database {} (check the state directory is writable)",
+                    path.display()
+                ),
+                e,
+            )
         })?;
         Db::init(conn)
     }
@@ -47,7 +50,7 @@ impl Db {
         let started = std::time::Instant::now();
         while let Err(e) = conn.execute_batch(schema::PRAGMAS) {
             let e = sql(e);
-            if !e.is_retryable() || started.elapsed() > std::time::Duration::from_secs(5) {
+            if e != StoreError::Throttled || started.elapsed() > std::time::Duration::from_secs(5) {
                 return Err(e);
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -62,7 +65,7 @@ impl Db {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
         if layout > schema::LAYOUT {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::backend_message(format!(
                 "the database was written by a newer runvoy (layout {layout}, this one knows {}); \
                  upgrade runvoy or use another --state-dir",
                 schema::LAYOUT
@@ -113,7 +116,7 @@ pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
     {
         return StoreError::Throttled;
     }
-    StoreError::Backend(format!("SQLite: {e}"))
+    StoreError::backend("SQLite failed", e)
 }
 
 pub(crate) fn unix_now_secs() -> i64 {

@@ -44,8 +44,7 @@ impl SqliteStore {
 }
 
 fn parse_head(json: &str) -> Result<Head, StoreError> {
-    serde_json::from_str(json)
-        .map_err(|e| StoreError::Backend(format!("a stored head is unreadable: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::backend("a stored head is unreadable", e))
 }
 
 #[async_trait]
@@ -147,7 +146,7 @@ impl LogWriter for SqliteStore {
             }
         }
         let json = serde_json::to_string(&commit.head)
-            .map_err(|e| StoreError::Backend(format!("cannot serialize a head: {e}")))?;
+            .map_err(|e| StoreError::backend("cannot serialize a head", e))?;
         tx.execute(
             "INSERT INTO heads (execution_id, version, head, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (execution_id) DO UPDATE SET version = ?2, head = ?3, expires_at = ?4",
@@ -530,10 +529,15 @@ fn interleaved_record(bytes: &[u8], at: usize) -> Option<(i64, &[u8], usize)> {
     (bytes.get(end) == Some(&b'\n')).then(|| (timestamp, &bytes[start..end], end + 1))
 }
 
-fn unreadable(execution_id: &str, first: u64, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!(
-        "the stored run of {execution_id} at line {first} is unreadable: {what}"
-    ))
+fn unreadable(
+    execution_id: &str,
+    first: u64,
+    why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::backend(
+        format!("the stored run of {execution_id} at line {first} is unreadable"),
+        why,
+    )
 }
 
 fn row_to_connection(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {

@@ -50,7 +50,7 @@ fn from_item(item: &Item) -> Result<Connection, StoreError> {
 }
 
 fn build<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
-    r.map_err(|e| StoreError::Backend(e.to_string()))
+    r.map_err(|e| StoreError::backend("building a DynamoDB request", e))
 }
 
 impl DynamoConnections {
@@ -70,7 +70,7 @@ impl DynamoConnections {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| map_sdk(&e, "GetItem"))?;
+            .map_err(|e| map_sdk(e, "GetItem"))?;
         resp.item.map(|i| get_s(&i, "execution_id")).transpose()
     }
 
@@ -87,7 +87,7 @@ impl DynamoConnections {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| map_sdk(&e, "GetItem"))?;
+            .map_err(|e| map_sdk(e, "GetItem"))?;
         resp.item.as_ref().map(from_item).transpose()
     }
 }
@@ -124,7 +124,7 @@ impl ConnectionStore for DynamoConnections {
             .set_transact_items(Some(puts))
             .send()
             .await
-            .map_err(|e| map_sdk(&e, "TransactWriteItems"))?;
+            .map_err(|e| map_sdk(e, "TransactWriteItems"))?;
         Ok(())
     }
 
@@ -156,7 +156,7 @@ impl ConnectionStore for DynamoConnections {
             .set_transact_items(Some(deletes))
             .send()
             .await
-            .map_err(|e| map_sdk(&e, "TransactWriteItems"))?;
+            .map_err(|e| map_sdk(e, "TransactWriteItems"))?;
         Ok(())
     }
 
@@ -174,7 +174,7 @@ impl ConnectionStore for DynamoConnections {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| map_sdk(&e, "Query"))?;
+                .map_err(|e| map_sdk(e, "Query"))?;
             for it in resp.items.unwrap_or_default() {
                 out.push(from_item(&it)?);
             }
@@ -213,7 +213,7 @@ impl ConnectionStore for DynamoConnections {
                     .await?
                     .map(|c| c.cursor))
             }
-            Err(e) => Err(map_sdk(&e, "UpdateItem")),
+            Err(e) => Err(map_sdk(e, "UpdateItem")),
         }
     }
 
@@ -253,7 +253,7 @@ impl ConnectionStore for DynamoConnections {
                     },
                 )
             }
-            Err(e) => Err(map_sdk(&e, "UpdateItem")),
+            Err(e) => Err(map_sdk(e, "UpdateItem")),
         }
     }
 }

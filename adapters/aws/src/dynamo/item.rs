@@ -32,7 +32,7 @@ pub fn part_key(execution_id: &str, index: u64) -> String {
 }
 
 fn bad(what: &str) -> StoreError {
-    StoreError::Backend(format!("DynamoDB item is malformed: {what}"))
+    StoreError::backend_message(format!("DynamoDB item is malformed: {what}"))
 }
 
 pub fn get_s(item: &Item, k: &str) -> Result<String, StoreError> {
@@ -111,7 +111,7 @@ pub fn created_day(ms: i64) -> i64 {
 
 /// An execution as the `recent` index projects it.
 pub fn summary_from_item(item: &Item) -> Result<runvoy_core::ExecutionSummary, StoreError> {
-    let bad = |k: &str| StoreError::Backend(format!("index item has a bad {k}"));
+    let bad = |k: &str| StoreError::backend_message(format!("index item has a bad {k}"));
     Ok(runvoy_core::ExecutionSummary {
         execution_id: get_s(item, "execution_id")?,
         status: Status::parse(&get_s(item, "status")?).ok_or_else(|| bad("status"))?,

@@ -26,7 +26,6 @@ use runvoy_core::{CommitError, Head, LogEvent, SourceEvent, StoreError};
 
 use super::item::{self, Item, Named, n, s};
 use super::unix_now_secs;
-use crate::describe;
 
 /// Events per commit: their ids (about 50 bytes each) make one idempotency record far below
 /// 400 KB, and the run with ids and timestamps stays within one item before compression.
@@ -83,7 +82,7 @@ impl DynamoStore {
             }
             tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
-        Err(StoreError::Backend(format!(
+        Err(StoreError::backend_message(format!(
             "the parts of a large line of execution {execution_id} at index {index} are not visible yet; try again"
         )))
     }
@@ -102,7 +101,7 @@ impl DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| map_sdk(&e, "Query"))?;
+            .map_err(|e| map_sdk(e, "Query"))?;
         let parts: Vec<Vec<u8>> = resp
             .items
             .unwrap_or_default()
@@ -125,7 +124,7 @@ impl DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| map_sdk(&e, "GetItem"))?;
+            .map_err(|e| map_sdk(e, "GetItem"))?;
         resp.item
             .as_ref()
             .map(|i| Ok((item::head_from_item(i)?, Named::read(i)?)))
@@ -154,7 +153,7 @@ impl DynamoStore {
                     .consistent_read(true)
                     .send()
                     .await
-                    .map_err(|e| map_sdk(&e, "GetItem"))?;
+                    .map_err(|e| map_sdk(e, "GetItem"))?;
                 if got.item.is_none() {
                     still.push((span, sort));
                 }
@@ -172,11 +171,12 @@ impl DynamoStore {
 /// Waits between reads of items that another partition's commit has not made visible yet.
 const VISIBILITY_WAITS_MS: [u64; 6] = [5, 10, 20, 40, 80, 160];
 
-/// Maps an SDK error: throttling is retryable, anything else names the operation.
-pub(crate) fn map_sdk<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, op: &str) -> StoreError
+/// Maps an SDK error: throttling is retryable, anything else names the operation and keeps
+/// the SDK's error as the source.
+pub(crate) fn map_sdk<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>, op: &str) -> StoreError
 where
-    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_sdk_dynamodb::error::ProvideErrorMetadata;
     match e.code() {
@@ -186,7 +186,7 @@ where
             | "RequestLimitExceeded"
             | "TransactionInProgressException",
         ) => StoreError::Throttled,
-        _ => StoreError::Backend(format!("DynamoDB {op} failed: {}", describe(e))),
+        _ => StoreError::backend(format!("DynamoDB {op} failed"), e),
     }
 }
 
@@ -212,7 +212,7 @@ fn put(
     }
     let p = p
         .build()
-        .map_err(|e| StoreError::Backend(format!("building a transaction Put: {e}")))?;
+        .map_err(|e| StoreError::backend("building a transaction Put", e))?;
     Ok(TransactWriteItem::builder().put(p).build())
 }
 
@@ -251,7 +251,7 @@ impl DynamoStore {
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
-                    .map_err(|e| map_sdk(&e, "Query"))?;
+                    .map_err(|e| map_sdk(e, "Query"))?;
                 for it in resp.items.unwrap_or_default() {
                     held.extend(item::decode_ids(&it)?);
                 }
@@ -410,7 +410,7 @@ impl LogWriter for DynamoStore {
             Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
                 Err(cancelled(c.cancellation_reasons()))
             }
-            _ => Err(CommitError::Store(map_sdk(&err, "TransactWriteItems"))),
+            _ => Err(CommitError::Store(map_sdk(err, "TransactWriteItems"))),
         }
     }
 }
@@ -441,7 +441,7 @@ impl DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| map_sdk(&e, "Query"))?;
+                .map_err(|e| map_sdk(e, "Query"))?;
             for it in resp.items.unwrap_or_default() {
                 let first: u64 = item::get_n(&it, "log_index")?;
                 let last = item::get_n::<u64>(&it, "last").unwrap_or(first);
@@ -482,7 +482,7 @@ impl DynamoStore {
                     // Extended further by another writer, or gone (TTL): nothing to do.
                     Ok(())
                 } else {
-                    Err(map_sdk(&e, "UpdateItem"))
+                    Err(map_sdk(e, "UpdateItem"))
                 }
             }
         }
@@ -502,7 +502,7 @@ fn cancelled(reasons: &[aws_sdk_dynamodb::types::CancellationReason]) -> CommitE
         CommitError::VersionConflict
     } else {
         let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).collect();
-        CommitError::Store(StoreError::Backend(format!(
+        CommitError::Store(StoreError::backend_message(format!(
             "DynamoDB cancelled the transaction: {codes:?}"
         )))
     }
@@ -539,7 +539,7 @@ impl LogReader for DynamoStore {
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
-                    .map_err(|e| map_sdk(&e, "Query"))?;
+                    .map_err(|e| map_sdk(e, "Query"))?;
                 for it in resp.items.unwrap_or_default() {
                     out.push(item::summary_from_item(&it)?);
                 }
@@ -580,7 +580,7 @@ impl LogReader for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| map_sdk(&e, "Query"))?;
+            .map_err(|e| map_sdk(e, "Query"))?;
         let first = found.items.unwrap_or_default();
         let Some(start_key) = first
             .first()
@@ -611,7 +611,7 @@ impl LogReader for DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| map_sdk(&e, "Query"))?;
+                .map_err(|e| map_sdk(e, "Query"))?;
             for it in resp.items.unwrap_or_default() {
                 let expires_at: i64 = item::get_n(&it, "expires_at")?;
                 let extra = item::extra_parts(&it);

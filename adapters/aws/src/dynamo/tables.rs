@@ -8,8 +8,6 @@ use aws_sdk_dynamodb::types::{
 };
 use runvoy_core::StoreError;
 
-use crate::describe;
-
 /// Creates the logs and connections tables with TTL on `expires_at`; existing tables are kept.
 pub async fn create_tables(
     client: &Client,
@@ -41,7 +39,9 @@ async fn create(
     range: (&str, ScalarAttributeType),
     recent_index: bool,
 ) -> Result<(), StoreError> {
-    let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Backend(e.to_string());
+    let build = |e: aws_sdk_dynamodb::error::BuildError| {
+        StoreError::backend(format!("building the request creating table {table}"), e)
+    };
     let mut request = client.create_table();
     if recent_index {
         // The same index the template declares (see `item::RECENT_INDEX`).
@@ -121,10 +121,10 @@ async fn create(
             .as_service_error()
             .is_some_and(|s| s.is_resource_in_use_exception());
         if !exists {
-            return Err(StoreError::Backend(format!(
-                "creating table {table} failed: {}",
-                describe(&e)
-            )));
+            return Err(StoreError::backend(
+                format!("creating table {table} failed"),
+                e,
+            ));
         }
         return Ok(());
     }
@@ -140,8 +140,6 @@ async fn create(
         )
         .send()
         .await
-        .map_err(|e| {
-            StoreError::Backend(format!("enabling TTL on {table} failed: {}", describe(&e)))
-        })?;
+        .map_err(|e| StoreError::backend(format!("enabling TTL on {table} failed"), e))?;
     Ok(())
 }
