@@ -12,6 +12,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use runvoy_core::api::ApiError;
 
+use crate::response::respond;
+
 /// Wrong keys from one address (an IPv6 /64: one host holds a whole one) within
 /// [`BAD_KEY_WINDOW`] before it is refused until the window ends.
 pub const MAX_BAD_KEYS: u32 = 20;
@@ -99,7 +101,7 @@ impl Guard {
 
 fn refuse(status: u16, code: &'static str, message: String) -> Response {
     let r = ApiError::new(status, code, message).into_response();
-    crate::http::respond(r)
+    respond(r)
 }
 
 /// The middleware.

@@ -11,12 +11,13 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use futures_util::{SinkExt, StreamExt};
-use runvoy_core::api::{ApiError, HttpRequest, HttpResponse, json, validate_execution_id};
+use runvoy_core::api::{ApiError, HttpRequest, json, validate_execution_id};
 use runvoy_core::ports::HeadReader;
 use runvoy_core::{CoreError, StoreError};
 use serde::Deserialize;
 
 use crate::App;
+use crate::response::respond;
 
 /// Largest producer request body.
 pub const MAX_PRODUCER_BODY: usize = 16 * 1024 * 1024;
@@ -51,16 +52,6 @@ pub fn router(app: Arc<App>, guard: Arc<crate::guard::Guard>) -> Router {
             guard,
             crate::guard::guard,
         ))
-}
-
-pub(crate) fn respond(r: HttpResponse) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    // A logs page is JSON or dense depending on `Accept`.
-    let headers = [
-        (header::CONTENT_TYPE, r.content_type),
-        (header::VARY, "Accept"),
-    ];
-    (status, headers, r.body).into_response()
 }
 
 /// The log page and its assets (no key: the page asks for it and sends it to the API).
