@@ -168,7 +168,7 @@ impl App {
                 "INSERT INTO local_runs (execution_id, command, started_at) VALUES (?1, ?2, ?3)",
                 (id, cmd, now),
             )
-            .map_err(|e| ApiError::from(StoreError::Backend(e.to_string())))?;
+            .map_err(|e| ApiError::from(StoreError::backend("the local stack's runs table", e)))?;
         Ok(())
     }
 
@@ -179,7 +179,7 @@ impl App {
                 "UPDATE local_runs SET finished = 1 WHERE execution_id = ?1",
                 [id],
             )
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::backend("the local stack's runs table", e))?;
         Ok(())
     }
 
@@ -187,12 +187,12 @@ impl App {
         let conn = self.db.lock_conn();
         let mut stmt = conn
             .prepare("SELECT execution_id FROM local_runs WHERE finished = 0")
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::backend("the local stack's runs table", e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::backend("the local stack's runs table", e))?;
         rows.collect::<Result<_, _>>()
-            .map_err(|e| StoreError::Backend(e.to_string()))
+            .map_err(|e| StoreError::backend("the local stack's runs table", e))
     }
 }
 
