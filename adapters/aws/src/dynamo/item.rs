@@ -23,10 +23,6 @@ pub fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-pub fn event_key(execution_id: &str, event_id: &str) -> String {
-    format!("{execution_id}#event#{event_id}")
-}
-
 pub fn part_key(execution_id: &str, index: u64) -> String {
     format!("{execution_id}#part#{index}")
 }
