@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use runvoy_core::function::Function;
 use runvoy_local::{LocalConfig, LocalStack};
 use serde_json::{Value, json};
 
@@ -349,7 +350,7 @@ pub async fn functions() {
     println!("## Functions: arm64 zip size (profile `lambda`, from {zips})\n");
     println!("| function | bootstrap.zip (bytes) |");
     println!("|---|---|");
-    for f in ["forwarder", "api", "websocket", "completion"] {
+    for f in Function::ALL.map(Function::name) {
         let path = format!("{zips}/{f}/bootstrap.zip");
         match std::fs::metadata(&path) {
             Ok(m) => println!("| {f} | {} |", m.len()),
@@ -365,7 +366,7 @@ pub async fn functions() {
     println!("| function | runs | median (ms) | max (ms) |");
     println!("|---|---|---|---|");
     let moto = runvoy_aws::testkit::moto_endpoint();
-    for f in ["forwarder", "api", "websocket", "completion"] {
+    for f in Function::ALL.map(Function::name) {
         let program = bin(f);
         if !std::path::Path::new(&program).exists() {
             println!("| {f} | 0 | not built (cargo build --profile lambda -p {f}) | |");

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod function;
 pub mod lines;
 pub mod memory;
 pub mod model;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use runvoy_sim::{Deployer, Deployment, FUNCTION_BINARIES, SimConfig, SimStack};
+use runvoy_core::function::Function;
+use runvoy_sim::{Deployer, Deployment, SimConfig, SimStack};
 
 use crate::UpArgs;
 use crate::aws::{self, AwsArgs, Target, artifacts, envfile::EnvFile};
@@ -95,8 +96,8 @@ fn build_functions() -> anyhow::Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
-    for bin in FUNCTION_BINARIES {
-        cmd.args(["-p", bin]);
+    for f in Function::ALL {
+        cmd.args(["-p", f.name()]);
     }
     eprintln!(
         "building the functions for this machine ({})",

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use runvoy_aws::testkit::{moto_endpoint, unique};
+use runvoy_core::function::Function;
 
 struct Env {
     dir: PathBuf,
@@ -43,7 +44,7 @@ impl Env {
     fn artifacts_zipped_at(&self, version: &str, dir: &str, minute: u8) -> PathBuf {
         use std::io::Write;
         let when = zip::DateTime::from_date_and_time(2026, 12, 7, 12, minute, 0).unwrap();
-        for f in ["forwarder", "api", "websocket", "completion"] {
+        for f in Function::ALL.map(Function::name) {
             let d = self.dir.join(dir).join(f);
             std::fs::create_dir_all(&d).unwrap();
             let file = std::fs::File::create(d.join("bootstrap.zip")).unwrap();

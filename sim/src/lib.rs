@@ -61,9 +61,6 @@ pub enum SimError {
     State(String),
 }
 
-/// The functions the template deploys, by binary name.
-pub const FUNCTION_BINARIES: [&str; 4] = ["forwarder", "api", "websocket", "completion"];
-
 /// How to run the sim.
 #[derive(Debug, Clone)]
 pub struct SimConfig {

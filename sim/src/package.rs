@@ -6,11 +6,13 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{FUNCTION_BINARIES, SimError};
+use runvoy_core::function::Function;
+
+use crate::SimError;
 
 /// Writes the zips the deploy uploads; unchanged binaries keep their zip (and so their hash).
 pub fn zip_functions(functions_dir: &Path, out: &Path) -> Result<(), SimError> {
-    for bin in FUNCTION_BINARIES {
+    for bin in Function::ALL.map(Function::name) {
         let src = functions_dir.join(bin);
         let meta = std::fs::metadata(&src).map_err(|e| {
             SimError::Functions(format!(

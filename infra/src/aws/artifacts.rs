@@ -4,15 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
+use runvoy_core::function::Function;
 use sha2::{Digest, Sha256};
-
-use crate::template::stack::FUNCTIONS;
 
 /// One function's zip.
 #[derive(Debug, Clone)]
 pub struct Artifact {
-    /// Logical id prefix in the template (`Forwarder`).
-    pub id: &'static str,
+    /// The function whose code it is.
+    pub function: Function,
     pub path: PathBuf,
     /// sha256 of the `bootstrap` executable inside the zip: what the function runs. The zip's
     /// own bytes are not used: cargo-lambda writes the binary's modification time into it, so
@@ -25,7 +24,7 @@ impl Artifact {
     pub fn key(&self) -> String {
         format!(
             "functions/{}-{}.zip",
-            self.id.to_lowercase(),
+            self.function.name(),
             &self.sha256[..16]
         )
     }
@@ -33,10 +32,10 @@ impl Artifact {
 
 /// `target/lambda/<bin>/bootstrap.zip` (cargo-lambda's layout), or the same under `dir`.
 pub fn find(dir: &Path) -> anyhow::Result<Vec<Artifact>> {
-    FUNCTIONS
-        .iter()
-        .map(|(id, bin, _)| {
-            let path = dir.join(bin).join("bootstrap.zip");
+    Function::ALL
+        .into_iter()
+        .map(|function| {
+            let path = dir.join(function.name()).join("bootstrap.zip");
             let bytes = std::fs::read(&path).with_context(|| {
                 format!(
                     "missing {}; run `cargo run -p deploy -- build` first",
@@ -44,7 +43,7 @@ pub fn find(dir: &Path) -> anyhow::Result<Vec<Artifact>> {
                 )
             })?;
             Ok(Artifact {
-                id,
+                function,
                 sha256: bootstrap_sha256(&bytes)
                     .with_context(|| format!("reading {}", path.display()))?,
                 path,
@@ -97,8 +96,8 @@ pub fn build(workspace: &Path, architecture: &str, lambda_dir: &Path) -> anyhow:
     } else {
         cmd.arg("--x86-64");
     }
-    for (_, bin, _) in FUNCTIONS {
-        cmd.args(["-p", bin]);
+    for f in Function::ALL {
+        cmd.args(["-p", f.name()]);
     }
     let status = cmd.status().context(
         "cannot run `cargo lambda`; install it with `pip install cargo-lambda` (and, for arm64, `rustup target add aarch64-unknown-linux-gnu`)",
@@ -138,7 +137,7 @@ mod tests {
         assert_ne!(a, b, "the zips differ by their timestamps");
         let key = |bytes: &[u8]| {
             Artifact {
-                id: "Forwarder",
+                function: Function::Forwarder,
                 path: PathBuf::new(),
                 sha256: bootstrap_sha256(bytes).unwrap(),
             }

@@ -174,7 +174,12 @@ pub fn build(args: &AwsArgs) -> anyhow::Result<()> {
     let dir = args.artifacts.clone().unwrap_or_else(|| lambda_dir(&t.env));
     artifacts::build(&PathBuf::from("."), &t.env.architecture, &dir)?;
     for a in artifacts::find(&dir)? {
-        println!("{}  {}  {}", a.id, a.key(), a.path.display());
+        println!(
+            "{}  {}  {}",
+            a.function.logical_id(),
+            a.key(),
+            a.path.display()
+        );
     }
     Ok(())
 }
@@ -377,7 +382,7 @@ pub(crate) async fn apply(
         ("ApiKey".into(), new_key.clone()),
     ];
     for a in arts {
-        params.push((format!("{}CodeKey", a.id), Some(a.key())));
+        params.push((format!("{}CodeKey", a.function.logical_id()), Some(a.key())));
     }
     params.push((
         "QueueRetentionSeconds".into(),
@@ -655,7 +660,7 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
     // pending); without them, the deployed code is kept.
     if let Some(dir) = &args.artifacts {
         for a in artifacts::find(dir)? {
-            let name = format!("{}CodeKey", a.id);
+            let name = format!("{}CodeKey", a.function.logical_id());
             params.retain(|(k, _)| *k != name);
             params.push((name, Some(a.key())));
         }

@@ -1,6 +1,7 @@
 //! One least-privilege IAM policy per function: the actions each one calls, on this stack's
 //! resources only (a test checks there is no wildcard action or resource).
 
+use runvoy_core::function::Function;
 use serde_json::{Value, json};
 
 use super::stack::{logs_table_arn, recent_index_arn, runner_group_arn};
@@ -11,7 +12,7 @@ fn statement(actions: &[&str], resources: Vec<Value>) -> Value {
 }
 
 /// What each function may do, and nothing more.
-pub(super) fn permissions(function: &str) -> Vec<Value> {
+pub(super) fn permissions(function: Function) -> Vec<Value> {
     // A commit is one transaction of Puts (each checked as PutItem); duplicates are found with
     // a Query of the idempotency records; an execution that outlives its items' expiry has
     // them extended (UpdateItem of `expires_at`).
@@ -58,13 +59,14 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
     let own_logs = statement(
         &["logs:CreateLogStream", "logs:PutLogEvents"],
         vec![sub(&format!(
-            "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{AWS::StackName}}-{function}:*"
+            "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{AWS::StackName}}-{}:*",
+            function.name()
         ))],
     );
     let conns = att("ConnectionsTable", "Arn");
     let mut s = vec![own_logs];
     match function {
-        "forwarder" => {
+        Function::Forwarder => {
             s.push(statement(&logs_rw, vec![logs_table_arn()]));
             s.push(statement(&conns_fanout, vec![conns]));
             s.push(push);
@@ -73,7 +75,7 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
                 vec![att("ForwarderDeadLetterQueue", "Arn")],
             ));
         }
-        "api" => {
+        Function::Api => {
             s.push(statement(&logs_rw, vec![logs_table_arn()]));
             // `GET /api/v1/executions` reads the `recent` index.
             s.push(statement(&["dynamodb:Query"], vec![recent_index_arn()]));
@@ -82,7 +84,7 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
             s.push(secrets(&["ApiSecret", "TokenSecret"]));
             s.push(push);
         }
-        "websocket" => {
+        Function::Websocket => {
             s.push(statement(
                 &["dynamodb:GetItem", "dynamodb:Query"],
                 vec![logs_table_arn()],
@@ -92,7 +94,7 @@ pub(super) fn permissions(function: &str) -> Vec<Value> {
             s.push(secrets(&["TokenSecret"]));
             s.push(push);
         }
-        _ => {
+        Function::Completion => {
             s.push(statement(&logs_rw, vec![logs_table_arn()]));
             s.push(statement(&conns_fanout, vec![conns]));
             s.push(read_source);

@@ -2,20 +2,22 @@
 //! HTTP APIs, the subscription filter, the ECS completion rule, the API secret, the forwarder's
 //! on-failure queue, alarms and outputs.
 
+use runvoy_core::function::Function;
 use serde_json::{Value, json};
 
 use super::iam::permissions;
 use super::{Resource, Template, att, if_, no_value, r, sub, sub_with};
 
-/// The four functions: logical id prefix, binary name, timeout (s), extra environment.
-pub const FUNCTIONS: [(&str, &str, u32); 4] = [
-    ("Forwarder", "forwarder", 60),
-    ("Api", "api", 29),
-    ("Websocket", "websocket", 29),
-    // Completion re-reads the whole stream; it saves progress and a retry continues, but one
-    // invocation should finish a long execution.
-    ("Completion", "completion", 900),
-];
+/// A function's timeout, in seconds.
+fn timeout(function: Function) -> u32 {
+    match function {
+        Function::Forwarder => 60,
+        Function::Api | Function::Websocket => 29,
+        // Completion re-reads the whole stream; it saves progress and a retry continues, but
+        // one invocation should finish a long execution.
+        Function::Completion => 900,
+    }
+}
 
 fn logs_table_name() -> Value {
     if_("RetainLogs", r("RetainedLogsTable"), r("LogsTable"))
@@ -54,7 +56,8 @@ fn parameters(t: &mut Template) {
         "ArtifactsBucket",
         json!({"Type": "String", "Description": "S3 bucket holding the function zips."}),
     );
-    for (id, bin, _) in FUNCTIONS {
+    for f in Function::ALL {
+        let (id, bin) = (f.logical_id(), f.name());
         t.parameter(format!("{id}CodeKey"), json!({"Type": "String", "Description": format!("S3 key of the {bin} zip (named by its content hash).")}));
     }
     t.parameter(
@@ -118,7 +121,11 @@ fn parameters(t: &mut Template) {
         json!({"Type": "String", "Default": "",
         "Description": "Only complete executions of this ECS cluster; empty for any cluster."}),
     );
-    for (id, what) in [("Api", "HTTP API"), ("Websocket", "WebSocket API")] {
+    for (f, what) in [
+        (Function::Api, "HTTP API"),
+        (Function::Websocket, "WebSocket API"),
+    ] {
+        let id = f.logical_id();
         t.parameter(
             format!("{id}ReservedConcurrency"),
             json!({"Type": "String", "Default": "", "AllowedPattern": "^([1-9][0-9]*)?$",
@@ -154,7 +161,7 @@ fn conditions(t: &mut Template) {
         "AnyCluster",
         json!({"Fn::Equals": [r("EcsClusterArn"), ""]}),
     );
-    for id in ["Api", "Websocket"] {
+    for id in [Function::Api, Function::Websocket].map(Function::logical_id) {
         t.condition(
             Box::leak(format!("Reserve{id}Concurrency").into_boxed_str()),
             json!({"Fn::Not": [{"Fn::Equals": [r(&format!("{id}ReservedConcurrency")), ""]}]}),
@@ -305,7 +312,8 @@ fn functions(t: &mut Template) {
             .policy("Delete"),
         );
     }
-    for (id, bin, timeout) in FUNCTIONS {
+    for f in Function::ALL {
+        let (id, bin) = (f.logical_id(), f.name());
         t.resource(
             format!("{id}LogGroup"),
             Resource::new(
@@ -320,7 +328,7 @@ fn functions(t: &mut Template) {
         t.resource(format!("{id}Role"), Resource::new("AWS::IAM::Role", json!({
             "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
-            "Policies": [{"PolicyName": bin, "PolicyDocument": {"Version": "2012-10-17", "Statement": permissions(bin)}}],
+            "Policies": [{"PolicyName": bin, "PolicyDocument": {"Version": "2012-10-17", "Statement": permissions(f)}}],
         })));
         let mut properties = json!({
                     "FunctionName": sub(&format!("${{AWS::StackName}}-{bin}")),
@@ -330,13 +338,13 @@ fn functions(t: &mut Template) {
                     "Code": {"S3Bucket": r("ArtifactsBucket"), "S3Key": r(&format!("{id}CodeKey"))},
                     "Role": att(&format!("{id}Role"), "Arn"),
                     "MemorySize": 256,
-                    "Timeout": timeout,
+                    "Timeout": timeout(f),
                     "LoggingConfig": {"LogGroup": r(&format!("{id}LogGroup"))},
-                    "Environment": {"Variables": environment(bin)},
+                    "Environment": {"Variables": environment(f)},
         });
         // The functions clients invoke at will: their concurrency can be capped (issue: a
         // client must not be able to use the account's whole concurrency).
-        if matches!(id, "Api" | "Websocket") {
+        if matches!(f, Function::Api | Function::Websocket) {
             properties["ReservedConcurrentExecutions"] = if_(
                 &format!("Reserve{id}Concurrency"),
                 r(&format!("{id}ReservedConcurrency")),
@@ -348,7 +356,7 @@ fn functions(t: &mut Template) {
             Resource::new("AWS::Lambda::Function", properties),
         );
     }
-    for id in ["Forwarder", "Completion"] {
+    for id in [Function::Forwarder, Function::Completion].map(Function::logical_id) {
         t.resource(format!("{id}EventInvokeConfig"), Resource::new("AWS::Lambda::EventInvokeConfig", json!({
             "FunctionName": r(&format!("{id}Function")),
             "Qualifier": "$LATEST",
@@ -505,7 +513,7 @@ fn apis(t: &mut Template) {
 }
 
 /// A function's environment: what every function needs, and the secrets only where used.
-fn environment(function: &str) -> Value {
+fn environment(function: Function) -> Value {
     let mut v = json!({
         "RUNVOY_LOGS_TABLE": logs_table_name(),
         "RUNVOY_CONNECTIONS_TABLE": r("ConnectionsTable"),
@@ -517,13 +525,13 @@ fn environment(function: &str) -> Value {
         "RUNVOY_WEBSOCKET_URL": websocket_url("wss"),
         "RUNVOY_WEBSOCKET_ENDPOINT": websocket_url("https"),
     });
-    if function == "api" {
+    if function == Function::Api {
         v["RUNVOY_SECRET_ARN"] = r("ApiSecret");
     }
-    if matches!(function, "api" | "websocket") {
+    if matches!(function, Function::Api | Function::Websocket) {
         v["RUNVOY_TOKEN_SECRET_ARN"] = r("TokenSecret");
     }
-    if function == "completion" {
+    if function == Function::Completion {
         // The janitor re-drives both on-failure queues.
         v["RUNVOY_COMPLETION_QUEUE_URL"] = r("CompletionDeadLetterQueue");
         v["RUNVOY_FORWARDER_QUEUE_URL"] = r("ForwarderDeadLetterQueue");
