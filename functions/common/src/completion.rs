@@ -46,6 +46,9 @@ pub enum Outcome {
         final_index: u64,
     },
     Ignored(String),
+    /// The execution can never be completed by this event (its logs expired, the event is
+    /// invalid): logged and acknowledged, since retrying cannot help.
+    Refused(String),
 }
 
 /// The execution's terminal status from the runner container: exit 0 → SUCCEEDED, another
@@ -65,7 +68,8 @@ fn terminal(detail: &Detail, runner: &str) -> (Status, Option<i32>) {
 }
 
 /// Handles one event. `deadline_ms` (wall clock) bounds the re-read completion does: past it
-/// the invocation fails with its progress saved, and Lambda's retry continues from there.
+/// the invocation fails with its progress saved, and Lambda's retry continues from there. Only
+/// failures that retrying can fix fail the invocation; the others are [`Outcome::Refused`].
 pub async fn handle(
     services: &Services,
     runner: &str,
@@ -99,33 +103,37 @@ pub async fn handle(
         .to_string();
     let (status, exit_code) = terminal(&change.detail, runner);
     let stopped_at = change.detail.stopped_at.as_deref().and_then(rfc3339_ms);
-    match services
+    let completed = match services
         .completer
         .complete(&execution_id, status, exit_code, stopped_at, deadline_ms)
         .await
     {
+        // A task that never logged a line (it failed to start, or printed nothing): its
+        // followers wait for it, so it completes with no lines and its exit code.
+        Err(CoreError::NotFound(_)) => {
+            services
+                .completer
+                .complete_lineless(&execution_id, status, exit_code, deadline_ms)
+                .await
+        }
+        other => other,
+    };
+    match completed {
         Ok(head) => Ok(Outcome::Completed {
             execution_id,
             status: head.status,
             exit_code: head.exit_code,
             final_index: head.final_index.unwrap_or(head.last_index),
         }),
-        Err(CoreError::NotFound(_)) => {
-            // A task that never logged a line (it failed to start, or printed nothing): its
-            // followers wait for it, so it completes with no lines and its exit code.
-            let head = services
-                .completer
-                .complete_lineless(&execution_id, status, exit_code, deadline_ms)
-                .await?;
-            Ok(Outcome::Completed {
-                execution_id,
-                status: head.status,
-                exit_code: head.exit_code,
-                final_index: head.final_index.unwrap_or(head.last_index),
-            })
-        }
         Err(e @ CoreError::AlreadyTerminal(..)) => Ok(Outcome::Ignored(e.to_string())),
-        Err(e) => Err(e.into()),
+        Err(e) if e.is_retryable() => Err(e.into()),
+        Err(e) => {
+            eprintln!(
+                "completion: execution {execution_id:?} can never be completed by this event: {:?}",
+                e.to_string()
+            );
+            Ok(Outcome::Refused(e.to_string()))
+        }
     }
 }
 

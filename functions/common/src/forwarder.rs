@@ -14,15 +14,16 @@ pub struct Forwarded {
     pub execution_id: Option<String>,
     pub appended: usize,
     pub duplicates: usize,
-    /// Why nothing was done (control message, foreign stream, poison payload).
+    /// Why nothing was done (control message, foreign stream, poison payload or batch).
     pub skipped: Option<String>,
 }
 
 /// Handles one subscription event `{"awslogs":{"data":"<base64 gzip json>"}}`.
 ///
-/// A malformed payload can never succeed, so it is logged with context, counted as poison and
-/// acknowledged; a failed append is returned as retryable so the invocation fails and AWS
-/// retries it (then sends it to the on-failure destination).
+/// A payload that can never succeed (malformed, or a batch the core refuses for good, such as
+/// one of an execution whose logs expired) is logged with context, counted as poison and
+/// acknowledged; an append that retrying can fix is returned as [`HandlerError::Retryable`],
+/// so the invocation fails and AWS retries it (then sends it to the on-failure destination).
 pub async fn handle(
     services: &Services,
     names: &StreamNames,
@@ -73,7 +74,15 @@ pub async fn handle(
             .map(|e| (e.timestamp, e.message))
             .collect(),
     );
-    let out = services.forwarder.forward(&execution_id, events).await?;
+    let out = match services.forwarder.forward(&execution_id, events).await {
+        Ok(out) => out,
+        Err(e) if e.is_retryable() => return Err(e.into()),
+        Err(e) => {
+            let mut refused = poison(metrics, format!("a batch that can never be appended: {e}"));
+            refused.execution_id = Some(execution_id);
+            return Ok(refused);
+        }
+    };
     Ok(Forwarded {
         execution_id: Some(execution_id),
         appended: out.committed.len(),
@@ -83,7 +92,7 @@ pub async fn handle(
 }
 
 fn poison(metrics: &EmfMetrics, why: String) -> Forwarded {
-    eprintln!("forwarder: dropping a malformed subscription event: {why:?}");
+    eprintln!("forwarder: dropping a subscription event: {why:?}");
     metrics.incr(Metric::PoisonPayloads, 1);
     Forwarded {
         skipped: Some(why),

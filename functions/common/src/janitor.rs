@@ -75,10 +75,7 @@ impl Janitor<'_> {
                 .send()
                 .await
                 .map_err(|e| {
-                    HandlerError::Retryable(format!(
-                        "reading the on-failure queue {queue_url}: {}",
-                        runvoy_aws::describe(&e)
-                    ))
+                    HandlerError::call(format!("reading the on-failure queue {queue_url}"), e)
                 })?;
             let messages = got.messages.unwrap_or_default();
             if messages.is_empty() {
@@ -126,10 +123,10 @@ impl Janitor<'_> {
                                 .send()
                                 .await
                                 .map_err(|e| {
-                                    HandlerError::Retryable(format!(
-                                        "deleting a record of {queue_url}: {}",
-                                        runvoy_aws::describe(&e)
-                                    ))
+                                    HandlerError::call(
+                                        format!("deleting a record of {queue_url}"),
+                                        e,
+                                    )
                                 })?;
                         }
                     }

@@ -38,7 +38,7 @@ fn var(name: &str) -> Option<String> {
 }
 
 fn required(name: &str) -> Result<String, HandlerError> {
-    var(name).ok_or_else(|| HandlerError::Config(format!("environment variable {name} is not set")))
+    var(name).ok_or_else(|| HandlerError::config(format!("environment variable {name} is not set")))
 }
 
 impl Settings {
@@ -46,7 +46,7 @@ impl Settings {
         let retention_days = match var("RUNVOY_RETENTION_DAYS") {
             None => 7,
             Some(v) => v.parse().ok().filter(|d: &i64| *d > 0).ok_or_else(|| {
-                HandlerError::Config(format!(
+                HandlerError::config(format!(
                     "RUNVOY_RETENTION_DAYS must be a positive number of days, got {v}"
                 ))
             })?,
@@ -54,7 +54,7 @@ impl Settings {
         let completion_grace_secs = match var("RUNVOY_COMPLETION_GRACE_SECONDS") {
             None => 5,
             Some(v) => v.parse().ok().filter(|s: &i64| (0..=300).contains(s)).ok_or_else(|| {
-                HandlerError::Config(format!(
+                HandlerError::config(format!(
                     "RUNVOY_COMPLETION_GRACE_SECONDS must be a number of seconds from 0 to 300, got {v}"
                 ))
             })?,

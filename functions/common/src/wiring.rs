@@ -54,7 +54,7 @@ impl Deployment {
         settings: Settings,
         sdk: aws_config::SdkConfig,
     ) -> Result<Deployment, HandlerError> {
-        let names = StreamNames::new(&settings.stream_template).map_err(HandlerError::Config)?;
+        let names = StreamNames::new(&settings.stream_template).map_err(HandlerError::config)?;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
         let store = Arc::new(DynamoStore::new(
@@ -62,7 +62,7 @@ impl Deployment {
             settings.logs_table.clone(),
         ));
         let endpoint = settings.websocket_endpoint.clone().ok_or_else(|| {
-            HandlerError::Config("environment variable RUNVOY_WEBSOCKET_ENDPOINT is not set".into())
+            HandlerError::config("environment variable RUNVOY_WEBSOCKET_ENDPOINT is not set")
         })?;
         let metrics = Arc::new(EmfMetrics::new(function));
         let ports = Ports {
@@ -121,7 +121,7 @@ impl Deployment {
 
     async fn secret_text(&self, arn: Option<&str>, var: &str) -> Result<String, HandlerError> {
         let arn = arn.ok_or_else(|| {
-            HandlerError::Config(format!("environment variable {var} is not set"))
+            HandlerError::config(format!("environment variable {var} is not set"))
         })?;
         let client = aws_sdk_secretsmanager::Client::new(&self.sdk);
         let out = client
@@ -129,10 +129,13 @@ impl Deployment {
             .secret_id(arn)
             .send()
             .await
-            .map_err(|e| HandlerError::Config(format!("cannot read secret {arn}: {e}")))?;
+            .map_err(|e| HandlerError::Config {
+                message: format!("cannot read secret {arn}: {}", runvoy_aws::describe(&e)),
+                source: Some(Box::new(e)),
+            })?;
         out.secret_string()
             .map(str::to_string)
-            .ok_or_else(|| HandlerError::Config(format!("secret {arn} has no string value")))
+            .ok_or_else(|| HandlerError::config(format!("secret {arn} has no string value")))
     }
 }
 
@@ -212,18 +215,15 @@ impl KeyRefresh {
 
 /// The API keys of the key secret; at least one of 16 or more characters.
 pub fn parse_api_keys(text: &str) -> Result<Vec<String>, HandlerError> {
-    let s: KeySecret = serde_json::from_str(text).map_err(|e| {
-        HandlerError::Config(format!(
-            "the API key secret must be JSON like {{\"api_keys\":[\"…\"]}}: {e}"
-        ))
+    let s: KeySecret = serde_json::from_str(text).map_err(|e| HandlerError::Config {
+        message: format!("the API key secret must be JSON like {{\"api_keys\":[\"…\"]}}: {e}"),
+        source: Some(Box::new(e)),
     })?;
     if s.api_keys.is_empty() {
-        return Err(HandlerError::Config(
-            "the API key secret holds no key".into(),
-        ));
+        return Err(HandlerError::config("the API key secret holds no key"));
     }
     if let Some(i) = s.api_keys.iter().position(|k| k.len() < 16) {
-        return Err(HandlerError::Config(format!(
+        return Err(HandlerError::config(format!(
             "key {} of the API key secret has fewer than 16 characters; every key must have 16 or more (deploy rotate-key makes them)",
             i + 1
         )));
@@ -233,14 +233,13 @@ pub fn parse_api_keys(text: &str) -> Result<Vec<String>, HandlerError> {
 
 /// The signer of the token secret (16 or more characters).
 pub fn parse_token_secret(text: &str) -> Result<TokenSigner, HandlerError> {
-    let s: TokenSecret = serde_json::from_str(text).map_err(|e| {
-        HandlerError::Config(format!(
-            "the token secret must be JSON like {{\"token_secret\":\"…\"}}: {e}"
-        ))
+    let s: TokenSecret = serde_json::from_str(text).map_err(|e| HandlerError::Config {
+        message: format!("the token secret must be JSON like {{\"token_secret\":\"…\"}}: {e}"),
+        source: Some(Box::new(e)),
     })?;
     if s.token_secret.len() < 16 {
-        return Err(HandlerError::Config(
-            "the token secret must have 16 or more characters".into(),
+        return Err(HandlerError::config(
+            "the token secret must have 16 or more characters",
         ));
     }
     Ok(TokenSigner::with_generation(

@@ -1,6 +1,7 @@
 //! Every fixture's expected behaviour, with each handler on the in-memory ports.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayWebsocketProxyRequest};
@@ -10,10 +11,10 @@ use runvoy_core::auth::{ApiKeys, TokenSigner};
 use runvoy_core::memory::{
     MemoryConnections, MemorySource, MemoryStore, RecordingPusher, SimClock,
 };
-use runvoy_core::ports::{LogSource, SourcePage};
+use runvoy_core::ports::{Commit, HeadReader, LogReader, LogSource, LogWriter, SourcePage};
 use runvoy_core::services::{EngineConfig, Ports, Services};
 use runvoy_core::ws::WsService;
-use runvoy_core::{Status, StoreError};
+use runvoy_core::{CommitError, ExecutionSummary, Head, LogEvent, SourceEvent, Status, StoreError};
 use runvoy_lambda::completion::Outcome;
 use runvoy_lambda::emf::EmfMetrics;
 use runvoy_lambda::{api, completion, forwarder, websocket};
@@ -445,4 +446,205 @@ async fn a_stopped_task_completes_the_execution_after_its_tail() {
     ));
     let emf = w.metrics.take(0).unwrap();
     assert_eq!(emf["events_reconciled"], 2);
+}
+
+/// The memory store, whose read of known ids fails with a chosen error: what a store reports
+/// when it is throttled, cannot be reached, or finds the execution's logs expired.
+struct FailingStore {
+    inner: MemoryStore,
+    error: Mutex<Option<StoreError>>,
+}
+
+#[async_trait]
+impl HeadReader for FailingStore {
+    async fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
+        self.inner.head(id).await
+    }
+}
+
+#[async_trait]
+impl LogWriter for FailingStore {
+    fn max_events_per_commit(&self) -> usize {
+        self.inner.max_events_per_commit()
+    }
+    async fn known_event_ids(
+        &self,
+        id: &str,
+        events: &[SourceEvent],
+    ) -> Result<HashSet<String>, StoreError> {
+        if let Some(e) = self.error.lock().unwrap().clone() {
+            return Err(e);
+        }
+        self.inner.known_event_ids(id, events).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<(), CommitError> {
+        self.inner.commit(commit).await
+    }
+    async fn extend_expiry(
+        &self,
+        id: &str,
+        through: u64,
+        at_least: i64,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.extend_expiry(id, through, at_least, to).await
+    }
+}
+
+#[async_trait]
+impl LogReader for FailingStore {
+    async fn read_bounded(
+        &self,
+        id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        self.inner
+            .read_bounded(id, after, through, limit, max_bytes)
+            .await
+    }
+    async fn recent(
+        &self,
+        after_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ExecutionSummary>, StoreError> {
+        self.inner.recent(after_ms, before_ms, limit).await
+    }
+}
+
+/// The source, whose pages fail with a chosen error.
+struct FailingSource {
+    inner: CloudWatchLike,
+    error: Mutex<Option<StoreError>>,
+}
+
+#[async_trait]
+impl LogSource for FailingSource {
+    async fn exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.exists(id).await
+    }
+    async fn newest_timestamp(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        self.inner.newest_timestamp(id).await
+    }
+    async fn page(&self, id: &str, token: Option<&str>) -> Result<SourcePage, StoreError> {
+        if let Some(e) = self.error.lock().unwrap().clone() {
+            return Err(e);
+        }
+        self.inner.page(id, token).await
+    }
+}
+
+fn failing_world() -> (
+    Services,
+    Arc<FailingStore>,
+    Arc<FailingSource>,
+    Arc<EmfMetrics>,
+) {
+    let clock = Arc::new(SimClock::new(1_764_570_000_000, 7));
+    let store = Arc::new(FailingStore {
+        inner: MemoryStore::new().with_clock(clock.clone()),
+        error: Mutex::new(None),
+    });
+    let source = Arc::new(FailingSource {
+        inner: CloudWatchLike(MemorySource::new(1_000)),
+        error: Mutex::new(None),
+    });
+    let metrics = Arc::new(EmfMetrics::new("test"));
+    let services = Services::new(
+        Ports {
+            store: store.clone(),
+            connections: Arc::new(MemoryConnections::new()),
+            source: source.clone(),
+            pusher: Arc::new(RecordingPusher::new()),
+            clock,
+            metrics: metrics.clone(),
+        },
+        EngineConfig::default(),
+    );
+    (services, store, source, metrics)
+}
+
+#[tokio::test]
+async fn a_batch_fails_the_invocation_only_when_a_retry_can_append_it() {
+    let (services, store, _, metrics) = failing_world();
+    let stream = format!("task/runner/{EXEC}");
+    let batch = payload(&stream, &[(1_764_569_940_000, "a line")]);
+    let names = StreamNames::default();
+    for retryable in [
+        StoreError::Throttled,
+        StoreError::backend(
+            "DynamoDB Query failed",
+            std::io::Error::other("connection reset"),
+        ),
+    ] {
+        *store.error.lock().unwrap() = Some(retryable.clone());
+        let e = forwarder::handle(&services, &names, &metrics, &batch)
+            .await
+            .expect_err("the invocation fails, so Lambda retries it");
+        assert!(e.is_retryable(), "{retryable:?}: {e}");
+        assert!(e.to_string().contains(&retryable.to_string()), "{e}");
+    }
+    // Logs that expired stay expired: the batch is acknowledged and counted, not retried.
+    *store.error.lock().unwrap() = Some(StoreError::Expired(EXEC.into()));
+    let refused = forwarder::handle(&services, &names, &metrics, &batch)
+        .await
+        .expect("acknowledged");
+    assert_eq!(refused.execution_id.as_deref(), Some(EXEC));
+    assert!(
+        refused
+            .skipped
+            .as_deref()
+            .is_some_and(|s| s.contains("can never be appended")),
+        "{refused:?}"
+    );
+    assert_eq!(metrics.take(0).unwrap()["poison_payloads"], 1);
+    assert!(store.inner.all_events(EXEC).is_empty());
+
+    // Once the store answers again, the retried batch is appended.
+    *store.error.lock().unwrap() = None;
+    let out = forwarder::handle(&services, &names, &metrics, &batch)
+        .await
+        .unwrap();
+    assert_eq!(out.appended, 1);
+}
+
+#[tokio::test]
+async fn a_completion_fails_the_invocation_only_when_a_retry_can_complete_it() {
+    let (services, _, source, metrics) = failing_world();
+    let stream = format!("task/runner/{EXEC}");
+    source.inner.0.put(EXEC, 1_764_570_000_000, "Starting job");
+    forwarder::handle(
+        &services,
+        &StreamNames::default(),
+        &metrics,
+        &payload(&stream, &[(1_764_570_000_000, "Starting job")]),
+    )
+    .await
+    .unwrap();
+    let stopped: Value = serde_json::from_str(&fixture("ecs-task-stopped.json")).unwrap();
+
+    *source.error.lock().unwrap() = Some(StoreError::backend(
+        "CloudWatch Logs GetLogEvents failed",
+        std::io::Error::other("connection reset"),
+    ));
+    let e = completion::handle(&services, "runner", &stopped, None)
+        .await
+        .expect_err("the invocation fails, so Lambda retries it");
+    assert!(e.is_retryable(), "{e}");
+
+    // A source that refuses the read without any token refuses it on every retry.
+    *source.error.lock().unwrap() = Some(StoreError::InvalidToken);
+    let out = completion::handle(&services, "runner", &stopped, None)
+        .await
+        .expect("acknowledged");
+    assert!(matches!(out, Outcome::Refused(_)), "{out:?}");
+
+    *source.error.lock().unwrap() = None;
+    let out = completion::handle(&services, "runner", &stopped, None)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Completed { .. }), "{out:?}");
 }

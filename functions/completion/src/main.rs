@@ -64,6 +64,7 @@ async fn main() -> Result<(), Error> {
                     json!({"execution_id": execution_id, "final_index": final_index})
                 }
                 Outcome::Ignored(why) => json!({"ignored": why}),
+                Outcome::Refused(why) => json!({"refused": why}),
             })
             .map_err(Error::from)
     }))
