@@ -4,7 +4,7 @@
 use runvoy_core::function::Function;
 use serde_json::{Value, json};
 
-use super::stack::{logs_table_arn, recent_index_arn, runner_group_arn};
+use super::names::{logs_table_arn, recent_index_arn, runner_group_arn};
 use super::{att, r, sub};
 
 fn statement(actions: &[&str], resources: Vec<Value>) -> Value {

@@ -3,6 +3,7 @@
 //! checked-in copy (a test fails when it is stale).
 
 mod iam;
+mod names;
 pub mod stack;
 mod yaml;
 

@@ -6,7 +6,8 @@ use runvoy_core::function::Function;
 use serde_json::{Value, json};
 
 use super::iam::permissions;
-use super::{Resource, Template, att, if_, no_value, r, sub, sub_with};
+use super::names::{logs_table_name, runner_group_arn, runner_group_name};
+use super::{Resource, Template, att, if_, no_value, r, sub};
 
 /// A function's timeout, in seconds.
 fn timeout(function: Function) -> u32 {
@@ -17,38 +18,6 @@ fn timeout(function: Function) -> u32 {
         // one invocation should finish a long execution.
         Function::Completion => 900,
     }
-}
-
-fn logs_table_name() -> Value {
-    if_("RetainLogs", r("RetainedLogsTable"), r("LogsTable"))
-}
-
-/// The `recent` index of the logs table (listing executions).
-pub(super) fn recent_index_arn() -> Value {
-    sub_with("${Table}/index/recent", json!({"Table": logs_table_arn()}))
-}
-
-pub(super) fn logs_table_arn() -> Value {
-    if_(
-        "RetainLogs",
-        att("RetainedLogsTable", "Arn"),
-        att("LogsTable", "Arn"),
-    )
-}
-
-fn runner_group_name() -> Value {
-    if_(
-        "CreateRunnerLogGroup",
-        r("RunnerLogGroup"),
-        r("RunnerLogGroupName"),
-    )
-}
-
-pub(super) fn runner_group_arn() -> Value {
-    sub_with(
-        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${Group}:*",
-        json!({"Group": runner_group_name()}),
-    )
 }
 
 fn parameters(t: &mut Template) {
