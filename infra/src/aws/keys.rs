@@ -6,7 +6,9 @@
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::{AwsArgs, Output, open, readable, write_profile};
+use super::profile::write_profile;
+use super::session::open;
+use super::{AwsArgs, Output, readable};
 
 /// What a rotation step does to the list of keys (newest last).
 #[derive(Debug, PartialEq, Eq)]
