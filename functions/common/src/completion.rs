@@ -5,6 +5,7 @@ use runvoy_core::services::Services;
 use runvoy_core::{CoreError, Status};
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::{error, warn};
 
 use crate::HandlerError;
 
@@ -79,9 +80,9 @@ pub async fn handle(
     let change: TaskChange = match serde_json::from_value(event.clone()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "completion: ignoring an event that is not an ECS task state change: {:?}",
-                e.to_string()
+            warn!(
+                error = ?e.to_string(),
+                "ignoring an event that is not an ECS task state change"
             );
             return Ok(Outcome::Ignored(format!(
                 "not an ECS task state change: {e}"
@@ -126,11 +127,20 @@ pub async fn handle(
             final_index: head.final_index.unwrap_or(head.last_index),
         }),
         Err(e @ CoreError::AlreadyTerminal(..)) => Ok(Outcome::Ignored(e.to_string())),
-        Err(e) if e.is_retryable() => Err(e.into()),
+        // The id is the task ARN's last segment, as the event carries it: escaped (`?`).
+        Err(e) if e.is_retryable() => {
+            warn!(
+                execution_id = ?execution_id,
+                error = ?e.to_string(),
+                "completing failed; the invocation fails so Lambda retries it"
+            );
+            Err(e.into())
+        }
         Err(e) => {
-            eprintln!(
-                "completion: execution {execution_id:?} can never be completed by this event: {:?}",
-                e.to_string()
+            error!(
+                execution_id = ?execution_id,
+                error = ?e.to_string(),
+                "this event can never complete the execution; acknowledged"
             );
             Ok(Outcome::Refused(e.to_string()))
         }

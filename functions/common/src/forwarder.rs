@@ -4,6 +4,7 @@ use runvoy_aws::{StreamNames, identity, subscription};
 use runvoy_core::ports::{Metric, Metrics};
 use runvoy_core::services::Services;
 use serde_json::Value;
+use tracing::{error, info, warn};
 
 use crate::HandlerError;
 use crate::emf::EmfMetrics;
@@ -52,11 +53,12 @@ pub async fn handle(
         });
     }
     let Some(execution_id) = names.execution(&payload.log_stream) else {
-        // Names come from whoever writes to the group: escaped ({:?}), so a newline in one
-        // cannot forge a log line (or a metric line) of this function's own.
-        eprintln!(
-            "forwarder: stream {:?} of group {:?} is not an execution stream; ignored",
-            payload.log_stream, payload.log_group
+        // Names come from whoever writes to the group: logged escaped (`?`), so a newline in
+        // one cannot forge a log line (or a metric line) of this function's own.
+        info!(
+            stream = ?payload.log_stream,
+            group = ?payload.log_group,
+            "not an execution stream; ignored"
         );
         return Ok(Forwarded {
             skipped: Some(format!("foreign stream {}", payload.log_stream)),
@@ -76,7 +78,14 @@ pub async fn handle(
     );
     let out = match services.forwarder.forward(&execution_id, events).await {
         Ok(out) => out,
-        Err(e) if e.is_retryable() => return Err(e.into()),
+        Err(e) if e.is_retryable() => {
+            warn!(
+                execution_id = ?execution_id,
+                error = ?e.to_string(),
+                "appending failed; the invocation fails so Lambda retries it"
+            );
+            return Err(e.into());
+        }
         Err(e) => {
             let mut refused = poison(metrics, format!("a batch that can never be appended: {e}"));
             refused.execution_id = Some(execution_id);
@@ -92,7 +101,8 @@ pub async fn handle(
 }
 
 fn poison(metrics: &EmfMetrics, why: String) -> Forwarded {
-    eprintln!("forwarder: dropping a subscription event: {why:?}");
+    // `why` quotes the payload's own words (a decoder's error, a stream's name): escaped.
+    error!(why = ?why, "dropping a subscription event that can never succeed");
     metrics.incr(Metric::PoisonPayloads, 1);
     Forwarded {
         skipped: Some(why),

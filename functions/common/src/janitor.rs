@@ -12,6 +12,7 @@ use aws_sdk_sqs::Client;
 use runvoy_aws::StreamNames;
 use runvoy_core::services::Services;
 use serde_json::Value;
+use tracing::{error, warn};
 
 use crate::HandlerError;
 use crate::emf::EmfMetrics;
@@ -99,15 +100,18 @@ impl Janitor<'_> {
                     }
                     Some(_) => {
                         done.abandoned += 1;
-                        eprintln!(
-                            "janitor: a record of {queue_url} failed {receives} times; given up (its execution may need `POST …/complete`, its lines a read)"
+                        error!(
+                            queue = queue_url,
+                            receives,
+                            "janitor: a record failed every time; given up (its execution may need `POST …/complete`, its lines a read)"
                         );
                         Ok(())
                     }
                     None => {
                         done.without_event += 1;
-                        eprintln!(
-                            "janitor: a record of {queue_url} has no requestPayload (Lambda leaves out an event too large for the destination); deleted, reconciliation recovers its lines"
+                        warn!(
+                            queue = queue_url,
+                            "janitor: a record has no requestPayload (Lambda leaves out an event too large for the destination); deleted, reconciliation recovers its lines"
                         );
                         Ok(())
                     }
@@ -132,9 +136,10 @@ impl Janitor<'_> {
                     }
                     Err(e) => {
                         done.failed += 1;
-                        eprintln!(
-                            "janitor: an event of {queue_url} failed again, left for the next run: {:?}",
-                            e.to_string()
+                        warn!(
+                            queue = queue_url,
+                            error = ?e.to_string(),
+                            "janitor: an event failed again; left for the next run"
                         );
                     }
                 }

@@ -7,6 +7,7 @@ use runvoy_core::auth::{ApiKeys, TokenSigner};
 use runvoy_core::services::{EngineConfig, Ports, Services};
 use runvoy_runtime::SystemClock;
 use serde::Deserialize;
+use tracing::{error, warn};
 
 use crate::HandlerError;
 use crate::emf::EmfMetrics;
@@ -203,12 +204,13 @@ impl KeyRefresh {
             .elapsed();
         if since >= Self::FAIL_CLOSED_AFTER {
             self.keys.replace(Vec::new());
-            eprintln!(
-                "refusing every API key: the key secret could not be read for {} s ({why:?})",
-                since.as_secs()
+            error!(
+                unreadable_for_s = since.as_secs(),
+                error = ?why,
+                "refusing every API key: the key secret could not be read for too long"
             );
         } else {
-            eprintln!("keeping the API keys read before: {why:?}");
+            warn!(error = ?why, "keeping the API keys read before");
         }
     }
 }
@@ -277,7 +279,7 @@ impl TokenRefresh {
         }
         match d.token_signer().await {
             Ok(fresh) => self.signer.adopt(&fresh),
-            Err(e) => eprintln!("keeping the token secret read before: {:?}", e.to_string()),
+            Err(e) => warn!(error = ?e.to_string(), "keeping the token secret read before"),
         }
     }
 }

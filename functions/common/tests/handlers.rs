@@ -648,3 +648,52 @@ async fn a_completion_fails_the_invocation_only_when_a_retry_can_complete_it() {
         .unwrap();
     assert!(matches!(out, Outcome::Completed { .. }), "{out:?}");
 }
+
+/// What a `tracing` subscriber writes, collected.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn names_from_outside_cannot_forge_a_log_or_metric_line() {
+    let w = world();
+    let log = Captured::default();
+    // The functions' subscriber in its text format (lambda_runtime's default, without ANSI).
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let forged = "other\n{\"_aws\":{},\"poison_payloads\":1000}\nERROR forged";
+    let foreign = payload(forged, &[(1, "x")]);
+    let out = forward(&w, &foreign).await;
+    assert!(out.skipped.unwrap().contains("foreign stream"));
+
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    assert!(
+        text.contains("not an execution stream")
+            && text.contains(
+                r#"stream="other\n{\"_aws\":{},\"poison_payloads\":1000}\nERROR forged""#
+            ),
+        "{text}"
+    );
+}

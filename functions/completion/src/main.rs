@@ -12,6 +12,9 @@ const SAFETY_MARGIN_MS: i64 = 10_000;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Log lines go to stderr at Lambda's log level and format (`AWS_LAMBDA_LOG_LEVEL`,
+    // `AWS_LAMBDA_LOG_FORMAT`); stdout carries only the EMF metric lines.
+    lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
     let d = Deployment::from_env("completion").await?;
     let sqs = aws_sdk_sqs::Client::new(&d.sdk);
     let (d, sqs) = (&d, &sqs);

@@ -7,6 +7,9 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Log lines go to stderr at Lambda's log level and format (`AWS_LAMBDA_LOG_LEVEL`,
+    // `AWS_LAMBDA_LOG_FORMAT`); stdout carries only the EMF metric lines.
+    lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
     let d = Deployment::from_env("forwarder").await?;
     let d = &d;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -7,6 +7,9 @@ use runvoy_lambda::wiring::{Deployment, TokenRefresh};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Log lines go to stderr at Lambda's log level and format (`AWS_LAMBDA_LOG_LEVEL`,
+    // `AWS_LAMBDA_LOG_FORMAT`); stdout carries only the EMF metric lines.
+    lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
     let d = Deployment::from_env("websocket").await?;
     // Only the token secret: this function cannot read the API keys.
     let signer = d.token_signer().await?;
