@@ -202,7 +202,7 @@ async fn a_failing_resource_fails_the_deploy_without_claiming_success() {
     let t = text(&out);
     // moto creates resources inside ExecuteChangeSet and answers 500 when one fails (AWS
     // reports it in stack events instead; that path is tested at the SDK boundary in
-    // src/aws/stack.rs). Either way the tool must fail and never claim success.
+    // src/aws/cloudformation.rs). Either way the tool must fail and never claim success.
     assert!(t.contains("error:") && t.contains("change set"), "{t}");
     assert!(!t.contains("CREATE_COMPLETE"), "{t}");
 }

@@ -6,6 +6,7 @@
 //! and the `GetLogEvents` quota. See ARCHITECTURE.md for what it cannot reproduce.
 
 pub mod apigw;
+mod deployed;
 pub mod events;
 mod functions;
 pub mod gate;
@@ -14,7 +15,6 @@ pub mod lambda;
 pub mod moto;
 mod package;
 mod producer;
-mod stack;
 pub mod subscription;
 pub mod template;
 pub mod timing;

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 
 use crate::apigw::http::{HttpApi, INTEGRATION_TIMEOUT, Route};
 use crate::apigw::websocket::WebSocketApi;
+use crate::deployed::{ACCOUNT, emulate_secrets, read_stack, service_sdk};
 use crate::events::EventBus;
 use crate::gate::{self, Gate};
-use crate::stack::{ACCOUNT, emulate_secrets, read_stack, service_sdk};
 use crate::template::{Place, Resolver, Template};
 use crate::timing::{DynamoChaos, DynamoTiming};
 use crate::ttl::Sweeper;

@@ -1,8 +1,8 @@
 //! `deploy diff --env NAME`: what `up` would change, as a change set that is created, read
 //! and discarded.
 
+use super::cloudformation::{self, Plan};
 use super::session::{AwsArgs, open};
-use super::stack::{self, Plan};
 use super::{Output, artifacts, envfile, stack_json};
 use crate::template;
 
@@ -50,7 +50,10 @@ pub async fn diff(args: &AwsArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let body = template::backend().to_yaml();
-    let changes = match stacks.plan(stack::Source::Body(&body), &params).await? {
+    let changes = match stacks
+        .plan(cloudformation::Source::Body(&body), &params)
+        .await?
+    {
         Plan::NoChanges => None,
         Plan::Changes { name, changes, .. } => {
             stacks.discard(&name).await?;

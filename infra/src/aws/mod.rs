@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 mod bucket;
+mod cloudformation;
 mod diff;
 mod down;
 pub mod envfile;
@@ -11,7 +12,6 @@ mod errors;
 pub mod keys;
 mod profile;
 mod session;
-pub mod stack;
 mod status;
 mod up;
 
@@ -38,7 +38,7 @@ fn stack_json(
     stack: &str,
     status: Option<&str>,
     outputs: &[(String, String)],
-    changes: &[stack::Change],
+    changes: &[cloudformation::Change],
 ) -> serde_json::Value {
     serde_json::json!({
         "stack": stack,

@@ -62,7 +62,7 @@ async fn profile_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::stack::Stacks;
+    use crate::aws::cloudformation::Stacks;
     use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
     use aws_sdk_cloudformation::primitives::DateTime;
     use aws_sdk_cloudformation::types::{Output, Stack, StackStatus};

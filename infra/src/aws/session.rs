@@ -8,8 +8,8 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 
 use super::Output;
+use super::cloudformation::Stacks;
 use super::envfile::EnvFile;
-use super::stack::Stacks;
 
 /// Options shared by the AWS commands.
 #[derive(Debug, Clone, clap::Args)]

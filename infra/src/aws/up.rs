@@ -8,10 +8,10 @@ use anyhow::Context;
 
 use super::artifacts::{self, Artifact};
 use super::bucket::{ensure_bucket, s3_client, upload_artifacts, upload_template};
+use super::cloudformation::{self, Plan, Stacks};
 use super::envfile::{self, EnvFile};
 use super::profile::write_profile;
 use super::session::{AwsArgs, Target, sdk, target};
-use super::stack::{self, Plan, Stacks};
 use super::{Output, confirm, readable, stack_json};
 use crate::template;
 
@@ -143,11 +143,11 @@ pub(crate) async fn apply(
     };
     let exists = match stacks.status().await? {
         None => false,
-        Some(status) => match stack::next_step(&t.stack, &args.env, &status) {
-            stack::Next::Update => true,
+        Some(status) => match cloudformation::next_step(&t.stack, &args.env, &status) {
+            cloudformation::Next::Update => true,
             // A first creation that rolled back left no resources (the logs table's policy
             // keeps none on a failed create) and so no data: it is deleted and created again.
-            stack::Next::Recreate
+            cloudformation::Next::Recreate
                 if args.recreate
                     || status == aws_sdk_cloudformation::types::StackStatus::RollbackComplete =>
             {
@@ -159,10 +159,12 @@ pub(crate) async fn apply(
                 stacks.delete().await?;
                 false
             }
-            stack::Next::Recreate => {
-                anyhow::bail!(stack::recreate_advice(&t.stack, &args.env, &status))
+            cloudformation::Next::Recreate => {
+                anyhow::bail!(cloudformation::recreate_advice(
+                    &t.stack, &args.env, &status
+                ))
             }
-            stack::Next::Refuse(why) => anyhow::bail!(why),
+            cloudformation::Next::Refuse(why) => anyhow::bail!(why),
         },
     };
     check_subscription_room(sdk, &t.stack, &t.env).await?;
@@ -210,17 +212,17 @@ pub(crate) async fn apply(
     }
     // A template past CloudFormation's inline limit goes by S3, named by its content.
     let url;
-    let source = if body.len() > stack::TEMPLATE_BODY_MAX {
+    let source = if body.len() > cloudformation::TEMPLATE_BODY_MAX {
         let key = upload_template(&s3, &bucket, &account, body).await?;
         eprintln!(
             "  template of {} bytes (over CloudFormation's {} inline): s3://{bucket}/{key}",
             body.len(),
-            stack::TEMPLATE_BODY_MAX
+            cloudformation::TEMPLATE_BODY_MAX
         );
         url = format!("https://{bucket}.s3.{}.amazonaws.com/{key}", t.region);
-        stack::Source::Url(&url)
+        cloudformation::Source::Url(&url)
     } else {
-        stack::Source::Body(body)
+        cloudformation::Source::Body(body)
     };
     let changes = match stacks.plan(source, &params).await? {
         Plan::NoChanges => {
@@ -236,7 +238,7 @@ pub(crate) async fn apply(
             for c in &changes {
                 eprintln!("  {c}");
             }
-            let lost = stack::data_lost(&changes);
+            let lost = cloudformation::data_lost(&changes);
             if !lost.is_empty() && !args.allow_data_loss {
                 stacks.discard(&name).await?;
                 anyhow::bail!(
@@ -270,7 +272,7 @@ pub(crate) struct Applied {
     pub outputs: Vec<(String, String)>,
     /// The API key the stack was created with (when it was).
     pub new_key: Option<String>,
-    pub changes: Vec<stack::Change>,
+    pub changes: Vec<cloudformation::Change>,
 }
 
 /// A log group takes at most two subscription filters. When the stack subscribes to a group

@@ -2,14 +2,14 @@
 //! `cargo run -p deploy -- render` prints it; `deployments/cloudformation-backend.yaml` is the
 //! checked-in copy (a test fails when it is stale).
 
+mod backend;
 mod iam;
 mod names;
-pub mod stack;
 mod yaml;
 
 use serde_json::{Map, Value, json};
 
-pub use stack::backend;
+pub use backend::backend;
 
 /// One resource: type, properties and the attributes we use.
 #[derive(Debug, Clone)]
