@@ -38,7 +38,7 @@ impl Smoke {
     /// Runs the check; returns one line per invariant, or the first violation as an error.
     pub async fn run(&self) -> anyhow::Result<Vec<String>> {
         let http = reqwest::Client::new();
-        let id = format!("smoke-{}", runvoy_local::state::random_hex(8));
+        let id = format!("smoke-{}", runvoy_runtime::random_hex(8));
         // Four batches; each has identical lines in the same millisecond and falling timestamps
         // across batches, the shapes that break naive pipelines.
         let base = now_ms() - 10_000;

@@ -286,7 +286,7 @@ fn the_documented_ci_step_deploys_with_one_credential_exchange() {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(dir.join("deployments")).unwrap();
-    let project = format!("ci{}", runvoy_local::state::random_hex(3));
+    let project = format!("ci{}", runvoy_runtime::random_hex(3));
     std::fs::write(
         dir.join("deployments/prod.toml"),
         format!("region = \"us-east-1\"\nproject = \"{project}\"\n"),

@@ -23,7 +23,7 @@ impl Env {
         let dir = std::env::temp_dir().join(unique("deploy"));
         std::fs::create_dir_all(dir.join("deployments")).unwrap();
         let name = "itest".to_string();
-        let project = format!("rv{}", &runvoy_local::state::random_hex(3));
+        let project = format!("rv{}", &runvoy_runtime::random_hex(3));
         std::fs::write(
             dir.join("deployments").join(format!("{name}.toml")),
             format!("region = \"us-east-1\"\nproject = \"{project}\"\n[parameters]\n{parameters}"),

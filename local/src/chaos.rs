@@ -55,6 +55,42 @@ impl Chaos {
         self.reorder == 0.0 && self.delay_ms == (0, 0)
     }
 
+    /// What becomes of one delivery when deliveries are not in order (the local emulator and
+    /// the sim's subscription both play it): held back (`reorder`, until the next one, when
+    /// nothing is held yet), dropped, duplicated; what is sent now comes with the delay each
+    /// copy waits (`delay-ms`), followed by the delivery held back before, if any.
+    pub fn scatter<T: Clone>(
+        &self,
+        item: T,
+        held: &mut Option<T>,
+    ) -> Vec<(T, std::time::Duration)> {
+        let roll = |p: f64| p > 0.0 && rand::random::<f64>() < p;
+        if held.is_none() && roll(self.reorder) {
+            *held = Some(item);
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if !roll(self.drop) {
+            if roll(self.dup) {
+                out.push(item.clone());
+            }
+            out.push(item);
+        }
+        out.extend(held.take());
+        out.into_iter().map(|i| (i, self.delay())).collect()
+    }
+
+    /// A delay drawn from `delay-ms`.
+    pub fn delay(&self) -> std::time::Duration {
+        let (lo, hi) = self.delay_ms;
+        let ms = if hi > lo {
+            rand::random_range(lo..=hi)
+        } else {
+            lo
+        };
+        std::time::Duration::from_millis(ms)
+    }
+
     /// The keys set that only the sim plays (AWS's timing), for a stack that cannot.
     pub fn sim_only(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -169,6 +205,30 @@ impl std::str::FromStr for Chaos {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scatter_holds_back_drops_and_duplicates() {
+        let calm = Chaos::default();
+        let mut held = None;
+        let out = calm.scatter(1, &mut held);
+        assert_eq!(out, vec![(1, std::time::Duration::ZERO)]);
+        let always_hold: Chaos = "reorder=1".parse().unwrap();
+        assert!(always_hold.scatter(1, &mut held).is_empty());
+        assert_eq!(held, Some(1));
+        let sent: Vec<i32> = always_hold
+            .scatter(2, &mut held)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(sent, vec![2, 1], "the held one follows the next");
+        let dropped: Chaos = "drop=1".parse().unwrap();
+        assert!(dropped.scatter(3, &mut None).is_empty());
+        let twice: Chaos = "dup=1,delay-ms=5-5".parse().unwrap();
+        assert_eq!(
+            twice.scatter(4, &mut None),
+            vec![(4, std::time::Duration::from_millis(5)); 2]
+        );
+    }
 
     #[test]
     fn parses_the_documented_form() {

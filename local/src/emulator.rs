@@ -63,31 +63,12 @@ pub fn start(
         let slots = Arc::new(Semaphore::new(FORWARDERS));
         let mut held: Option<Batch> = None;
         while let Some(batch) = rx.recv().await {
-            let roll = |p: f64| rand::random::<f64>() < p;
-            let mut out = Vec::new();
-            if roll(chaos.reorder) && held.is_none() {
-                held = Some(batch);
-                continue;
-            }
-            if !roll(chaos.drop) {
-                if roll(chaos.dup) {
-                    out.push(batch.clone());
-                }
-                out.push(batch);
-            }
-            out.extend(held.take());
-            for (exec, events) in out {
+            for ((exec, events), delay) in chaos.scatter(batch, &mut held) {
                 let f = forwarder.clone();
                 let m = metrics.clone();
                 let slots = slots.clone();
-                let (lo, hi) = chaos.delay_ms;
-                let delay = if hi > lo {
-                    rand::random_range(lo..=hi)
-                } else {
-                    lo
-                };
                 tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    tokio::time::sleep(delay).await;
                     let _permit = slots.acquire().await;
                     deliver(&f, &*m, &exec, events).await;
                 });

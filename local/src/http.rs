@@ -190,6 +190,43 @@ pub struct PutEvent {
     pub message: String,
 }
 
+impl PutEvents {
+    /// A producer request's body (shared by the local stack and the sim): JSON within
+    /// [`MAX_PRODUCER_BODY`], 1 to [`MAX_EVENTS_PER_REQUEST`] events of at most
+    /// [`MAX_EVENT_BYTES`] each, as `(timestamp, message)` lines (`now` when no timestamp).
+    pub fn parse(body: &[u8], now: i64) -> Result<Vec<(i64, String)>, ApiError> {
+        let req: PutEvents = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"events\":[{{\"timestamp\":1700000000000,\"message\":\"hi\"}}]}}: {e}"
+            ))
+        })?;
+        if req.events.is_empty() || req.events.len() > MAX_EVENTS_PER_REQUEST {
+            return Err(ApiError::bad_request(format!(
+                "send between 1 and {MAX_EVENTS_PER_REQUEST} events per request"
+            )));
+        }
+        if let Some(big) = req
+            .events
+            .iter()
+            .find(|e| e.message.len() > MAX_EVENT_BYTES)
+        {
+            return Err(ApiError::new(
+                413,
+                "payload_too_large",
+                format!(
+                    "an event of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit of a log event; split it",
+                    big.message.len()
+                ),
+            ));
+        }
+        Ok(req
+            .events
+            .into_iter()
+            .map(|e| (e.timestamp.unwrap_or(now), e.message))
+            .collect())
+    }
+}
+
 /// `POST /local/v1/executions`: the command to run (shared with the sim).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,26 +244,8 @@ async fn put_events(
         authorize(&app, &headers)?;
         validate_execution_id(&id)?;
         let body = read_body(body, MAX_PRODUCER_BODY).await?;
-        let req: PutEvents = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be JSON like {{\"events\":[{{\"timestamp\":1700000000000,\"message\":\"hi\"}}]}}: {e}"
-            ))
-        })?;
-        if req.events.is_empty() || req.events.len() > MAX_EVENTS_PER_REQUEST {
-            return Err(ApiError::bad_request(format!(
-                "send between 1 and {MAX_EVENTS_PER_REQUEST} events per request"
-            )));
-        }
-        if let Some(big) = req.events.iter().find(|e| e.message.len() > MAX_EVENT_BYTES) {
-            return Err(ApiError::new(
-                413,
-                "payload_too_large",
-                format!(
-                    "an event of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit of a log event; split it",
-                    big.message.len()
-                ),
-            ));
-        }
+        use runvoy_core::ports::Clock;
+        let lines = PutEvents::parse(&body, app.clock.now_ms())?;
         if let Some(head) = app.store.head(&id).await?
             && head.status.is_terminal()
         {
@@ -239,16 +258,13 @@ async fn put_events(
                 ),
             ));
         }
-        use runvoy_core::ports::Clock;
-        let now = app.clock.now_ms();
-        let lines: Vec<(i64, String)> = req
-            .events
-            .into_iter()
-            .map(|e| (e.timestamp.unwrap_or(now), e.message))
-            .collect();
         let events = app.write_source(&id, lines);
         if events.is_empty() {
-            return Err(ApiError::new(503, "store_unavailable", "the log source could not be written; retry"));
+            return Err(ApiError::new(
+                503,
+                "store_unavailable",
+                "the log source could not be written; retry",
+            ));
         }
         // The stream exists now; make sure the execution has a head so readers see it. The
         // source took the lines whatever happens next (as CloudWatch does): an execution past
@@ -273,7 +289,7 @@ async fn websocket(
     RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let connection_id = crate::state::random_hex(12);
+    let connection_id = runvoy_runtime::random_hex(12);
     // Register the session before the connection is stored, so no push can miss it.
     let rx = app.pusher.register(&connection_id);
     if let Err(e) = app

@@ -101,7 +101,7 @@ fn signal_group(pid: u32, signal: &str) {
 /// Starts `command`; returns the new execution's id once its stream and head exist.
 pub async fn start(app: Arc<App>, command: Vec<String>) -> Result<String, ApiError> {
     let child = app.groups.spawn(&command)?;
-    let execution_id = crate::state::random_hex(16);
+    let execution_id = runvoy_runtime::random_hex(16);
     let now = app.clock.now_ms();
     app.source.create_stream(&execution_id, now)?;
     app.record_run(&execution_id, &command, now)?;

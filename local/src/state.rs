@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use runvoy_runtime::random_hex;
+
 use crate::LocalError;
 
 /// Secrets kept in `<state-dir>/credentials.toml` (created 0600, in a 0700 directory).
@@ -11,12 +13,6 @@ use crate::LocalError;
 pub struct Credentials {
     pub api_key: String,
     pub token_secret: String,
-}
-
-pub fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
 }
 
 pub fn database_path(state_dir: &Path) -> PathBuf {

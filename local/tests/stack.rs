@@ -12,7 +12,7 @@ fn state_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
         "runvoy-local-{tag}-{}-{}",
         std::process::id(),
-        runvoy_local::state::random_hex(4)
+        runvoy_runtime::random_hex(4)
     ))
 }
 

@@ -84,7 +84,7 @@ pub async fn bootstrap(
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
     let tmp = dir.join(format!(
         "bootstrap.{}.partial",
-        runvoy_local::state::random_hex(4)
+        runvoy_runtime::random_hex(4)
     ));
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| fail(e.to_string()))?;

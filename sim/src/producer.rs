@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use runvoy_core::api::{ApiError, validate_execution_id};
-use runvoy_local::http::{PutEvents, RunRequest};
+use runvoy_local::http::{MAX_PRODUCER_BODY, PutEvents, RunRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -26,8 +26,6 @@ use crate::Shared;
 /// CloudWatch's `PutLogEvents` limits: events and bytes (each event counts 26 bytes more).
 const PUT_EVENTS: usize = 10_000;
 const PUT_BYTES: usize = 1_048_576;
-/// CloudWatch's largest event.
-pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// How long the runner holds lines before writing them (ECS's awslogs driver: up to 5 s).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -66,14 +64,18 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     shared.keys.check(key).map_err(ApiError::from_denied)
 }
 
+fn too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "payload_too_large",
+        "the request body is larger than 16 MB; send smaller batches",
+    )
+}
+
 async fn body_json<T: for<'a> Deserialize<'a>>(body: Body, example: &str) -> Result<T, ApiError> {
-    let bytes = to_bytes(body, 16 * 1024 * 1024).await.map_err(|_| {
-        ApiError::new(
-            413,
-            "payload_too_large",
-            "the request body is larger than 16 MB; send smaller batches",
-        )
-    })?;
+    let bytes = to_bytes(body, MAX_PRODUCER_BODY)
+        .await
+        .map_err(|_| too_large())?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the body must be JSON like {example}: {e}")))
 }
@@ -87,31 +89,10 @@ async fn put_events(
     let result = async {
         authorize(&shared, &headers)?;
         validate_execution_id(&id)?;
-        let req: PutEvents = body_json(body, r#"{"events":[{"message":"…"}]}"#).await?;
-        if req.events.len() > PUT_EVENTS {
-            return Err(ApiError::new(
-                413,
-                "payload_too_large",
-                format!("at most {PUT_EVENTS} events per request; send smaller batches"),
-            ));
-        }
-        if let Some(big) = req
-            .events
-            .iter()
-            .position(|e| e.message.len() > MAX_EVENT_BYTES)
-        {
-            return Err(ApiError::new(
-                413,
-                "payload_too_large",
-                format!("event {big} is larger than CloudWatch's 1 MB event limit"),
-            ));
-        }
-        let now = crate::lambda::now_ms();
-        let lines: Vec<(i64, String)> = req
-            .events
-            .into_iter()
-            .map(|e| (e.timestamp.unwrap_or(now), e.message))
-            .collect();
+        let body = to_bytes(body, MAX_PRODUCER_BODY)
+            .await
+            .map_err(|_| too_large())?;
+        let lines = PutEvents::parse(&body, crate::lambda::now_ms())?;
         let n = lines.len();
         shared.create_stream(&id).await?;
         shared.put(&id, lines).await?;
@@ -236,7 +217,7 @@ async fn run_command(
 /// stream exists.
 async fn start(shared: Arc<Shared>, command: Vec<String>) -> Result<String, ApiError> {
     let mut child = shared.groups.spawn(&command)?;
-    let id = runvoy_local::state::random_hex(16);
+    let id = runvoy_runtime::random_hex(16);
     shared.create_stream(&id).await?;
     let _ = std::fs::create_dir_all(&shared.runs);
     let _ = std::fs::write(shared.runs.join(&id), command.join(" "));

@@ -156,33 +156,14 @@ fn in_order(filter: Arc<Filter>) -> mpsc::UnboundedSender<Vec<u8>> {
     tx
 }
 
-/// Duplicates, holds back, drops and delays deliveries, concurrently.
+/// Duplicates, holds back, drops and delays deliveries, concurrently (as the local stack's
+/// emulator does: [`runvoy_local::chaos::Chaos::scatter`]).
 fn chaotic(filter: &Arc<Filter>, body: Vec<u8>, held: &mut Option<Vec<u8>>) {
-    let chaos = &filter.chaos;
-    let roll = |p: f64| rand::random::<f64>() < p;
-    if roll(chaos.reorder) && held.is_none() {
-        *held = Some(body);
-        return;
-    }
-    let mut out = Vec::new();
-    if !roll(chaos.drop) {
-        if roll(chaos.dup) {
-            out.push(body.clone());
-        }
-        out.push(body);
-    }
-    out.extend(held.take());
-    for body in out {
+    for (body, delay) in filter.chaos.scatter(body, held) {
         let f = filter.destination.clone();
         let config = filter.config.clone();
-        let (lo, hi) = chaos.delay_ms;
-        let delay = if hi > lo {
-            rand::random_range(lo..=hi)
-        } else {
-            lo
-        };
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            tokio::time::sleep(delay).await;
             let _ = f.invoke_async(body, config).await;
         });
     }

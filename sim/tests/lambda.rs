@@ -9,8 +9,7 @@ use runvoy_sim::lambda::{AsyncConfig, FailureDestination, Function, FunctionSpec
 use serde_json::{Value, json};
 
 fn function(timeout: Duration) -> Arc<Function> {
-    let dir =
-        std::env::temp_dir().join(format!("sim-lambda-{}", runvoy_local::state::random_hex(4)));
+    let dir = std::env::temp_dir().join(format!("sim-lambda-{}", runvoy_runtime::random_hex(4)));
     std::fs::create_dir_all(&dir).unwrap();
     Function::new(FunctionSpec {
         logical_id: "Fake".into(),

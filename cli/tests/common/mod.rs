@@ -102,7 +102,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "runvoy-e2e-{tag}-{}-{}",
         std::process::id(),
-        runvoy_local::state::random_hex(4)
+        runvoy_runtime::random_hex(4)
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -147,7 +147,7 @@ impl Stack {
             ws_port: 0,
             key: String::new(),
             chaos: chaos.unwrap_or("").to_string(),
-            project: format!("e{}", runvoy_local::state::random_hex(4)),
+            project: format!("e{}", runvoy_runtime::random_hex(4)),
             expect_denials: extra.iter().any(|a| a == "--template"),
             own_moto: false,
             extra,
@@ -175,7 +175,7 @@ impl Stack {
             ws_port: 0,
             key: String::new(),
             chaos: String::new(),
-            project: format!("e{}", runvoy_local::state::random_hex(4)),
+            project: format!("e{}", runvoy_runtime::random_hex(4)),
             expect_denials: false,
             own_moto: false,
             extra: Vec::new(),
@@ -198,7 +198,7 @@ impl Stack {
             ws_port: 0,
             key: String::new(),
             chaos: String::new(),
-            project: format!("e{}", runvoy_local::state::random_hex(4)),
+            project: format!("e{}", runvoy_runtime::random_hex(4)),
             expect_denials: false,
             own_moto: true,
             extra: Vec::new(),
@@ -312,7 +312,7 @@ impl Stack {
     async fn try_start_sim(&mut self) -> Result<(), String> {
         let log_path = self
             .dir
-            .join(format!("sim-{}.log", runvoy_local::state::random_hex(2)));
+            .join(format!("sim-{}.log", runvoy_runtime::random_hex(2)));
         let mut cmd = Command::new(bin_dir().join("deploy"));
         cmd.current_dir(workspace())
             .args(["up", "--env", "sim", "--no-config", "--listen"])

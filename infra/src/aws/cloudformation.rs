@@ -146,7 +146,7 @@ impl Stacks {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs(),
-            runvoy_local::state::random_hex(4)
+            runvoy_runtime::random_hex(4)
         );
         let created = self
             .client

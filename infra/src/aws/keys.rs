@@ -76,7 +76,7 @@ pub async fn rotate_key(args: &AwsArgs, retire_old: bool) -> anyhow::Result<()> 
     let step = if retire_old {
         Step::RetireOld
     } else {
-        Step::Add(runvoy_local::state::random_hex(24))
+        Step::Add(runvoy_runtime::random_hex(24))
     };
     let (after, retired) = rotate(&keys, &step)?;
     secret["api_keys"] = json!(after);
@@ -148,7 +148,7 @@ async fn bump_token_generation(
     let generation = secret["generation"].as_u64().unwrap_or(0) + 1;
     secret["generation"] = json!(generation);
     if new_secret {
-        secret["token_secret"] = json!(runvoy_local::state::random_hex(24));
+        secret["token_secret"] = json!(runvoy_runtime::random_hex(24));
     }
     secrets
         .put_secret_value()

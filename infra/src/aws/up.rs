@@ -193,7 +193,7 @@ pub(crate) async fn apply(
     }
     let new_key = match api_key {
         Some(k) => Some(k),
-        None => (!exists).then(|| runvoy_local::state::random_hex(24)),
+        None => (!exists).then(|| runvoy_runtime::random_hex(24)),
     };
     let mut params: Vec<(String, Option<String>)> = vec![
         ("ArtifactsBucket".into(), Some(bucket.clone())),

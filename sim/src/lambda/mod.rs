@@ -396,7 +396,7 @@ pub fn now_ms() -> i64 {
 
 /// A random request id shaped like Lambda's.
 pub fn uuid_like() -> String {
-    let h = runvoy_local::state::random_hex(16);
+    let h = runvoy_runtime::random_hex(16);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
