@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::iam::{self, Check, Policy};
+use crate::ledger::Ledger;
 use crate::template::Place;
 use crate::timing::{DynamoTiming, Verdict};
 
@@ -66,6 +67,24 @@ pub struct GateStats {
     pub denied: Vec<(String, String, String)>,
     /// `GetLogEvents` calls refused by the shared quota.
     pub throttled: u64,
+    /// `function → time its calls spent in moto` (from the gate sending a call until moto's
+    /// whole answer arrived, moto's queue included: it serves one request at a time).
+    pub moto: BTreeMap<String, MotoTime>,
+}
+
+/// Calls to moto and the time they took.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct MotoTime {
+    pub calls: u64,
+    pub ms: f64,
+}
+
+/// Who called and what, once admitted.
+struct Admitted {
+    function: String,
+    /// `service:Op`, as counted.
+    action: String,
+    body: Value,
 }
 
 pub struct Gate {
@@ -77,6 +96,7 @@ pub struct Gate {
     stats: Mutex<GateStats>,
     /// DynamoDB's timing (`--chaos txn-skew-ms, throttle-wcu, sdk-retry`), when any is played.
     timing: Option<Arc<DynamoTiming>>,
+    ledger: Arc<Ledger>,
 }
 
 impl Gate {
@@ -94,7 +114,14 @@ impl Gate {
             quota: Quota::new(get_log_events_per_sec),
             stats: Mutex::default(),
             timing: None,
+            ledger: Arc::default(),
         }
+    }
+
+    /// Counts what the functions' DynamoDB calls are billed in `ledger`.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Gate {
+        self.ledger = ledger;
+        self
     }
 
     /// Plays DynamoDB's timing on the functions' calls.
@@ -123,7 +150,7 @@ impl Gate {
     }
 
     /// The checks of one request, or the refusal to send.
-    fn admit(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
+    fn admit(&self, headers: &HeaderMap, body: &[u8]) -> Result<Admitted, Box<Response>> {
         let target = headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
@@ -168,6 +195,7 @@ impl Gate {
         }
         let prefix = target.split('.').next().unwrap_or(&target);
         let service = prefix.split('_').next().unwrap_or(prefix).to_lowercase();
+        let action = format!("{service}:{op}");
         *self
             .stats
             .lock()
@@ -175,9 +203,53 @@ impl Gate {
             .calls
             .entry(caller.function.clone())
             .or_default()
-            .entry(format!("{service}:{op}"))
+            .entry(action.clone())
             .or_default() += 1;
-        Ok(())
+        Ok(Admitted {
+            function: caller.function.clone(),
+            action,
+            body,
+        })
+    }
+
+    /// Sends a function's call to moto, timing it.
+    async fn to_moto(
+        &self,
+        who: &Admitted,
+        req: &axum::http::request::Parts,
+        body: axum::body::Bytes,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, axum::body::Bytes), String> {
+        let start = Instant::now();
+        let r = self
+            .send(req.method.clone(), &req.uri, &req.headers, body)
+            .await;
+        {
+            let mut stats = self.stats.lock().expect("stats lock");
+            let t = stats.moto.entry(who.function.clone()).or_default();
+            t.calls += 1;
+            t.ms += start.elapsed().as_secs_f64() * 1000.0;
+        }
+        r
+    }
+
+    /// Counts a DynamoDB call moto answered in the ledger: its writes whether it succeeded or
+    /// was refused (a failed condition is billed), its reads from a successful answer.
+    fn account(&self, who: &Admitted, op: &str, status: StatusCode, answer: &[u8]) {
+        let reads = matches!(
+            op,
+            "GetItem" | "Query" | "Scan" | "BatchGetItem" | "TransactGetItems"
+        );
+        if status == StatusCode::OK {
+            let parsed = if reads {
+                serde_json::from_slice(answer).unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            };
+            self.ledger
+                .dynamodb(&who.function, op, &who.body, Some(&parsed));
+        } else if status.is_client_error() {
+            self.ledger.dynamodb(&who.function, op, &who.body, None);
+        }
     }
 
     fn record_denied(&self, function: &str, c: &Check) {
@@ -188,12 +260,15 @@ impl Gate {
         ));
     }
 
-    async fn forward(&self, req: Request, body: axum::body::Bytes) -> Response {
-        match self
-            .send(req.method().clone(), req.uri(), req.headers(), body)
-            .await
-        {
-            Ok((status, headers, bytes)) => respond(status, &headers, bytes),
+    async fn forward(&self, who: &Admitted, req: Request, body: axum::body::Bytes) -> Response {
+        let (parts, _) = req.into_parts();
+        match self.to_moto(who, &parts, body).await {
+            Ok((status, headers, bytes)) => {
+                if let Some(op) = who.action.strip_prefix("dynamodb:") {
+                    self.account(who, op, status, &bytes);
+                }
+                respond(status, &headers, bytes)
+            }
             Err(e) => aws_error(
                 false,
                 503,
@@ -230,27 +305,29 @@ impl Gate {
     /// A DynamoDB call of a function, with DynamoDB's timing played around it.
     async fn dynamodb(
         &self,
+        who: &Admitted,
         timing: &DynamoTiming,
         op: &str,
         req: Request,
         bytes: axum::body::Bytes,
     ) -> Response {
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        for table in DynamoTiming::tables(op, &body) {
+        let body = &who.body;
+        let (parts, _) = req.into_parts();
+        for table in DynamoTiming::tables(op, body) {
             if !timing.knows(&table)
-                && let Some((hash, range)) = self.key_schema(req.headers(), &table).await
+                && let Some((hash, range)) = self.key_schema(&parts.headers, &table).await
             {
                 timing.learn(&table, hash, range);
             }
         }
-        if let Verdict::Refuse(status, code, message, extra) = timing.admit(op, &body) {
+        if let Verdict::Refuse(status, code, message, extra) = timing.admit(op, body) {
             return dynamodb_error(status, code, &message, extra);
         }
         let mut before = Vec::new();
-        for (table, key) in timing.skewed_keys(op, &body) {
+        for (table, key) in timing.skewed_keys(op, body) {
             let image = self
                 .call(
-                    req.headers(),
+                    &parts.headers,
                     "GetItem",
                     json!({"TableName": table, "Key": key, "ConsistentRead": true}),
                 )
@@ -258,10 +335,7 @@ impl Gate {
                 .and_then(|v| v.get("Item").cloned());
             before.push((table, key, image));
         }
-        let (status, headers, answer) = match self
-            .send(req.method().clone(), req.uri(), req.headers(), bytes)
-            .await
-        {
+        let (status, headers, answer) = match self.to_moto(who, &parts, bytes).await {
             Ok(r) => r,
             Err(e) => {
                 return aws_error(
@@ -272,10 +346,11 @@ impl Gate {
                 );
             }
         };
+        self.account(who, op, status, &answer);
         if status != StatusCode::OK {
             return respond(status, &headers, answer);
         }
-        timing.written(op, &body, before);
+        timing.written(op, body, before);
         if timing.answer_500(op) {
             return dynamodb_error(
                 500,
@@ -284,7 +359,7 @@ impl Gate {
                 Value::Null,
             );
         }
-        match timing.rewrite_read(op, &body, &answer) {
+        match timing.rewrite_read(op, body, &answer) {
             Some(rewritten) => {
                 let mut headers = headers;
                 headers.remove("x-amz-crc32");
@@ -388,9 +463,10 @@ async fn handle(State(gate): State<Arc<Gate>>, req: Request) -> Response {
             "request body too large",
         );
     };
-    if let Err(refusal) = gate.admit(&parts.headers, &bytes) {
-        return *refusal;
-    }
+    let who = match gate.admit(&parts.headers, &bytes) {
+        Ok(who) => who,
+        Err(refusal) => return *refusal,
+    };
     let target = parts
         .headers
         .get("x-amz-target")
@@ -399,10 +475,16 @@ async fn handle(State(gate): State<Arc<Gate>>, req: Request) -> Response {
         .to_string();
     if let (Some(timing), Some(op)) = (&gate.timing, target.strip_prefix("DynamoDB_20120810.")) {
         return gate
-            .dynamodb(timing, op, Request::from_parts(parts, Body::empty()), bytes)
+            .dynamodb(
+                &who,
+                timing,
+                op,
+                Request::from_parts(parts, Body::empty()),
+                bytes,
+            )
             .await;
     }
-    gate.forward(Request::from_parts(parts, Body::empty()), bytes)
+    gate.forward(&who, Request::from_parts(parts, Body::empty()), bytes)
         .await
 }
 

@@ -12,6 +12,7 @@ mod functions;
 pub mod gate;
 pub mod iam;
 pub mod lambda;
+pub mod ledger;
 pub mod moto;
 mod package;
 mod producer;
@@ -154,6 +155,8 @@ pub(crate) struct Shared {
     pub ws: Arc<WebSocketApi>,
     /// The commands it runs as tasks, each in a process group of its own.
     pub groups: runvoy_local::runner::ProcessGroups,
+    /// What the traffic is billed on AWS.
+    pub ledger: Arc<ledger::Ledger>,
 }
 
 impl Shared {
@@ -177,8 +180,10 @@ impl Shared {
                 )
             })
             .collect();
+        let gate = self.gate.stats();
         json!({
-            "gate": self.gate.stats(),
+            "billing": self.ledger.snapshot(&self.functions, &gate),
+            "gate": gate,
             "dynamodb_timing": self.gate.timing_stats(),
             "functions": functions,
             "websocket": self.ws.stats(),

@@ -166,6 +166,8 @@ impl Shared {
     }
 
     async fn put_batch(&self, stream: &str, batch: Vec<InputLogEvent>) -> Result<(), ApiError> {
+        let events = batch.len() as u64;
+        let bytes: u64 = batch.iter().map(|e| e.message().len() as u64).sum();
         let out = self
             .logs
             .put_log_events()
@@ -184,6 +186,7 @@ impl Shared {
                     ),
                 )
             })?;
+        self.ledger.ingested(events, bytes);
         if let Some(r) = out.rejected_log_events_info() {
             return Err(ApiError::bad_request(format!(
                 "CloudWatch Logs rejected events (too old: up to index {:?}, too new: from index {:?}); timestamps must be within the last 14 days and at most 2 hours ahead",

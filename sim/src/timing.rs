@@ -451,18 +451,7 @@ impl DynamoTiming {
             .get(table)?
             .0
             .clone();
-        let cond = body["KeyConditionExpression"].as_str()?;
-        let names = body["ExpressionAttributeNames"].as_object();
-        let placeholder = cond.split(" AND ").find_map(|part| {
-            let (lhs, rhs) = part.split_once('=')?;
-            let lhs = lhs.trim();
-            let lhs = names
-                .and_then(|n| n.get(lhs))
-                .and_then(Value::as_str)
-                .unwrap_or(lhs);
-            (lhs == hash).then(|| rhs.trim().to_string())
-        })?;
-        let value = body["ExpressionAttributeValues"].get(&placeholder)?.clone();
+        let value = crate::ledger::query_partition(&hash, body)?;
         Some((hash, value))
     }
 
@@ -510,38 +499,7 @@ fn projects(body: &Value, attribute: &str) -> bool {
 /// Write units of an item (or key, or attribute values) as DynamoDB bills them: one per KB or
 /// part of it, from attribute names and values.
 fn units(v: &Value) -> f64 {
-    (size(v).max(1) as f64 / 1024.0).ceil()
-}
-
-/// The billed size of a DynamoDB JSON map of attributes.
-fn size(v: &Value) -> usize {
-    let Some(map) = v.as_object() else {
-        return 0;
-    };
-    map.iter().map(|(k, av)| k.len() + value_size(av)).sum()
-}
-
-fn value_size(av: &Value) -> usize {
-    let Some((kind, v)) = av.as_object().and_then(|o| o.iter().next()) else {
-        return 1;
-    };
-    match kind.as_str() {
-        "S" => v.as_str().map_or(0, str::len),
-        "N" => v
-            .as_str()
-            .map_or(1, |n| n.trim_start_matches('-').len().div_ceil(2) + 1),
-        "B" => v.as_str().map_or(0, |b| b.len() * 3 / 4),
-        "SS" | "NS" | "BS" => v.as_array().map_or(0, |a| {
-            a.iter().map(|x| x.as_str().map_or(0, str::len)).sum()
-        }),
-        "L" => {
-            3 + v
-                .as_array()
-                .map_or(0, |a| a.iter().map(|x| 1 + value_size(x)).sum())
-        }
-        "M" => 3 + size(v),
-        _ => 1,
-    }
+    crate::ledger::write_units(crate::ledger::item_bytes(v)) as f64
 }
 
 #[cfg(test)]

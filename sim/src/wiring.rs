@@ -14,6 +14,7 @@ use crate::apigw::websocket::WebSocketApi;
 use crate::deployed::{ACCOUNT, emulate_secrets, read_stack, service_sdk};
 use crate::events::EventBus;
 use crate::gate::{self, Gate};
+use crate::ledger::{self, Ledger};
 use crate::template::{Place, Resolver, Template};
 use crate::timing::{DynamoChaos, DynamoTiming};
 use crate::ttl::Sweeper;
@@ -133,6 +134,10 @@ pub(crate) async fn start(
     );
     let mut functions = functions::functions(&resolver, &s3, &config, gate_addr, &hosts).await?;
     let callers = Arc::new(std::mem::take(&mut functions.callers));
+    let stream_template = resolver
+        .param("StreamTemplate")
+        .unwrap_or_else(|| "task/runner/{execution_id}".into());
+    let ledger = Arc::new(Ledger::new(ledger::key_schemas(&resolver)?));
     let gate = Arc::new(
         Gate::new(
             endpoint.clone(),
@@ -144,7 +149,8 @@ pub(crate) async fn start(
             txn_skew_ms: config.chaos.txn_skew_ms.unwrap_or(0),
             throttle_wcu: config.chaos.throttle_wcu,
             sdk_retry: config.chaos.sdk_retry,
-        })),
+        }))
+        .with_ledger(ledger.clone()),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -159,6 +165,7 @@ pub(crate) async fn start(
         account: place.account.clone(),
         routes: http_routes,
         timeout: INTEGRATION_TIMEOUT,
+        ledger: ledger.clone(),
     });
     // WebSocket API.
     let stage = resolver
@@ -168,20 +175,23 @@ pub(crate) async fn start(
         .find(|p| p["ApiId"] == ws_api_id.1.as_str())
         .and_then(|p| p["StageName"].as_str().map(str::to_string))
         .ok_or_else(|| SimError::Template("the WebSocket API has no stage".into()))?;
-    let ws = Arc::new(WebSocketApi::new(
-        ws_api_id.1.clone(),
-        stage,
-        triggers::host(&ws_api_id.1, &place),
-        place.account.clone(),
-        place.region.clone(),
-        triggers::routes(&resolver, &ws_api_id.0, &functions)?
-            .into_iter()
-            .collect(),
-        callers.clone(),
-        config.chaos.ws_cut_ms.map(Duration::from_millis),
-        config.chaos.connect_ms.map(Duration::from_millis),
-        shutdown_rx.clone(),
-    ));
+    let ws = Arc::new(
+        WebSocketApi::new(
+            ws_api_id.1.clone(),
+            stage,
+            triggers::host(&ws_api_id.1, &place),
+            place.account.clone(),
+            place.region.clone(),
+            triggers::routes(&resolver, &ws_api_id.0, &functions)?
+                .into_iter()
+                .collect(),
+            callers.clone(),
+            config.chaos.ws_cut_ms.map(Duration::from_millis),
+            config.chaos.connect_ms.map(Duration::from_millis),
+            shutdown_rx.clone(),
+        )
+        .with_ledger(ledger.clone()),
+    );
 
     // Subscription filter, EventBridge rules, TTL.
     let (subscription, group) = triggers::subscription(&resolver, &functions, &endpoint, &config)?;
@@ -200,9 +210,7 @@ pub(crate) async fn start(
         groups: Default::default(),
         logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
         group,
-        stream_template: resolver
-            .param("StreamTemplate")
-            .unwrap_or_else(|| "task/runner/{execution_id}".into()),
+        stream_template,
         cluster: stack_name.clone(),
         runs: state.join("running-tasks"),
         place: place.clone(),
@@ -221,6 +229,7 @@ pub(crate) async fn start(
         functions: functions.list.clone(),
         policies: functions.policies.clone(),
         ws: ws.clone(),
+        ledger,
     });
 
     let mut servers = vec![gate.serve(gate_listener)];

@@ -15,6 +15,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::lambda::{Function, InvokeError, now_ms, uuid_like};
+use crate::ledger::Ledger;
 
 /// API Gateway's limit on an integration (HTTP APIs: 30 s at most; spec §3.5: 29 s).
 pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
@@ -33,6 +34,8 @@ pub struct HttpApi {
     pub account: String,
     pub routes: Vec<Route>,
     pub timeout: Duration,
+    /// Where requests are counted as AWS bills them.
+    pub ledger: Arc<Ledger>,
 }
 
 impl HttpApi {
@@ -62,14 +65,26 @@ impl HttpApi {
     }
 
     pub async fn serve(self: Arc<Self>, req: Request) -> Response {
+        let (response, request_bytes, response_bytes) = self.answer(req).await;
+        self.ledger.http_request(request_bytes, response_bytes);
+        response
+    }
+
+    /// The answer to a request, with the sizes of the request's and the answer's bodies (0
+    /// for API Gateway's own short answers).
+    async fn answer(&self, req: Request) -> (Response, usize, usize) {
         let (parts, body) = req.into_parts();
         let Ok(body) = to_bytes(body, MAX_REQUEST).await else {
-            return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            return (
+                message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+                MAX_REQUEST,
+                0,
+            );
         };
         let method = parts.method.as_str().to_string();
         let path = parts.uri.path().to_string();
         let Some((route, params)) = self.route(&method, &path) else {
-            return message(StatusCode::NOT_FOUND, "Not Found");
+            return (message(StatusCode::NOT_FOUND, "Not Found"), body.len(), 0);
         };
         let query = parts.uri.query().unwrap_or_default().to_string();
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
@@ -148,31 +163,44 @@ impl HttpApi {
             route.function.invoke(event.to_string().into_bytes()),
         )
         .await;
-        match invoked {
-            Err(_) => message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
-            Ok(Err(InvokeError::Timeout(_))) => {
-                message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
-            }
+        let (response, response_bytes) = match invoked {
+            Err(_) => (
+                message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+                0,
+            ),
+            Ok(Err(InvokeError::Timeout(_))) => (
+                message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+                0,
+            ),
             Ok(Err(e)) => {
                 eprintln!("sim: HTTP API integration failed: {e}");
-                message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                (
+                    message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+                    0,
+                )
             }
             Ok(Ok(bytes)) => map_response(&bytes),
-        }
+        };
+        (response, body.len(), response_bytes)
     }
 }
 
 /// A payload 2.0 response: `{statusCode, headers, cookies, body, isBase64Encoded}`, or any other
-/// JSON, which API Gateway returns as a 200 `application/json` body.
-fn map_response(bytes: &[u8]) -> Response {
+/// JSON, which API Gateway returns as a 200 `application/json` body. With the body's size.
+fn map_response(bytes: &[u8]) -> (Response, usize) {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        return (
+            message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+            0,
+        );
     };
     let Some(status) = v.get("statusCode").and_then(Value::as_u64) else {
-        let mut r = (StatusCode::OK, v.to_string()).into_response();
+        let text = v.to_string();
+        let size = text.len();
+        let mut r = (StatusCode::OK, text).into_response();
         r.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));
-        return r;
+        return (r, size);
     };
     let body = match v.get("body").and_then(Value::as_str) {
         Some(b) if v["isBase64Encoded"] == true => base64::engine::general_purpose::STANDARD
@@ -181,6 +209,7 @@ fn map_response(bytes: &[u8]) -> Response {
         Some(b) => b.as_bytes().to_vec(),
         None => Vec::new(),
     };
+    let size = body.len();
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
     for (k, val) in v["headers"].as_object().unwrap_or(&Map::new()) {
@@ -196,7 +225,7 @@ fn map_response(bytes: &[u8]) -> Response {
             r.headers_mut().append("set-cookie", val);
         }
     }
-    r
+    (r, size)
 }
 
 /// API Gateway's own error body.

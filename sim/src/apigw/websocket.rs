@@ -22,6 +22,7 @@ use super::http::{message, percent_decode};
 use crate::gate::{Caller, access_key};
 use crate::iam::Check;
 use crate::lambda::{Function, now_ms, uuid_like};
+use crate::ledger::Ledger;
 
 /// API Gateway's WebSocket limits.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
@@ -77,6 +78,7 @@ pub struct WebSocketApi {
     pub shutdown: watch::Receiver<bool>,
     conns: Mutex<HashMap<String, Conn>>,
     stats: Mutex<WsStats>,
+    ledger: Arc<Ledger>,
 }
 
 impl WebSocketApi {
@@ -106,7 +108,14 @@ impl WebSocketApi {
             shutdown,
             conns: Mutex::default(),
             stats: Mutex::default(),
+            ledger: Arc::default(),
         }
+    }
+
+    /// Counts messages and connection time in `ledger`.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> WebSocketApi {
+        self.ledger = ledger;
+        self
     }
 
     pub fn stats(&self) -> WsStats {
@@ -237,6 +246,7 @@ impl WebSocketApi {
             c.state = State::Open(tx);
         }
         self.count(|s| s.connections += 1);
+        self.ledger.ws_opened(&id, now);
         let api = self.clone();
         upgrade
             .max_message_size(MAX_MESSAGE_BYTES)
@@ -318,6 +328,7 @@ impl WebSocketApi {
             .expect("conns lock")
             .remove(&id)
             .map_or(0, |c| c.connected_at);
+        self.ledger.ws_closed(&id, now_ms());
         if let Some(f) = self.routes.get("$disconnect") {
             let mut ctx = self.context("$disconnect", "DISCONNECT", &id, connected_at);
             ctx["disconnectStatusCode"] = json!(code);
@@ -346,6 +357,7 @@ impl WebSocketApi {
     /// Runs the route the message selects (`$request.body.action`, else `$default`).
     fn route(self: &Arc<Self>, id: &str, body: String) {
         self.count(|s| s.messages_in += 1);
+        self.ledger.ws_message(body.len());
         let action = serde_json::from_str::<Value>(&body)
             .ok()
             .and_then(|v| v["action"].as_str().map(str::to_string));
@@ -453,6 +465,7 @@ impl WebSocketApi {
                 }
                 drop(conns);
                 self.count(|s| s.pushes += 1);
+                self.ledger.ws_message(body.len());
                 StatusCode::OK.into_response()
             }
             (&Method::GET, _) => {

@@ -8,6 +8,7 @@ pub mod runtime;
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,29 @@ pub struct FunctionStats {
     pub max_rss_mb: u64,
     /// Asynchronous events whose every attempt failed (sent to the on-failure destination).
     pub async_exhausted: u64,
+    /// Lambda's billed duration: every invocation from its environment being taken (started,
+    /// on a cold start) to its result, rounded up to the millisecond, added up.
+    pub billed_ms: u64,
+    /// The memory the function is configured with (billed with the duration).
+    pub memory_mb: u64,
+    /// Lines the function and Lambda wrote to its log (Lambda ingests them into CloudWatch
+    /// Logs): events and bytes.
+    pub log_events: u64,
+    pub log_bytes: u64,
+}
+
+/// Lines written to a function's log.
+#[derive(Default)]
+struct Logged {
+    events: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Logged {
+    fn add(&self, line: &str) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// A warm execution environment.
@@ -107,6 +131,7 @@ pub struct Function {
     stats: Mutex<FunctionStats>,
     /// Highest resident memory of any environment, MiB.
     peak_rss: Arc<Mutex<u64>>,
+    logged: Arc<Logged>,
 }
 
 impl Function {
@@ -117,12 +142,16 @@ impl Function {
             idle: Mutex::default(),
             stats: Mutex::default(),
             peak_rss: Arc::default(),
+            logged: Arc::default(),
         })
     }
 
     pub fn stats(&self) -> FunctionStats {
         let mut s = self.stats.lock().expect("stats lock").clone();
         s.max_rss_mb = *self.peak_rss.lock().expect("peak lock");
+        s.memory_mb = self.spec.memory_mb;
+        s.log_events = self.logged.events.load(Ordering::Relaxed);
+        s.log_bytes = self.logged.bytes.load(Ordering::Relaxed);
         s
     }
 
@@ -184,6 +213,7 @@ impl Function {
             let mut s = self.stats.lock().expect("stats lock");
             s.invocations += 1;
             s.max_duration_ms = s.max_duration_ms.max(took.as_millis() as u64);
+            s.billed_ms += crate::ledger::billed_ms(took);
             match &result {
                 Err(InvokeError::Timeout(_)) => s.timeouts += 1,
                 Err(_) => s.errors += 1,
@@ -292,7 +322,11 @@ impl Function {
         .into_iter()
         .flatten()
         {
-            tokio::spawn(copy_lines(out, self.spec.log_file.clone()));
+            tokio::spawn(copy_lines(
+                out,
+                self.spec.log_file.clone(),
+                self.logged.clone(),
+            ));
         }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
@@ -314,7 +348,11 @@ impl Function {
         })
     }
 
+    /// A line of Lambda's own (`START`, `REPORT`, …), counted as one log event per line.
     async fn log(&self, line: &str) {
+        for l in line.lines() {
+            self.logged.add(l);
+        }
         append(&self.spec.log_file, line).await;
     }
 }
@@ -370,9 +408,14 @@ fn rss_mb(pid: u32) -> Option<u64> {
     Some(kb / 1024)
 }
 
-async fn copy_lines(out: Box<dyn tokio::io::AsyncRead + Send + Unpin>, file: PathBuf) {
+async fn copy_lines(
+    out: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    file: PathBuf,
+    logged: Arc<Logged>,
+) {
     let mut lines = BufReader::new(out).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        logged.add(&line);
         append(&file, &line).await;
     }
 }
