@@ -31,15 +31,30 @@ pub fn naive_item_bytes(execution_id: &str, message_len: usize) -> usize {
     item::item_size(&i)
 }
 
+/// How runs are written: the store's layout (2), or the JSON of layout 1, for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    One,
+    Two,
+}
+
 /// Units a commit costs with the store's layout: the head, the run (and its parts) and the
 /// commit's idempotency records, all `Put`s in one transaction.
 pub fn commit_units(c: &Commit) -> u64 {
+    commit_units_with(c, Layout::Two)
+}
+
+/// Units a commit costs with runs in `layout`.
+pub fn commit_units_with(c: &Commit, layout: Layout) -> u64 {
     let exec = &c.head.execution_id;
     let mut units = transactional_units(item::item_size(&item::head_to_item(&c.head)));
     let Some(first) = c.events.first() else {
         return units;
     };
-    let run = item::encode_run(exec, &c.events, c.head.expires_at);
+    let run = match layout {
+        Layout::One => item::encode_run_layout1(exec, &c.events, c.head.expires_at),
+        Layout::Two => item::encode_run(exec, &c.events, c.head.expires_at),
+    };
     units += transactional_units(item::item_size(&run.item));
     for p in &run.parts {
         units += transactional_units(item::item_size(p));
@@ -53,6 +68,22 @@ pub fn commit_units(c: &Commit) -> u64 {
         units += transactional_units(item::item_size(&r));
     }
     units
+}
+
+/// Units of a commit's idempotency records alone.
+pub fn records_units(c: &Commit) -> u64 {
+    let Some(first) = c.events.first() else {
+        return 0;
+    };
+    let pairs: Vec<(&str, i64)> = c
+        .events
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.timestamp))
+        .collect();
+    item::encode_ids(&c.head.execution_id, first.index, &pairs, c.head.expires_at)
+        .iter()
+        .map(|r| transactional_units(item::item_size(r)))
+        .sum()
 }
 
 /// Wraps a store, adding up the units of successful commits and counting failed ones.

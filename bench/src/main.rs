@@ -2,6 +2,7 @@
 //! prints the tables of docs/performance.md. Not a test: numbers, not assertions.
 
 mod billing;
+mod corpus;
 mod e2e;
 
 use std::sync::Arc;
@@ -25,6 +26,9 @@ async fn main() {
     }
     if all || what == "density" {
         density().await;
+    }
+    if what == "corpora" {
+        corpora();
     }
     if all || what == "fanout" {
         fanout().await;
@@ -269,6 +273,7 @@ async fn append() {
 /// Write units per line by burst density (lines sharing one millisecond, as ECS output does),
 /// on the DynamoDB store (moto), computed from the items each commit writes.
 async fn density() {
+    corpora();
     println!("## Write units by burst density (DynamoDB store on moto)\n");
     println!(
         "Lines per millisecond of timestamps; one appender; WRU per line from the items the DynamoDB store writes (head, run and its parts, idempotency records). Target: ≤ 0.2 WRU per 100 B line and ≤ 1.2 per 1 KB line at batches of 100 or more.\n"
@@ -314,6 +319,94 @@ async fn density() {
         }
     }
     println!();
+}
+
+/// Write units per line of each corpus, for runs in layout 1 (JSON, gzipped) and layout 2
+/// (columns, derived ids not stored, deflated): the items of each commit as the DynamoDB
+/// store writes them (head, run and parts, idempotency records; 2 units per started KB in a
+/// transaction), computed without a store. Ids as the forwarder derives them; ten lines a
+/// millisecond; commits as the DynamoDB store bounds them (2,000 lines, 200 KB of text).
+fn corpora() {
+    use billing::{Layout, commit_units_with};
+    use runvoy_core::ports::Commit;
+    println!("## Write units per line by corpus and run layout (computed from the items)\n");
+    println!(
+        "Each corpus 20,000 lines, 10 a millisecond, ids as the forwarder derives them; WRU from the items of each commit (head, run and parts, idempotency records). Target: ≤ 0.03 WRU per 100 B of text at batches of 1,000 or more.\n"
+    );
+    println!(
+        "| corpus | bytes a line | batch | layout 1 WRU/line | layout 2 WRU/line | layout 2 WRU per 100 B | of which idempotency records |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    for kind in corpus::KINDS {
+        let text = corpus::lines(kind, 20_000);
+        let avg = text.iter().map(String::len).sum::<usize>() as f64 / text.len() as f64;
+        let events = runvoy_aws::identity::with_ids(
+            text.into_iter()
+                .enumerate()
+                .map(|(i, m)| (base + i as i64 / 10, m))
+                .collect(),
+        );
+        for batch in [100usize, 1_000, 10_000] {
+            let (mut one, mut two, mut records) = (0u64, 0u64, 0u64);
+            let mut head = runvoy_core::Head::new("corpus-exec-0001", base, base / 1000 + 604_800);
+            for delivered in events.chunks(batch) {
+                for commit in commits_of(delivered) {
+                    let first = head.last_index + 1;
+                    let committed: Vec<runvoy_core::LogEvent> = commit
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            runvoy_core::LogEvent::from_source(first + i as u64, e.clone())
+                        })
+                        .collect();
+                    head.last_index += committed.len() as u64;
+                    head.version += 1;
+                    let c = Commit {
+                        expected_version: Some(head.version - 1),
+                        head: head.clone(),
+                        events: committed,
+                    };
+                    one += commit_units_with(&c, Layout::One);
+                    two += commit_units_with(&c, Layout::Two);
+                    records += billing::records_units(&c);
+                }
+            }
+            let n = events.len() as f64;
+            println!(
+                "| {kind} | {avg:.0} | {batch} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                one as f64 / n,
+                two as f64 / n,
+                two as f64 / n * 100.0 / avg,
+                records as f64 / n
+            );
+        }
+    }
+    println!();
+}
+
+/// A delivered batch split as the DynamoDB store bounds a commit: 2,000 lines, 200,000 bytes
+/// of text (a larger line goes alone).
+fn commits_of(batch: &[SourceEvent]) -> Vec<&[SourceEvent]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in batch.iter().enumerate() {
+        let full = i - start == 2_000 || (i > start && bytes + e.message.len() > 200_000);
+        if full {
+            out.push(&batch[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += e.message.len();
+    }
+    if start < batch.len() {
+        out.push(&batch[start..]);
+    }
+    out
 }
 
 async fn fanout() {

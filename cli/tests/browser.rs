@@ -339,8 +339,10 @@ async fn a_websocket_cut_mid_run_loses_nothing() {
         .await
         .as_u64()
         .unwrap();
+    // Reopened after each cut, later each time (a connection cut within 10 s counts as a
+    // failed handshake: spec §7.2's handshake backoff, as the CLI's).
     assert!(
-        connects >= 3,
+        connects >= 2,
         "the connection was cut and reopened: {connects} connections"
     );
 }
@@ -400,10 +402,13 @@ async fn line_links_and_search_find_their_line() {
         WAIT,
     )
     .await;
+    // The rows are drawn on the next animation frame after the answer is shown.
     let matched = b
-        .script(
-            "return [...document.querySelectorAll('#log .line.match')].map(r => r.dataset.line)",
-            vec![],
+        .wait_for(
+            "the match drawn",
+            "const l = [...document.querySelectorAll('#log .line.match')].map(r => r.dataset.line); \
+             return l.length ? l : null",
+            WAIT,
         )
         .await;
     assert_eq!(matched, json!(["4321"]));

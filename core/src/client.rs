@@ -1,6 +1,6 @@
 //! The client algorithm of spec §7 as pure state machines: [`Follower`] (I5) decides what to
 //! print from what the WebSocket and HTTP deliver; [`pacing`] decides when to poll, back off
-//! and reconnect. The CLI and the simulation drive both.
+//! and reconnect. The CLI and the interleaving tests drive both.
 
 pub mod pacing;
 

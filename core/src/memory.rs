@@ -1,5 +1,5 @@
 //! In-memory implementations of every port: the reference store for the conformance suite, the
-//! simulation's world, and handy for handler tests. Every operation is atomic under one lock
+//! interleaving tests' world, and handy for handler tests. Every operation is atomic under one lock
 //! and may yield before and after it, so a scheduler can interleave callers at every await.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -70,7 +70,7 @@ impl MemoryStore {
         }
     }
 
-    /// Yield before and after every operation (for the simulation's scheduler).
+    /// Yield before and after every operation (for the interleaving tests' scheduler).
     pub fn with_yields(self) -> MemoryStore {
         self.yields.store(true, Ordering::Relaxed);
         self

@@ -254,7 +254,7 @@ pub trait Pusher: Send + Sync {
     async fn close(&self, connection_id: &str) -> Result<(), PushError>;
 }
 
-/// Time, waiting and randomness: injected so the simulation can control them.
+/// Time, waiting and randomness: injected so the interleaving tests can control them.
 #[async_trait]
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;

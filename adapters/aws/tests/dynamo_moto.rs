@@ -251,3 +251,64 @@ async fn a_million_lines_over_100_milliseconds_commit_once_in_order() {
         .collect();
     dense("dense-100ms", batches).await;
 }
+
+/// Runs written before layout 2 (JSON, plain and gzipped) are read beside new ones: an
+/// execution whose first lines are old items and whose next lines were committed now reads
+/// whole, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_layout_1_are_read_beside_layout_2() {
+    use runvoy_aws::dynamo::item;
+    use runvoy_core::ports::LogReader;
+    let s = store().await;
+    let (c, logs, _) = tables().await;
+    let exec = runvoy_core::testkit::fresh_id("layout1");
+    let t = recent();
+    let old: Vec<runvoy_core::LogEvent> = numbered(0, 2_000, t)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| runvoy_core::LogEvent::from_source(1 + i as u64, e))
+        .collect();
+    let mut head = Head::new(&exec, t, t / 1000 + 86_400);
+    head.last_index = old.len() as u64;
+    head.version = 2;
+    head.last_timestamp = t;
+    // Two old runs: a small one (plain JSON) and a large one (gzipped JSON).
+    for run in [&old[..3], &old[3..]] {
+        let enc = item::encode_run_layout1(&exec, run, head.expires_at);
+        assert!(enc.item.contains_key("events") || enc.item.contains_key("events_gz"));
+        c.put_item()
+            .table_name(logs)
+            .set_item(Some(enc.item))
+            .send()
+            .await
+            .unwrap();
+    }
+    c.put_item()
+        .table_name(logs)
+        .set_item(Some(item::head_to_item(&head)))
+        .send()
+        .await
+        .unwrap();
+    let appender = Appender::new(
+        s.clone(),
+        Arc::new(runvoy_core::memory::SimClock::new(t + 60_000, 1)),
+        Arc::new(MemoryMetrics::new()),
+        EngineConfig::default(),
+    );
+    appender
+        .append(&exec, numbered(2_000, 10, t + 1), None)
+        .await
+        .unwrap();
+    let read = s
+        .read_bounded(&exec, 0, 2_010, 10_000, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2_010);
+    assert!(
+        read.iter()
+            .enumerate()
+            .all(|(i, e)| e.index == 1 + i as u64)
+    );
+    assert_eq!(&read[..2_000], &old[..]);
+    assert_eq!(read[2_000].event_id, numbered(2_000, 1, t + 1)[0].event_id);
+}

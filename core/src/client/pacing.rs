@@ -2,7 +2,7 @@
 //! from them — when to poll in silence, how long to back off after a failure or a refused
 //! handshake, when a WebSocket URL is too old to use, which page to ask for ahead. Pure: the
 //! caller passes in the time that passed and a random draw, so the CLI (in real time) and the
-//! simulation (in virtual time, [`Schedule::scaled`]) make the same decisions.
+//! interleaving tests (in virtual time, [`Schedule::scaled`]) make the same decisions.
 //! `web/assets/follow.js` holds the same numbers; `web/tests/follow_schedule.rs` pins them.
 
 use std::time::Duration;
@@ -69,7 +69,7 @@ impl Schedule {
         look_every: Duration::from_secs(2),
     };
 
-    /// Every wait divided by `divisor`: the same decisions, sooner (a simulation in virtual
+    /// Every wait divided by `divisor`: the same decisions, sooner (tests in virtual
     /// time).
     pub fn scaled(self, divisor: u32) -> Schedule {
         let d = divisor.max(1);

@@ -290,69 +290,116 @@ pub fn decode_ids(item: &Item) -> Result<Vec<String>, StoreError> {
         .collect())
 }
 
-/// A run: the consecutive lines of one commit in one item keyed by the first index, as a
-/// JSON array of `[event_id, timestamp, message]`, gzipped when that is smaller; compressed
-/// bytes that do not fit continue in part items.
+/// The first byte of a run's `rows` attribute: the layout of spec §5.2 (layout 1 is the JSON
+/// of `events` / `events_gz`, still read).
+const ROWS_LAYOUT: u8 = 2;
+/// The second byte: how the columns that follow are compressed.
+const CODEC_STORED: u8 = 0;
+const CODEC_DEFLATE: u8 = 1;
+/// Columns smaller than this are stored as they are (compression would not pay).
+const COMPRESS_ABOVE: usize = 512;
+
+/// A run: the consecutive lines of one commit in one item keyed by the first index, in the
+/// `rows` attribute: `[2][codec][columns]`, the columns raw-deflated (level 6) when that is
+/// smaller. Columns: the count; the timestamps as zigzag varint deltas (the first from 0); one
+/// id tag each (even `2k`: the id is the one the forwarder derives, `{ts}-{k}-{digest}`, and is
+/// derived again on reading; odd `2n+1`: a literal id of `n` bytes follows); the messages'
+/// byte lengths; the messages. Compressed bytes that do not fit continue in part items.
 pub fn encode_run(execution_id: &str, events: &[LogEvent], expires_at: i64) -> Encoded {
-    let first = events.first().map_or(1, |e| e.index);
-    let last = events.last().map_or(first, |e| e.index);
+    let columns = rows_columns(events);
+    let (codec, body) = if columns.len() > COMPRESS_ABOVE {
+        let deflated = deflate(&columns);
+        if deflated.len() < columns.len() {
+            (CODEC_DEFLATE, deflated)
+        } else {
+            (CODEC_STORED, columns)
+        }
+    } else {
+        (CODEC_STORED, columns)
+    };
+    let mut bytes = Vec::with_capacity(body.len() + 2);
+    bytes.push(ROWS_LAYOUT);
+    bytes.push(codec);
+    bytes.extend_from_slice(&body);
+    split_into_parts(execution_id, events, expires_at, "rows", bytes)
+}
+
+/// Layout 1, as runs were written before layout 2 (and are still read): a JSON array of
+/// `[event_id, timestamp, message]`, gzipped (fastest level) when that is smaller. Kept to test
+/// that old items stay readable, and to measure one layout beside the other.
+pub fn encode_run_layout1(execution_id: &str, events: &[LogEvent], expires_at: i64) -> Encoded {
     let rows: Vec<(&str, i64, &str)> = events
         .iter()
         .map(|e| (e.event_id.as_str(), e.timestamp, e.message.as_str()))
         .collect();
     let json = serde_json::to_string(&rows).expect("rows serialize");
+    let gz = (json.len() > 1024).then(|| gzip(json.as_bytes()));
+    match gz {
+        Some(gz) if gz.len() < json.len() || json.len() > INLINE_MAX => {
+            split_into_parts(execution_id, events, expires_at, "events_gz", gz)
+        }
+        _ => {
+            let mut e = split_into_parts(execution_id, events, expires_at, "events_gz", Vec::new());
+            e.item.remove("events_gz");
+            e.item.insert("events".into(), s(json));
+            e
+        }
+    }
+}
+
+/// The run item with `bytes` in attribute `attr`, the bytes past [`PART_BYTES`] in part items.
+fn split_into_parts(
+    execution_id: &str,
+    events: &[LogEvent],
+    expires_at: i64,
+    attr: &str,
+    bytes: Vec<u8>,
+) -> Encoded {
+    let first = events.first().map_or(1, |e| e.index);
+    let last = events.last().map_or(first, |e| e.index);
     let mut item = Item::new();
     item.insert("execution_id".into(), s(execution_id));
     item.insert("log_index".into(), n(first));
     item.insert("last".into(), n(last));
     item.insert("expires_at".into(), n(expires_at));
-    let mut parts = Vec::new();
-    let gz = if json.len() > 1024 {
-        Some(gzip(json.as_bytes()))
-    } else {
-        None
-    };
-    match gz {
-        Some(gz) if gz.len() < json.len() || json.len() > INLINE_MAX => {
-            let mut chunks = gz.chunks(PART_BYTES);
-            let head = chunks.next().unwrap_or_default();
-            item.insert("events_gz".into(), AttributeValue::B(Blob::new(head)));
-            let rest: Vec<&[u8]> = chunks.collect();
-            if !rest.is_empty() {
-                item.insert("parts".into(), n(rest.len() + 1));
-            }
-            for (i, chunk) in rest.iter().enumerate() {
-                let mut p = Item::new();
-                p.insert("execution_id".into(), s(part_key(execution_id, first)));
-                p.insert("log_index".into(), n(i + 1));
-                p.insert("data".into(), AttributeValue::B(Blob::new(*chunk)));
-                p.insert("expires_at".into(), n(expires_at));
-                parts.push(p);
-            }
-        }
-        _ => {
-            item.insert("events".into(), s(json));
-        }
+    let mut chunks = bytes.chunks(PART_BYTES);
+    let head = chunks.next().unwrap_or_default();
+    item.insert(attr.into(), AttributeValue::B(Blob::new(head)));
+    let rest: Vec<&[u8]> = chunks.collect();
+    if !rest.is_empty() {
+        item.insert("parts".into(), n(rest.len() + 1));
     }
+    let parts = rest
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut p = Item::new();
+            p.insert("execution_id".into(), s(part_key(execution_id, first)));
+            p.insert("log_index".into(), n(i + 1));
+            p.insert("data".into(), AttributeValue::B(Blob::new(*chunk)));
+            p.insert("expires_at".into(), n(expires_at));
+            p
+        })
+        .collect();
     Encoded { item, parts }
 }
 
-/// Decodes a run item (with its part items' data, in order).
+/// Decodes a run item (with its part items' data, in order), of either layout.
 pub fn decode_run(item: &Item, parts: &[Vec<u8>]) -> Result<Vec<LogEvent>, StoreError> {
     let first: u64 = get_n(item, "log_index")?;
-    let json = match (item.get("events"), item.get("events_gz")) {
-        (Some(AttributeValue::S(j)), _) => j.clone(),
-        (_, Some(AttributeValue::B(b))) => {
-            let mut gz = b.as_ref().to_vec();
-            for p in parts {
-                gz.extend_from_slice(p);
-            }
-            gunzip(&gz)?
+    let joined = |b: &Blob| {
+        let mut all = b.as_ref().to_vec();
+        for p in parts {
+            all.extend_from_slice(p);
         }
-        _ => return Err(bad("events")),
+        all
     };
-    let rows: Vec<(String, i64, String)> =
-        serde_json::from_str(&json).map_err(|e| bad(&format!("events ({e})")))?;
+    let rows = match (item.get("rows"), item.get("events"), item.get("events_gz")) {
+        (Some(AttributeValue::B(b)), _, _) => decode_rows(&joined(b))?,
+        (_, Some(AttributeValue::S(j)), _) => layout1_rows(j)?,
+        (_, _, Some(AttributeValue::B(b))) => layout1_rows(&gunzip(&joined(b))?)?,
+        _ => return Err(bad("rows")),
+    };
     Ok(rows
         .into_iter()
         .enumerate()
@@ -363,6 +410,169 @@ pub fn decode_run(item: &Item, parts: &[Vec<u8>]) -> Result<Vec<LogEvent>, Store
             message,
         })
         .collect())
+}
+
+type Row = (String, i64, String);
+
+fn layout1_rows(json: &str) -> Result<Vec<Row>, StoreError> {
+    serde_json::from_str(json).map_err(|e| bad(&format!("events ({e})")))
+}
+
+/// The ordinal `k` when `id` is `{timestamp}-{k}-{digest(message)}`, the id the forwarder
+/// derives (so it need not be stored).
+fn derived_ordinal(id: &str, timestamp: i64, message: &str) -> Option<u64> {
+    let mut it = id.splitn(3, '-');
+    let (ts, k, digest) = (it.next()?, it.next()?, it.next()?);
+    // A negative timestamp would split at its sign: such ids are stored as written.
+    if ts.parse::<i64>().ok()? != timestamp || digest.len() != 32 {
+        return None;
+    }
+    let ordinal: u64 = k.parse().ok()?;
+    // `01` is not `1`: only the canonical form is derived again.
+    (ordinal.to_string() == k && digest == crate::identity::digest(message)).then_some(ordinal)
+}
+
+fn rows_columns(events: &[LogEvent]) -> Vec<u8> {
+    let text: usize = events.iter().map(|e| e.message.len()).sum();
+    let mut out = Vec::with_capacity(text + events.len() * 6 + 8);
+    put_varint(&mut out, events.len() as u64);
+    let mut prev = 0i64;
+    for e in events {
+        put_varint(&mut out, zigzag(e.timestamp.wrapping_sub(prev)));
+        prev = e.timestamp;
+    }
+    for e in events {
+        match derived_ordinal(&e.event_id, e.timestamp, &e.message) {
+            Some(k) => put_varint(&mut out, 2 * k),
+            None => {
+                put_varint(&mut out, 2 * e.event_id.len() as u64 + 1);
+                out.extend_from_slice(e.event_id.as_bytes());
+            }
+        }
+    }
+    for e in events {
+        put_varint(&mut out, e.message.len() as u64);
+    }
+    for e in events {
+        out.extend_from_slice(e.message.as_bytes());
+    }
+    out
+}
+
+fn decode_rows(bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
+    let inflated;
+    let columns = match bytes {
+        [ROWS_LAYOUT, CODEC_STORED, rest @ ..] => rest,
+        [ROWS_LAYOUT, CODEC_DEFLATE, rest @ ..] => {
+            inflated = inflate(rest)?;
+            &inflated[..]
+        }
+        [layout, codec, ..] => {
+            return Err(bad(&format!(
+                "rows (layout {layout}, codec {codec}: written by a newer version)"
+            )));
+        }
+        _ => return Err(bad("rows (empty)")),
+    };
+    let mut at = 0;
+    let count = get_varint(columns, &mut at)? as usize;
+    // Every row takes at least three bytes of columns: a count beyond that is corrupt.
+    if count > columns.len() {
+        return Err(bad("rows (count)"));
+    }
+    let mut timestamps = Vec::with_capacity(count);
+    let mut prev = 0i64;
+    for _ in 0..count {
+        prev = prev.wrapping_add(unzigzag(get_varint(columns, &mut at)?));
+        timestamps.push(prev);
+    }
+    enum Id {
+        Derived(u64),
+        Literal(String),
+    }
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let tag = get_varint(columns, &mut at)?;
+        if tag % 2 == 0 {
+            ids.push(Id::Derived(tag / 2));
+        } else {
+            let len = (tag / 2) as usize;
+            let raw = take(columns, &mut at, len)?;
+            let id = std::str::from_utf8(raw).map_err(|_| bad("rows (id)"))?;
+            ids.push(Id::Literal(id.to_string()));
+        }
+    }
+    let mut lengths = Vec::with_capacity(count);
+    for _ in 0..count {
+        lengths.push(get_varint(columns, &mut at)? as usize);
+    }
+    let mut rows = Vec::with_capacity(count);
+    for ((timestamp, id), len) in timestamps.into_iter().zip(ids).zip(lengths) {
+        let raw = take(columns, &mut at, len)?;
+        let message = std::str::from_utf8(raw)
+            .map_err(|_| bad("rows (message)"))?
+            .to_string();
+        let event_id = match id {
+            Id::Derived(k) => format!("{timestamp}-{k}-{}", crate::identity::digest(&message)),
+            Id::Literal(id) => id,
+        };
+        rows.push((event_id, timestamp, message));
+    }
+    if at != columns.len() {
+        return Err(bad("rows (trailing bytes)"));
+    }
+    Ok(rows)
+}
+
+fn take<'a>(data: &'a [u8], at: &mut usize, len: usize) -> Result<&'a [u8], StoreError> {
+    let end = at.checked_add(len).filter(|&e| e <= data.len());
+    let end = end.ok_or_else(|| bad("rows (truncated)"))?;
+    let out = &data[*at..end];
+    *at = end;
+    Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        out.push((x as u8) | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
+
+fn get_varint(data: &[u8], at: &mut usize) -> Result<u64, StoreError> {
+    let mut x = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*at).ok_or_else(|| bad("rows (truncated)"))?;
+        *at += 1;
+        x |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(x);
+        }
+    }
+    Err(bad("rows (varint)"))
+}
+
+fn zigzag(x: i64) -> u64 {
+    ((x << 1) ^ (x >> 63)) as u64
+}
+
+fn unzigzag(x: u64) -> i64 {
+    ((x >> 1) as i64) ^ -((x & 1) as i64)
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(data).expect("writing to memory cannot fail");
+    enc.finish().expect("writing to memory cannot fail")
+}
+
+fn inflate(data: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(data)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(&format!("compressed rows ({e})")))?;
+    Ok(out)
 }
 
 /// How many extra part items the item says it has (0 when it holds everything).
@@ -452,6 +662,145 @@ mod tests {
                 .collect();
             assert_eq!(decode_run(&enc.item, &parts).unwrap(), events);
         }
+    }
+
+    fn part_data(enc: &Encoded) -> Vec<Vec<u8>> {
+        enc.parts
+            .iter()
+            .map(|p| match &p["data"] {
+                AttributeValue::B(b) => b.as_ref().to_vec(),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    fn forwarded(lines: &[(i64, &str)]) -> Vec<LogEvent> {
+        crate::identity::with_ids(lines.iter().map(|(t, m)| (*t, m.to_string())).collect())
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| LogEvent::from_source(10 + i as u64, e))
+            .collect()
+    }
+
+    /// The ids the forwarder derives are not stored: the run holds little more than the text.
+    #[test]
+    fn derived_ids_are_derived_again_not_stored() {
+        let lines: Vec<(i64, String)> = (0..1_000)
+            .map(|i| {
+                (
+                    1_765_000_000_000 + i / 10,
+                    format!("   Compiling crate-{} v1.0.0", i % 4),
+                )
+            })
+            .collect();
+        let refs: Vec<(i64, &str)> = lines.iter().map(|(t, m)| (*t, m.as_str())).collect();
+        let events = forwarded(&refs);
+        assert!(
+            events.iter().filter(|e| e.event_id.contains("-1-")).count() > 0,
+            "some ordinals above 0"
+        );
+        let enc = encode_run("ex", &events, 9);
+        assert!(matches!(enc.item.get("rows"), Some(AttributeValue::B(_))));
+        assert_eq!(decode_run(&enc.item, &[]).unwrap(), events);
+        let old = encode_run_layout1("ex", &events, 9);
+        assert!(
+            item_size(&enc.item) * 4 < item_size(&old.item),
+            "layout 2: {} bytes, layout 1: {} bytes",
+            item_size(&enc.item),
+            item_size(&old.item)
+        );
+    }
+
+    /// Items written before layout 2 stay readable: plain JSON, gzipped JSON, and gzipped JSON
+    /// continued in parts.
+    #[test]
+    fn layout_1_runs_are_still_read() {
+        let plain: Item = [
+            ("execution_id", s("ex")),
+            ("log_index", n(4)),
+            ("last", n(5)),
+            ("expires_at", n(9)),
+            ("events", s(r#"[["a",1,"x"],["b",2,"é\n"]]"#)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let back = decode_run(&plain, &[]).unwrap();
+        assert_eq!(
+            back.iter()
+                .map(|e| (
+                    e.index,
+                    e.event_id.as_str(),
+                    e.timestamp,
+                    e.message.as_str()
+                ))
+                .collect::<Vec<_>>(),
+            vec![(4, "a", 1, "x"), (5, "b", 2, "é\n")]
+        );
+        let big: Vec<LogEvent> = (0..3)
+            .map(|i| LogEvent {
+                index: 1 + i,
+                event_id: format!("id{i}"),
+                timestamp: 5,
+                message: (0..400_000u32)
+                    .map(|j| char::from(b'a' + ((j * 7919 + i as u32) % 26) as u8))
+                    .collect(),
+            })
+            .collect();
+        for events in [forwarded(&[(1, "a"), (2, "b")]), big] {
+            let old = encode_run_layout1("ex", &events, 9);
+            assert!(old.item.contains_key("events") || old.item.contains_key("events_gz"));
+            assert_eq!(decode_run(&old.item, &part_data(&old)).unwrap(), events);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Any ids (derived, look-alikes, literal), timestamps and text round-trip.
+        #[test]
+        fn any_run_round_trips(rows in proptest::collection::vec(
+            (0u8..4, -3i64..3, any_text(), 0u32..3),
+            1..40,
+        )) {
+            let mut ts = 1_765_000_000_000i64;
+            let events: Vec<LogEvent> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, step, message, k))| {
+                    ts += step;
+                    let digest = crate::identity::digest(message);
+                    let event_id = match kind {
+                        0 => format!("{ts}-{k}-{digest}"),
+                        1 => format!("{ts}-0{k}-{digest}"),
+                        2 => format!("{}-{k}-{digest}", ts + 1),
+                        _ => format!("literal-{i}-{message}"),
+                    };
+                    LogEvent { index: 1 + i as u64, event_id, timestamp: ts, message: message.clone() }
+                })
+                .collect();
+            let enc = encode_run("ex", &events, 9);
+            proptest::prop_assert_eq!(decode_run(&enc.item, &part_data(&enc)).unwrap(), events);
+        }
+
+        /// Corrupt bytes are an error, never a panic.
+        #[test]
+        fn corrupt_rows_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut item: Item = [("log_index".to_string(), n(1))].into_iter().collect();
+            let mut with_header = vec![ROWS_LAYOUT, CODEC_STORED];
+            with_header.extend_from_slice(&bytes);
+            for b in [bytes.clone(), with_header] {
+                item.insert("rows".into(), AttributeValue::B(Blob::new(b)));
+                let _ = decode_run(&item, &[]);
+            }
+        }
+    }
+
+    fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prelude::prop_oneof![
+            proptest::string::string_regex("[a-z0-9 -]{0,30}").unwrap(),
+            proptest::prelude::any::<String>(),
+        ]
     }
 
     #[test]

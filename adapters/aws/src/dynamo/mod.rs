@@ -2,8 +2,9 @@
 //!
 //! Table `{project}-execution-logs` (`execution_id` S, `log_index` N, TTL `expires_at`):
 //! - the head at `log_index = 0`;
-//! - one run item per commit at its first index, holding the commit's lines (gzipped when
-//!   smaller); compressed bytes that do not fit continue in part items under `"{id}#part#{index}"`;
+//! - one run item per commit at its first index, holding the commit's lines in layout 2 (see
+//!   [`item::encode_run`]; layout 1 is still read); bytes that do not fit continue in part
+//!   items under `"{id}#part#{index}"`;
 //! - immutable idempotency records under `"{id}#ids#{minute}"` (sort key: the record's latest
 //!   millisecond in that minute, then the commit's first index), written in the transaction
 //!   that assigns the indexes and named by the head (see `logs.rs` for why).

@@ -1,6 +1,7 @@
-//! Deterministic simulation of spec §3.2–3.4: concurrent forwarders interleaved at every await point,
-//! duplicated / reordered / dropped subscription batches, lazy population racing the forwarders,
-//! reconciliation, completion, and clients that connect late, lose pushes and reconnect.
+//! Deterministic interleavings of spec §3.2–3.4 (not to be confused with the sim, which emulates
+//! AWS): concurrent forwarders interleaved at every await point, duplicated / reordered /
+//! dropped subscription batches, lazy population racing the forwarders, reconciliation,
+//! completion, and clients that connect late, lose pushes and reconnect.
 //! Every schedule checks I1–I6. Scenarios come from proptest, so a failure shrinks to a small
 //! case whose `seed` reproduces it exactly.
 
@@ -693,7 +694,7 @@ fn futures_block<F: Future>(f: F) -> F::Output {
 }
 
 fn cases() -> u32 {
-    std::env::var("SIM_CASES")
+    std::env::var("INTERLEAVING_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000)
@@ -729,7 +730,7 @@ fn finds_violation(brk: Break) -> Option<String> {
 }
 
 #[test]
-fn simulation_catches_a_missing_idempotency_check() {
+fn interleavings_catch_a_missing_idempotency_check() {
     let found = finds_violation(Break::Idempotency);
     assert!(
         found.is_some(),
@@ -739,7 +740,7 @@ fn simulation_catches_a_missing_idempotency_check() {
 }
 
 #[test]
-fn simulation_catches_a_missing_version_condition() {
+fn interleavings_catch_a_missing_version_condition() {
     let found = finds_violation(Break::VersionCheck);
     assert!(
         found.is_some(),
