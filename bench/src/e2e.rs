@@ -10,7 +10,7 @@ use runvoy_core::function::Function;
 use runvoy_local::{LocalConfig, LocalStack};
 use serde_json::{Value, json};
 
-fn bin(name: &str) -> String {
+pub(crate) fn bin(name: &str) -> String {
     std::env::var(format!("RUNVOY_BENCH_{}", name.to_uppercase())).unwrap_or_else(|_| {
         // The functions as deployed (profile `lambda`); the CLI as users build it.
         let profile = if name == "runvoy" {

@@ -1,9 +1,12 @@
-//! `cargo run --release -p runvoy-bench -- [append|density|fanout|framing|client|latency|functions|web|all]`:
+//! `cargo run --release -p runvoy-bench -- [append|density|fanout|framing|client|latency|functions|web|cost|all]`:
 //! prints the tables of docs/performance.md. Not a test: numbers, not assertions.
 
 mod billing;
 mod corpus;
+mod cost;
 mod e2e;
+mod prices;
+mod sim;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +50,9 @@ async fn main() {
     }
     if all || what == "web" {
         e2e::web().await;
+    }
+    if all || what == "cost" {
+        cost::cost().await;
     }
 }
 
