@@ -1,10 +1,12 @@
 //! `cargo run --release -p runvoy-bench -- [append|density|fanout|framing|client|latency|functions|web|cost|all]`:
 //! prints the tables of docs/performance.md. Not a test: numbers, not assertions.
+//! `latency --env sim` measures the latency on the sim instead of the local stack.
 
 mod billing;
 mod corpus;
 mod cost;
 mod e2e;
+mod latency_sim;
 mod prices;
 mod sim;
 
@@ -24,6 +26,9 @@ use runvoy_runtime::SystemClock;
 async fn main() {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     let all = what == "all";
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let on_sim = args.windows(2).any(|w| w[0] == "--env" && w[1] == "sim")
+        || args.iter().any(|a| a == "--env=sim");
     if all || what == "append" {
         append().await;
     }
@@ -42,8 +47,11 @@ async fn main() {
     if all || what == "client" {
         e2e::client().await;
     }
-    if all || what == "latency" {
+    if all || (what == "latency" && !on_sim) {
         e2e::latency().await;
+    }
+    if all || (what == "latency" && on_sim) {
+        latency_sim::latency().await;
     }
     if all || what == "functions" {
         e2e::functions().await;

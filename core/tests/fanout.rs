@@ -289,3 +289,106 @@ async fn a_connection_is_closed_when_its_token_expires() {
     assert!(e.fanout.connections().get("c10").await.unwrap().is_none());
     assert_eq!(e.metrics.get(Metric::ConnectionsExpired), 1);
 }
+
+/// A pusher that takes a few scheduler turns per push and counts the pushes in flight.
+struct SlowPusher {
+    inner: runvoy_core::memory::RecordingPusher,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl runvoy_core::ports::Pusher for SlowPusher {
+    async fn push(
+        &self,
+        connection_id: &str,
+        text: &str,
+    ) -> Result<(), runvoy_core::ports::PushError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        for _ in 0..5 {
+            runvoy_core::memory::YieldNow::default().await;
+        }
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.inner.push(connection_id, text).await
+    }
+
+    async fn close(&self, connection_id: &str) -> Result<(), runvoy_core::ports::PushError> {
+        self.inner.close(connection_id).await
+    }
+}
+
+#[tokio::test]
+async fn fan_out_serves_connections_side_by_side_and_reaches_every_one() {
+    use runvoy_core::memory::{MemoryConnections, MemoryMetrics, MemoryStore, SimClock};
+    use runvoy_core::ports::{ConnectionStore, LogStore};
+    use runvoy_core::services::{Appender, EngineConfig, FANOUT_CONCURRENCY, FanOut};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let connections = Arc::new(MemoryConnections::new());
+    let pusher = Arc::new(SlowPusher {
+        inner: runvoy_core::memory::RecordingPusher::new(),
+        in_flight: Default::default(),
+        most: Default::default(),
+    });
+    let fanout = FanOut::new(
+        store.clone(),
+        connections.clone(),
+        pusher.clone(),
+        metrics.clone(),
+        clock.clone(),
+    );
+    let followers = 3 * FANOUT_CONCURRENCY;
+    for i in 0..followers {
+        connections
+            .put(runvoy_core::Connection {
+                connection_id: format!("c{i}"),
+                execution_id: "ex".into(),
+                cursor: 0,
+                connected_at: clock.now_ms(),
+                expires_at: clock.now_ms() / 1000 + 600,
+                resumed_at: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let events = (0..3)
+        .map(|i| SourceEvent {
+            event_id: format!("e{i}"),
+            timestamp: clock.now_ms() - 1_000 + i,
+            message: format!("line {i}"),
+        })
+        .collect();
+    let out = appender.append("ex", events, None).await.unwrap();
+    fanout
+        .notify(out.head.as_ref().unwrap(), &out.committed)
+        .await
+        .unwrap();
+
+    let most = pusher.most.load(SeqCst);
+    assert!(
+        most > 1 && most <= FANOUT_CONCURRENCY,
+        "{most} pushes in flight at most; expected 2..={FANOUT_CONCURRENCY}"
+    );
+    for i in 0..followers {
+        let msgs = pusher.inner.take(&format!("c{i}"));
+        let mut f = Follower::new(0);
+        for m in &msgs {
+            if let ServerMessage::Logs { events, .. } = serde_json::from_str(m).unwrap() {
+                assert!(!f.accept(events).gap);
+            }
+        }
+        assert_eq!(f.last(), 3, "connection c{i} got every line");
+    }
+}

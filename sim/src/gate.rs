@@ -20,6 +20,7 @@ use crate::iam::{self, Check, Policy};
 use crate::ledger::Ledger;
 use crate::template::Place;
 use crate::timing::{DynamoTiming, Verdict};
+use crate::trace::{Trace, now_us};
 
 /// Largest request body forwarded (DynamoDB's limit is 16 MB per batch).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -97,6 +98,7 @@ pub struct Gate {
     /// DynamoDB's timing (`--chaos txn-skew-ms, throttle-wcu, sdk-retry`), when any is played.
     timing: Option<Arc<DynamoTiming>>,
     ledger: Arc<Ledger>,
+    trace: Arc<Trace>,
 }
 
 impl Gate {
@@ -115,12 +117,19 @@ impl Gate {
             stats: Mutex::default(),
             timing: None,
             ledger: Arc::default(),
+            trace: Arc::new(Trace::new("")),
         }
     }
 
     /// Counts what the functions' DynamoDB calls are billed in `ledger`.
     pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Gate {
         self.ledger = ledger;
+        self
+    }
+
+    /// Tells `trace` about the functions' calls to moto.
+    pub fn with_trace(mut self, trace: Arc<Trace>) -> Gate {
+        self.trace = trace;
         self
     }
 
@@ -219,16 +228,18 @@ impl Gate {
         req: &axum::http::request::Parts,
         body: axum::body::Bytes,
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, axum::body::Bytes), String> {
-        let start = Instant::now();
+        let start = now_us();
         let r = self
             .send(req.method.clone(), &req.uri, &req.headers, body)
             .await;
+        let end = now_us();
         {
             let mut stats = self.stats.lock().expect("stats lock");
             let t = stats.moto.entry(who.function.clone()).or_default();
             t.calls += 1;
-            t.ms += start.elapsed().as_secs_f64() * 1000.0;
+            t.ms += (end - start) as f64 / 1000.0;
         }
+        self.trace.moto_call(&who.function, &who.action, start, end);
         r
     }
 

@@ -19,6 +19,7 @@ mod producer;
 pub mod subscription;
 pub mod template;
 pub mod timing;
+pub mod trace;
 mod triggers;
 pub mod ttl;
 mod wiring;
@@ -157,6 +158,8 @@ pub(crate) struct Shared {
     pub groups: runvoy_local::runner::ProcessGroups,
     /// What the traffic is billed on AWS.
     pub ledger: Arc<ledger::Ledger>,
+    /// The delivery trace (off until asked for).
+    pub trace: Arc<trace::Trace>,
 }
 
 impl Shared {

@@ -36,6 +36,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/local/v1/sim/ttl-sweep", post(ttl_sweep))
         .route("/local/v1/sim/schedule", post(fire_schedule))
         .route("/local/v1/sim/stats", get(stats))
+        .route(
+            "/local/v1/sim/deliveries",
+            get(deliveries).post(trace_deliveries),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(shared)
 }
@@ -406,6 +410,56 @@ async fn fire_schedule(
     }
     .await;
     result.unwrap_or_else(error)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TraceRequest {
+    /// Lines, pushes and moto calls kept at most.
+    max_records: Option<usize>,
+}
+
+/// Starts the delivery trace (again, forgetting what it kept).
+async fn trace_deliveries(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        authorize(&shared, &headers)?;
+        let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let req: TraceRequest = if bytes.is_empty() {
+            TraceRequest::default()
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body must be JSON like {{\"max_records\": 1000000}}: {e}"
+                ))
+            })?
+        };
+        let max = req.max_records.unwrap_or(crate::trace::DEFAULT_MAX_RECORDS);
+        shared.trace.start(max);
+        Ok::<_, ApiError>(respond(200, json!({"on": true, "max_records": max})))
+    }
+    .await;
+    result.unwrap_or_else(error)
+}
+
+/// One execution's traced deliveries and pushes.
+async fn deliveries(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(e) = authorize(&shared, &headers) {
+        return error(e);
+    }
+    let Some(execution) = query.get("execution") else {
+        return error(ApiError::bad_request(
+            "name the execution: /local/v1/sim/deliveries?execution=ID",
+        ));
+    };
+    respond(200, shared.trace.report(execution))
 }
 
 async fn stats(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

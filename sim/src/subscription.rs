@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::lambda::{AsyncConfig, Function};
+use crate::trace::{DeliveryId, Trace};
 
 /// CloudWatch's batch limits for a subscription delivery.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
@@ -43,7 +44,12 @@ pub struct Filter {
     pub destination: Arc<Function>,
     pub config: AsyncConfig,
     pub chaos: Chaos,
+    /// Told about in-order deliveries when it is on.
+    pub trace: Arc<Trace>,
 }
+
+/// Where one stream's payloads go to be delivered in order, traced or not.
+type Batches = mpsc::UnboundedSender<(Vec<u8>, Option<DeliveryId>)>;
 
 /// A running subscription filter.
 pub struct Subscription {
@@ -73,7 +79,7 @@ impl Subscription {
 async fn run(filter: Arc<Filter>, poke: Arc<Notify>) {
     let http = reqwest::Client::new();
     let mut after: u64 = 0;
-    let mut streams: HashMap<String, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut streams: HashMap<String, Batches> = HashMap::new();
     let control = payload(
         &filter,
         "CONTROL_MESSAGE",
@@ -118,13 +124,24 @@ async fn run(filter: Arc<Filter>, poke: Arc<Notify>) {
                         continue;
                     }
                     let stream = batch[0].stream.clone();
+                    let traced = if filter.trace.is_on() {
+                        let events: Vec<(i64, &str)> = batch
+                            .iter()
+                            .map(|e| (e.timestamp, e.message.as_str()))
+                            .collect();
+                        filter
+                            .trace
+                            .delivery(&stream, &filter.destination.spec.name, &events)
+                    } else {
+                        None
+                    };
                     let tx = streams
                         .entry(stream)
                         .or_insert_with(|| in_order(filter.clone()));
                     if roll(filter.chaos.dup) {
-                        let _ = tx.send(body.clone());
+                        let _ = tx.send((body.clone(), None));
                     }
-                    let _ = tx.send(body);
+                    let _ = tx.send((body, traced));
                 } else {
                     chaotic(&filter, body, &mut held);
                 }
@@ -134,11 +151,12 @@ async fn run(filter: Arc<Filter>, poke: Arc<Notify>) {
 }
 
 /// Delivers one stream's batches one after another; a failed one is retried in the background
-/// while later ones go on (so it arrives late, as on AWS).
-fn in_order(filter: Arc<Filter>) -> mpsc::UnboundedSender<Vec<u8>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+/// while later ones go on (so it arrives late, as on AWS). Tells the trace when a traced one is
+/// invoked, started and ended.
+fn in_order(filter: Arc<Filter>) -> Batches {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, Option<DeliveryId>)>();
     tokio::spawn(async move {
-        while let Some(body) = rx.recv().await {
+        while let Some((body, traced)) = rx.recv().await {
             let f = filter.destination.clone();
             let dup = filter.config.duplicate;
             if dup > 0.0 && rand::random::<f64>() < dup {
@@ -148,7 +166,13 @@ fn in_order(filter: Arc<Filter>) -> mpsc::UnboundedSender<Vec<u8>> {
                 };
                 tokio::spawn(f.clone().invoke_async(body.clone(), config));
             }
-            if let Err(e) = f.invoke(body.clone()).await {
+            filter.trace.invoked(traced);
+            let trace = &filter.trace;
+            let result = f
+                .invoke_observed(body.clone(), || trace.started(traced))
+                .await;
+            filter.trace.ended(traced);
+            if let Err(e) = result {
                 tokio::spawn(f.retry_async(body, filter.config.clone(), e));
             }
         }

@@ -22,6 +22,7 @@ pub(crate) fn subscription(
     functions: &Functions,
     endpoint: &str,
     config: &SimConfig,
+    trace: Arc<crate::trace::Trace>,
 ) -> Result<(Subscription, String), SimError> {
     let place = &resolver.place;
     let mut subscription = None;
@@ -63,6 +64,7 @@ pub(crate) fn subscription(
             config: async_config(resolver, &dest, &functions.roles, endpoint, config)?,
             destination: dest,
             chaos: config.chaos.clone(),
+            trace: trace.clone(),
         }));
         group = Some(g);
     }

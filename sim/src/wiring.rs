@@ -17,6 +17,7 @@ use crate::gate::{self, Gate};
 use crate::ledger::{self, Ledger};
 use crate::template::{Place, Resolver, Template};
 use crate::timing::{DynamoChaos, DynamoTiming};
+use crate::trace::Trace;
 use crate::ttl::Sweeper;
 use crate::{
     Deployer, Deployment, Shared, SimConfig, SimError, SimStack, functions, moto, package,
@@ -138,6 +139,7 @@ pub(crate) async fn start(
         .param("StreamTemplate")
         .unwrap_or_else(|| "task/runner/{execution_id}".into());
     let ledger = Arc::new(Ledger::new(ledger::key_schemas(&resolver)?));
+    let trace = Arc::new(Trace::new(&stream_template));
     let gate = Arc::new(
         Gate::new(
             endpoint.clone(),
@@ -150,7 +152,8 @@ pub(crate) async fn start(
             throttle_wcu: config.chaos.throttle_wcu,
             sdk_retry: config.chaos.sdk_retry,
         }))
-        .with_ledger(ledger.clone()),
+        .with_ledger(ledger.clone())
+        .with_trace(trace.clone()),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -190,11 +193,13 @@ pub(crate) async fn start(
             config.chaos.connect_ms.map(Duration::from_millis),
             shutdown_rx.clone(),
         )
-        .with_ledger(ledger.clone()),
+        .with_ledger(ledger.clone())
+        .with_trace(trace.clone()),
     );
 
     // Subscription filter, EventBridge rules, TTL.
-    let (subscription, group) = triggers::subscription(&resolver, &functions, &endpoint, &config)?;
+    let (subscription, group) =
+        triggers::subscription(&resolver, &functions, &endpoint, &config, trace.clone())?;
     let rules = triggers::rules(&resolver, &functions, &endpoint, &config)?;
     let ttl_tables = ttl::tables(&resolver)?;
     moto::set_ingest_lag(
@@ -230,6 +235,7 @@ pub(crate) async fn start(
         policies: functions.policies.clone(),
         ws: ws.clone(),
         ledger,
+        trace,
     });
 
     let mut servers = vec![gate.serve(gate_listener)];
@@ -250,7 +256,18 @@ pub(crate) async fn start(
         let ws = ws.clone();
         async move { ws.serve(req).await }
     });
-    servers.push(serve(ws_listener, ws_router, shutdown_rx.clone()));
+    // With each client's address: the delivery trace names a connection by its port.
+    let mut ws_shutdown = shutdown_rx.clone();
+    servers.push(tokio::spawn(async move {
+        let _ = axum::serve(
+            ws_listener,
+            ws_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = ws_shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    }));
     for rule in shared.bus.rules.iter().filter(|r| r.schedule.is_some()) {
         servers.push(tokio::spawn(schedule_loop(
             shared.clone(),

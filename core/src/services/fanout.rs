@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures_util::{StreamExt, stream};
+
 use crate::error::CoreError;
 use crate::model::{Connection, Head, LogEvent};
 use crate::ports::{Clock, ConnectionStore, LogReader, Metric, Metrics, PushError, Pusher};
@@ -18,6 +20,10 @@ pub const BACKLOG_BYTES: usize = 2 * 1024 * 1024;
 /// A connection this young may still be inside `$connect`, where API Gateway answers every push
 /// with 410 although the connection is about to open: it is never pruned on a 410.
 pub const HANDSHAKE_GRACE_MS: i64 = 30_000;
+/// Connections one notification serves at once. Each costs a conditional write and a push of
+/// a few milliseconds on AWS; served one after another, the hundredth follower of an execution
+/// would wait for the 99 before it (bench latency --env sim measured 0.6 s at p99 with 100).
+pub const FANOUT_CONCURRENCY: usize = 16;
 
 #[derive(Clone)]
 pub struct FanOut {
@@ -50,16 +56,23 @@ impl FanOut {
     }
 
     /// Brings every connection of the execution up to `head` (and pushes the terminal status
-    /// when `head` is terminal). `fresh` are events just committed, used instead of a store read
-    /// when they cover what a connection is missing.
+    /// when `head` is terminal), [`FANOUT_CONCURRENCY`] connections at a time. `fresh` are
+    /// events just committed, used instead of a store read when they cover what a connection is
+    /// missing.
     pub async fn notify(&self, head: &Head, fresh: &[LogEvent]) -> Result<(), CoreError> {
         let connections = self.connections.list(&head.execution_id).await?;
-        for conn in connections {
-            if !self.close_if_expired(&conn).await? {
-                self.deliver(&conn, head, fresh).await?;
-            }
-        }
-        Ok(())
+        // Every connection is tried, whatever another's outcome; the first error is reported.
+        let outcomes: Vec<Result<(), CoreError>> = stream::iter(connections)
+            .map(|conn| async move {
+                if !self.close_if_expired(&conn).await? {
+                    self.deliver(&conn, head, fresh).await?;
+                }
+                Ok(())
+            })
+            .buffer_unordered(FANOUT_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.into_iter().collect()
     }
 
     /// A connection whose token expired gets nothing more: it is closed (its client reconnects

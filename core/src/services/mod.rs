@@ -11,7 +11,9 @@ mod wiring;
 
 pub use append::{AppendOutcome, Appender, EngineConfig};
 pub use completion::Completer;
-pub use fanout::{BACKLOG_BYTES, BACKLOG_PAGE, FanOut, HANDSHAKE_GRACE_MS, pack_messages};
+pub use fanout::{
+    BACKLOG_BYTES, BACKLOG_PAGE, FANOUT_CONCURRENCY, FanOut, HANDSHAKE_GRACE_MS, pack_messages,
+};
 pub use forward::Forwarder;
 pub use populate::{Populator, ReconcileSchedule};
 pub use read::{DensePage, LogsPage, MAX_PAGE_BYTES, Reader};

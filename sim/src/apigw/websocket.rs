@@ -23,6 +23,7 @@ use crate::gate::{Caller, access_key};
 use crate::iam::Check;
 use crate::lambda::{Function, now_ms, uuid_like};
 use crate::ledger::Ledger;
+use crate::trace::{Trace, now_us};
 
 /// API Gateway's WebSocket limits.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
@@ -46,6 +47,8 @@ struct Conn {
     last_active: i64,
     source_ip: String,
     user_agent: String,
+    /// The client's port (the delivery trace names connections by it too).
+    peer_port: u16,
 }
 
 /// What the management API answered, counted.
@@ -79,6 +82,7 @@ pub struct WebSocketApi {
     conns: Mutex<HashMap<String, Conn>>,
     stats: Mutex<WsStats>,
     ledger: Arc<Ledger>,
+    trace: Arc<Trace>,
 }
 
 impl WebSocketApi {
@@ -109,12 +113,19 @@ impl WebSocketApi {
             conns: Mutex::default(),
             stats: Mutex::default(),
             ledger: Arc::default(),
+            trace: Arc::new(Trace::new("")),
         }
     }
 
     /// Counts messages and connection time in `ledger`.
     pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> WebSocketApi {
         self.ledger = ledger;
+        self
+    }
+
+    /// Tells `trace` about pushes.
+    pub fn with_trace(mut self, trace: Arc<Trace>) -> WebSocketApi {
+        self.trace = trace;
         self
     }
 
@@ -174,6 +185,10 @@ impl WebSocketApi {
         };
         let id = connection_id();
         let now = now_ms();
+        let peer_port = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(0, |c| c.0.port());
         let headers = header_map(&parts.headers);
         let user_agent = headers.get("user-agent").cloned().unwrap_or_default();
         self.conns.lock().expect("conns lock").insert(
@@ -184,6 +199,7 @@ impl WebSocketApi {
                 last_active: now,
                 source_ip: "127.0.0.1".into(),
                 user_agent,
+                peer_port,
             },
         );
         let mut qs: BTreeMap<String, String> = BTreeMap::new();
@@ -405,6 +421,7 @@ impl WebSocketApi {
     }
 
     async fn manage(self: Arc<Self>, req: Request, id: &str) -> Response {
+        let received_us = now_us();
         let method = req.method().clone();
         let key = access_key(req.headers());
         let Some(caller) = key.as_deref().and_then(|k| self.callers.get(k)) else {
@@ -463,9 +480,12 @@ impl WebSocketApi {
                     self.count(|s| s.gone += 1);
                     return error(StatusCode::GONE, "GoneException", "");
                 }
+                let peer_port = conn.peer_port;
                 drop(conns);
                 self.count(|s| s.pushes += 1);
                 self.ledger.ws_message(body.len());
+                self.trace
+                    .push(&caller.function, id, peer_port, received_us, &body);
                 StatusCode::OK.into_response()
             }
             (&Method::GET, _) => {

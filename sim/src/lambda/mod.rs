@@ -162,6 +162,15 @@ impl Function {
 
     /// A synchronous (`RequestResponse`) invocation.
     pub async fn invoke(&self, payload: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
+        self.invoke_observed(payload, || {}).await
+    }
+
+    /// An invocation that calls `on_start` when the function's runtime takes the event.
+    pub async fn invoke_observed(
+        &self,
+        payload: Vec<u8>,
+        on_start: impl FnOnce() + Send,
+    ) -> Result<Vec<u8>, InvokeError> {
         if payload.len() > runtime::MAX_RESPONSE_BYTES {
             return Err(InvokeError::PayloadTooLarge(payload.len()));
         }
@@ -197,7 +206,7 @@ impl Function {
         };
         self.log(&format!("START RequestId: {request_id} Version: $LATEST"))
             .await;
-        let result = self.run(&env, inv, picked_rx, settled_rx).await;
+        let result = self.run(&env, inv, picked_rx, settled_rx, on_start).await;
         let took = started.elapsed();
         self.log(&format!(
             "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {:.2} ms\tMemory Size: {} MB{}",
@@ -236,6 +245,7 @@ impl Function {
         inv: Invocation,
         picked: oneshot::Receiver<()>,
         settled: oneshot::Receiver<Settled>,
+        on_start: impl FnOnce(),
     ) -> Result<Vec<u8>, InvokeError> {
         let died = |env: &Environment| InvokeError::Function {
             error_type: "Runtime.ExitError".into(),
@@ -260,6 +270,7 @@ impl Function {
                 });
             }
         }
+        on_start();
         let outcome = tokio::select! {
             s = settled => s.map_err(|_| died(env))?,
             _ = exited.wait_for(Option::is_some) => return Err(died(env)),
