@@ -36,7 +36,7 @@ async fn main() {
         density().await;
     }
     if what == "corpora" {
-        corpora();
+        corpora("##");
     }
     if all || what == "fanout" {
         fanout().await;
@@ -287,7 +287,6 @@ async fn append() {
 /// Write units per line by burst density (lines sharing one millisecond, as ECS output does),
 /// on the DynamoDB store (moto), computed from the items each commit writes.
 async fn density() {
-    corpora();
     println!("## Write units by burst density (DynamoDB store on moto)\n");
     println!(
         "Lines per millisecond of timestamps; one appender; WRU per line from the items the DynamoDB store writes (head, run and its parts, idempotency records). Target: ≤ 0.2 WRU per 100 B line and ≤ 1.2 per 1 KB line at batches of 100 or more.\n"
@@ -333,6 +332,7 @@ async fn density() {
         }
     }
     println!();
+    corpora("###");
 }
 
 /// Write units per line of each corpus, for runs in layout 1 (JSON, gzipped) and layout 2
@@ -340,10 +340,10 @@ async fn density() {
 /// store writes them (head, run and parts, idempotency records; 2 units per started KB in a
 /// transaction), computed without a store. Ids as the forwarder derives them; ten lines a
 /// millisecond; commits as the DynamoDB store bounds them (2,000 lines, 200 KB of text).
-fn corpora() {
+fn corpora(heading: &str) {
     use billing::{Layout, commit_units_with};
     use runvoy_core::ports::Commit;
-    println!("## Write units per line by corpus and run layout (computed from the items)\n");
+    println!("{heading} Write units per line by corpus and run layout (computed from the items)\n");
     println!(
         "Each corpus 20,000 lines, 10 a millisecond, ids as the forwarder derives them; WRU from the items of each commit (head, run and parts, idempotency records). Target: ≤ 0.03 WRU per 100 B of text at batches of 1,000 or more.\n"
     );

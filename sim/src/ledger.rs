@@ -31,9 +31,6 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::gate::GateStats;
-use crate::lambda::Function;
-
 /// DynamoDB bills a write per started KB of the item, a read per started 4 KB.
 pub const WRITE_UNIT_BYTES: usize = 1024;
 pub const READ_UNIT_BYTES: usize = 4 * 1024;
@@ -393,9 +390,14 @@ impl Ledger {
         inner.ingested_bytes += message_bytes;
     }
 
-    /// Everything counted so far, with the functions' Lambda units and the gate's Logs calls.
-    pub fn snapshot(&self, functions: &[std::sync::Arc<Function>], gate: &GateStats) -> Value {
-        let now = crate::lambda::now_ms();
+    /// Everything counted so far at `now` (ms), with the functions' Lambda units and the calls
+    /// each function made (`function → action → calls`; the CloudWatch Logs ones are billed).
+    pub fn snapshot(
+        &self,
+        now: i64,
+        functions: &[LambdaUsage],
+        calls: &BTreeMap<String, BTreeMap<String, u64>>,
+    ) -> Value {
         let inner = self.lock();
         let connection_ms = inner.ws_closed_ms
             + inner
@@ -405,10 +407,9 @@ impl Ledger {
                 .sum::<u64>();
         let lambda: BTreeMap<String, Value> = functions
             .iter()
-            .map(|f| {
-                let s = f.stats();
+            .map(|s| {
                 (
-                    f.spec.name.clone(),
+                    s.name.clone(),
                     json!({
                         "requests": s.invocations,
                         "billed_ms": s.billed_ms,
@@ -420,8 +421,7 @@ impl Ledger {
                 )
             })
             .collect();
-        let logs_api: BTreeMap<String, BTreeMap<String, u64>> = gate
-            .calls
+        let logs_api: BTreeMap<String, BTreeMap<String, u64>> = calls
             .iter()
             .map(|(f, calls)| {
                 let logs = calls
@@ -453,6 +453,16 @@ impl Ledger {
             },
         })
     }
+}
+
+/// What one function was billed for by Lambda, as the sim's Lambda counted it.
+pub struct LambdaUsage {
+    pub name: String,
+    pub invocations: u64,
+    pub billed_ms: u64,
+    pub memory_mb: u64,
+    pub log_events: u64,
+    pub log_bytes: u64,
 }
 
 /// The writes of a DynamoDB request.
@@ -706,7 +716,7 @@ mod tests {
         l.ws_message(40 * 1024);
         l.http_request(100, 3 * 1024 * 1024);
         l.ingested(2, 200);
-        let s = l.snapshot(&[], &GateStats::default());
+        let s = l.snapshot(0, &[], &BTreeMap::new());
         assert_eq!(s["websocket"]["connection_minutes"], 2.0);
         assert_eq!(s["websocket"]["messages"], 2);
         assert_eq!(s["websocket"]["message_units"], 3);

@@ -184,8 +184,23 @@ impl Shared {
             })
             .collect();
         let gate = self.gate.stats();
+        let lambda: Vec<ledger::LambdaUsage> = self
+            .functions
+            .iter()
+            .map(|f| {
+                let s = f.stats();
+                ledger::LambdaUsage {
+                    name: f.spec.name.clone(),
+                    invocations: s.invocations,
+                    billed_ms: s.billed_ms,
+                    memory_mb: s.memory_mb,
+                    log_events: s.log_events,
+                    log_bytes: s.log_bytes,
+                }
+            })
+            .collect();
         json!({
-            "billing": self.ledger.snapshot(&self.functions, &gate),
+            "billing": self.ledger.snapshot(lambda::now_ms(), &lambda, &gate.calls),
             "gate": gate,
             "dynamodb_timing": self.gate.timing_stats(),
             "functions": functions,
