@@ -100,6 +100,7 @@ async fn two_hundred_connections_from_zero_cannot_flood_the_forwarder(kind: Kind
             Err(_) => refused += 1,
         }
     }
+    let opened = counters.len();
     assert!(
         counters.len() <= 100 && refused >= 100,
         "{} connections opened, {refused} refused: one execution takes 100",
@@ -123,6 +124,10 @@ async fn two_hundred_connections_from_zero_cannot_flood_the_forwarder(kind: Kind
     for c in counters {
         most = most.max(c.await.unwrap());
     }
+    eprintln!(
+        "{kind:?}: {opened} connections opened, {refused} refused; the new line printed \
+         {took:?} after it was written; at most {most} lines pushed to one connection"
+    );
     assert!(
         most <= 1_000 + 1,
         "a connection was pushed {most} lines without asking"
