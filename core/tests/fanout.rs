@@ -7,7 +7,7 @@ use common::{Env, KEY, call, env, write};
 use runvoy_core::LogEvent;
 use runvoy_core::SourceEvent;
 use runvoy_core::client::Follower;
-use runvoy_core::ports::{Clock, Metric};
+use runvoy_core::ports::{Clock, HeadReader, LogReader, Metric};
 use runvoy_core::services::pack_messages;
 use runvoy_core::wire::ServerMessage;
 
@@ -391,4 +391,219 @@ async fn fan_out_serves_connections_side_by_side_and_reaches_every_one() {
         }
         assert_eq!(f.last(), 3, "connection c{i} got every line");
     }
+}
+
+/// A reader that counts the pages read through it.
+struct CountingReader {
+    inner: std::sync::Arc<runvoy_core::memory::MemoryStore>,
+    pages: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl HeadReader for CountingReader {
+    async fn head(
+        &self,
+        execution_id: &str,
+    ) -> Result<Option<runvoy_core::Head>, runvoy_core::StoreError> {
+        self.inner.head(execution_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl LogReader for CountingReader {
+    async fn read_bounded(
+        &self,
+        execution_id: &str,
+        after: u64,
+        through: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEvent>, runvoy_core::StoreError> {
+        self.pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .read_bounded(execution_id, after, through, limit, max_bytes)
+            .await
+    }
+
+    async fn recent(
+        &self,
+        after_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<runvoy_core::ExecutionSummary>, runvoy_core::StoreError> {
+        self.inner.recent(after_ms, before_ms, limit).await
+    }
+}
+
+#[tokio::test]
+async fn connections_behind_the_fresh_lines_share_one_read() {
+    use runvoy_core::memory::{
+        MemoryConnections, MemoryMetrics, MemoryStore, RecordingPusher, SimClock,
+    };
+    use runvoy_core::ports::ConnectionStore;
+    use runvoy_core::services::{Appender, EngineConfig, FanOut};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+    let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let batch = |from: i64, n: i64| -> Vec<SourceEvent> {
+        (from..from + n)
+            .map(|i| SourceEvent {
+                event_id: format!("e{i}"),
+                timestamp: clock.now_ms() - 10_000 + i,
+                message: format!("line {i}"),
+            })
+            .collect()
+    };
+    appender.append("ex", batch(0, 50), None).await.unwrap();
+    let connections = Arc::new(MemoryConnections::new());
+    // Twenty connections at lines 10..29: each is missing more than the next batch holds.
+    for i in 0..20u64 {
+        connections
+            .put(runvoy_core::Connection {
+                connection_id: format!("c{i}"),
+                execution_id: "ex".into(),
+                cursor: 10 + i,
+                connected_at: clock.now_ms(),
+                expires_at: clock.now_ms() / 1000 + 600,
+                resumed_at: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let reader = Arc::new(CountingReader {
+        inner: store.clone(),
+        pages: Default::default(),
+    });
+    let pusher = Arc::new(RecordingPusher::new());
+    let fanout = FanOut::new(
+        reader.clone(),
+        connections.clone(),
+        pusher.clone(),
+        metrics.clone(),
+        clock.clone(),
+    );
+    let out = appender.append("ex", batch(50, 5), None).await.unwrap();
+    let head = out.head.unwrap();
+    assert_eq!(head.last_index, 55);
+    fanout.notify(&head, &out.committed).await.unwrap();
+
+    assert_eq!(reader.pages.load(SeqCst), 1, "one read served the twenty");
+    for i in 0..20u64 {
+        let mut f = Follower::new(10 + i);
+        for m in pusher.take(&format!("c{i}")) {
+            if let ServerMessage::Logs { events, .. } = serde_json::from_str(&m).unwrap() {
+                assert!(!f.accept(events).gap);
+            }
+        }
+        assert_eq!(f.last(), 55, "connection c{i} got every line");
+    }
+    // Caught up: the next batch is pushed from what was committed, with no read.
+    let out = appender.append("ex", batch(55, 2), None).await.unwrap();
+    fanout
+        .notify(out.head.as_ref().unwrap(), &out.committed)
+        .await
+        .unwrap();
+    assert_eq!(reader.pages.load(SeqCst), 1);
+}
+
+/// A pusher whose first push to `c0` fails (not gone: throttled, say).
+struct FailsFirst {
+    inner: runvoy_core::memory::RecordingPusher,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl runvoy_core::ports::Pusher for FailsFirst {
+    async fn push(
+        &self,
+        connection_id: &str,
+        text: &str,
+    ) -> Result<(), runvoy_core::ports::PushError> {
+        if connection_id == "c0" && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(runvoy_core::ports::PushError::Failed("429".into()));
+        }
+        self.inner.push(connection_id, text).await
+    }
+
+    async fn close(&self, connection_id: &str) -> Result<(), runvoy_core::ports::PushError> {
+        self.inner.close(connection_id).await
+    }
+}
+
+#[tokio::test]
+async fn after_a_failed_push_nothing_more_is_sent_that_would_arrive_after_the_hole() {
+    use runvoy_core::memory::{
+        MemoryConnections, MemoryMetrics, MemoryStore, RecordingPusher, SimClock,
+    };
+    use runvoy_core::ports::{ConnectionStore, LogStore};
+    use runvoy_core::services::{Appender, EngineConfig, FanOut};
+    use std::sync::Arc;
+
+    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let metrics = Arc::new(MemoryMetrics::new());
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let connections = Arc::new(MemoryConnections::new());
+    for id in ["c0", "c1"] {
+        connections
+            .put(runvoy_core::Connection {
+                connection_id: id.into(),
+                execution_id: "ex".into(),
+                cursor: 0,
+                connected_at: clock.now_ms(),
+                expires_at: clock.now_ms() / 1000 + 600,
+                resumed_at: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let pusher = Arc::new(FailsFirst {
+        inner: RecordingPusher::new(),
+        failed: Default::default(),
+    });
+    let fanout = FanOut::new(
+        store.clone(),
+        connections,
+        pusher.clone(),
+        metrics.clone(),
+        clock.clone(),
+    );
+    // Three lines of 20 KB: three messages under the 32 KB frame.
+    let events = (0..3)
+        .map(|i| SourceEvent {
+            event_id: format!("e{i}"),
+            timestamp: clock.now_ms() - 1_000 + i,
+            message: "x".repeat(20 * 1024),
+        })
+        .collect();
+    let out = appender.append("ex", events, None).await.unwrap();
+    fanout
+        .notify(out.head.as_ref().unwrap(), &out.committed)
+        .await
+        .unwrap();
+    assert_eq!(
+        pusher.inner.take("c0").len(),
+        0,
+        "nothing after the failed first message"
+    );
+    assert_eq!(
+        pusher.inner.take("c1").len(),
+        3,
+        "the other connection got its three"
+    );
+    assert_eq!(metrics.get(Metric::PushFailures), 1);
 }

@@ -19,10 +19,15 @@ impl ApiGatewayPusher {
         ApiGatewayPusher { client }
     }
 
-    /// A client for the management endpoint of one WebSocket API stage.
+    /// A client for the management endpoint of one WebSocket API stage. It never retries: the
+    /// range a push carries is claimed before it is sent, so a retry a second later could land
+    /// after the next range another forwarder pushed meanwhile (a jump for the client), and a
+    /// retried 5xx could deliver one message twice. A failed push is a hole the client fills
+    /// over HTTP (spec §6.4).
     pub fn for_endpoint(sdk: &aws_config::SdkConfig, endpoint: &str) -> ApiGatewayPusher {
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)
+            .retry_config(aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled())
             .build();
         ApiGatewayPusher::new(Client::from_conf(conf))
     }

@@ -61,6 +61,8 @@ impl FanOut {
     /// missing.
     pub async fn notify(&self, head: &Head, fresh: &[LogEvent]) -> Result<(), CoreError> {
         let connections = self.connections.list(&head.execution_id).await?;
+        let page = self.shared_page(&connections, head, fresh).await;
+        let fresh = page.as_deref().unwrap_or(fresh);
         // Every connection is tried, whatever another's outcome; the first error is reported.
         let outcomes: Vec<Result<(), CoreError>> = stream::iter(connections)
             .map(|conn| async move {
@@ -73,6 +75,44 @@ impl FanOut {
             .collect()
             .await;
         outcomes.into_iter().collect()
+    }
+
+    /// When connections within a page of the head are missing more than `fresh` holds (a
+    /// batch of another invocation was pushed first, a push was throttled), one read from the
+    /// furthest behind of them to the head, to serve them all: read by each, the same page
+    /// would be read once per connection, side by side, from one partition. `None` when
+    /// `fresh` serves every connection, or the read fails or stops short of the head (each
+    /// connection then reads what it needs).
+    async fn shared_page(
+        &self,
+        connections: &[Connection],
+        head: &Head,
+        fresh: &[LogEvent],
+    ) -> Option<Vec<LogEvent>> {
+        let from = connections
+            .iter()
+            .map(|c| c.cursor)
+            .filter(|&cursor| {
+                cursor < head.last_index
+                    && fresh.first().is_none_or(|f| f.index > cursor + 1)
+                    && head.last_index - cursor <= BACKLOG_PAGE as u64
+            })
+            .min()?;
+        let page = self
+            .reader
+            .read_bounded(
+                &head.execution_id,
+                from,
+                head.last_index,
+                BACKLOG_PAGE,
+                BACKLOG_BYTES,
+            )
+            .await
+            .ok()?;
+        let whole = page.first().is_some_and(|e| e.index == from + 1)
+            && page.last().is_some_and(|e| e.index >= head.last_index)
+            && page.len() as u64 == head.last_index - from;
+        whole.then_some(page)
     }
 
     /// A connection whose token expired gets nothing more: it is closed (its client reconnects
@@ -218,8 +258,8 @@ impl FanOut {
         Ok((events, contiguous == read))
     }
 
-    /// Returns false when the connection is gone (and prunes it, unless it may still be in its
-    /// handshake).
+    /// Whether to go on sending to the connection: not when it is gone (it is pruned, unless it
+    /// may still be in its handshake) and not after a failed push.
     async fn push(&self, conn: &Connection, text: &str) -> Result<bool, CoreError> {
         match self.pusher.push(&conn.connection_id, text).await {
             Ok(()) => {
@@ -235,9 +275,10 @@ impl FanOut {
             }
             Err(PushError::Failed(_)) => {
                 // The client notices the gap at its next message or idle poll and fills it over
-                // HTTP; fan-out is best effort by design (spec §6.4, §7).
+                // HTTP; fan-out is best effort by design (spec §6.4, §7). Nothing more is sent
+                // to it now: what follows would arrive after a hole.
                 self.metrics.incr(Metric::PushFailures, 1);
-                Ok(true)
+                Ok(false)
             }
         }
     }

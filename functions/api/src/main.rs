@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     // Log lines go to stderr at Lambda's log level and format (`AWS_LAMBDA_LOG_LEVEL`,
     // `AWS_LAMBDA_LOG_FORMAT`); stdout carries only the EMF metric lines.
     lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
-    let d = Deployment::from_env("api").await?;
+    let d = Deployment::from_env(runvoy_lambda::Function::Api).await?;
     let (keys, signer) = d.credentials().await?;
     let config = runvoy_core_api_config(&d);
     let refresh = KeyRefresh::new(keys.clone());

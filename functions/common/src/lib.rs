@@ -13,5 +13,6 @@ pub mod websocket;
 pub mod wiring;
 
 pub use error::HandlerError;
+pub use runvoy_core::function::Function;
 
 pub use runvoy_core::api::ApiConfig;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use runvoy_aws::{ApiGatewayPusher, CloudWatchSource, DynamoConnections, DynamoStore, StreamNames};
 use runvoy_core::auth::{ApiKeys, TokenSigner};
+use runvoy_core::function::Function;
 use runvoy_core::services::{EngineConfig, Ports, Services};
 use runvoy_runtime::SystemClock;
 use serde::Deserialize;
@@ -44,32 +45,39 @@ pub struct TokenSecret {
 impl Deployment {
     /// Reads the environment and builds every adapter (the endpoint follows `AWS_ENDPOINT_URL`
     /// when set, so the same binary runs against an emulator).
-    pub async fn from_env(function: &str) -> Result<Deployment, HandlerError> {
+    pub async fn from_env(function: Function) -> Result<Deployment, HandlerError> {
         let settings = Settings::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         Deployment::new(function, settings, sdk)
     }
 
     pub fn new(
-        function: &str,
+        function: Function,
         settings: Settings,
         sdk: aws_config::SdkConfig,
     ) -> Result<Deployment, HandlerError> {
         let names = StreamNames::new(&settings.stream_template).map_err(HandlerError::config)?;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        // The connections' writes come in bursts (one per follower per batch, 16 at a time):
+        // their throttled retries draw on a token bucket of their own, so a burst cannot
+        // leave the log commits without retries.
+        let connections_client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .retry_partition(aws_sdk_dynamodb::config::retry::RetryPartition::new(
+                    "runvoy-connections",
+                ))
+                .build(),
+        );
         let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
-        let store = Arc::new(DynamoStore::new(
-            dynamo.clone(),
-            settings.logs_table.clone(),
-        ));
+        let store = Arc::new(DynamoStore::new(dynamo, settings.logs_table.clone()));
         let endpoint = settings.websocket_endpoint.clone().ok_or_else(|| {
             HandlerError::config("environment variable RUNVOY_WEBSOCKET_ENDPOINT is not set")
         })?;
-        let metrics = Arc::new(EmfMetrics::new(function));
+        let metrics = Arc::new(EmfMetrics::new(function.name()));
         let ports = Ports {
             store,
             connections: Arc::new(DynamoConnections::new(
-                dynamo,
+                connections_client,
                 settings.connections_table.clone(),
             )),
             source: Arc::new(CloudWatchSource::new(
@@ -86,7 +94,11 @@ impl Deployment {
             completion_grace_ms: settings.completion_grace_secs * 1_000,
             // The API answers within API Gateway's 29 s (its reads reconcile for 5 s at most);
             // the forwarder and completion have 60 s and 900 s.
-            throttle_patience_ms: if function == "api" { 15_000 } else { 40_000 },
+            throttle_patience_ms: if function == Function::Api {
+                15_000
+            } else {
+                40_000
+            },
             ..EngineConfig::default()
         };
         Ok(Deployment {

@@ -74,7 +74,7 @@ async fn forwarder_api_and_completion_over_moto() {
         .await
         .unwrap();
 
-    let d = Deployment::new("test", settings, sdk).unwrap();
+    let d = Deployment::new(runvoy_lambda::Function::Forwarder, settings, sdk).unwrap();
     // The subscription delivers the first three lines, twice.
     let evs: Vec<Value> = lines[..3]
         .iter()

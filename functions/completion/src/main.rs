@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     // Log lines go to stderr at Lambda's log level and format (`AWS_LAMBDA_LOG_LEVEL`,
     // `AWS_LAMBDA_LOG_FORMAT`); stdout carries only the EMF metric lines.
     lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
-    let d = Deployment::from_env("completion").await?;
+    let d = Deployment::from_env(runvoy_lambda::Function::Completion).await?;
     let sqs = aws_sdk_sqs::Client::new(&d.sdk);
     let (d, sqs) = (&d, &sqs);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

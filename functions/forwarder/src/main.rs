@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     // Log lines go to stderr at Lambda's log level and format (`AWS_LAMBDA_LOG_LEVEL`,
     // `AWS_LAMBDA_LOG_FORMAT`); stdout carries only the EMF metric lines.
     lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
-    let d = Deployment::from_env("forwarder").await?;
+    let d = Deployment::from_env(runvoy_lambda::Function::Forwarder).await?;
     let d = &d;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let result = forwarder::handle(&d.services, &d.names, &d.metrics, &event.payload).await;

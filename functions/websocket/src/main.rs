@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     // Log lines go to stderr at Lambda's log level and format (`AWS_LAMBDA_LOG_LEVEL`,
     // `AWS_LAMBDA_LOG_FORMAT`); stdout carries only the EMF metric lines.
     lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
-    let d = Deployment::from_env("websocket").await?;
+    let d = Deployment::from_env(runvoy_lambda::Function::Websocket).await?;
     // Only the token secret: this function cannot read the API keys.
     let signer = d.token_signer().await?;
     let refresh = TokenRefresh::new(signer.clone());
