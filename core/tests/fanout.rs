@@ -1,15 +1,25 @@
 //! WebSocket connections and fan-out on the in-memory ports: token scope, pushes of contiguous
-//! runs only, packing under the frame, resumes at most once a second, and token expiry.
+//! runs only, packing under the frame, resumes at most once a second, token expiry, connections
+//! served side by side, one shared read for those behind, and nothing sent after a failed push.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+use async_trait::async_trait;
 use common::{Env, KEY, call, env, write};
-use runvoy_core::LogEvent;
-use runvoy_core::SourceEvent;
 use runvoy_core::client::Follower;
-use runvoy_core::ports::{Clock, HeadReader, LogReader, Metric};
-use runvoy_core::services::pack_messages;
+use runvoy_core::memory::{
+    MemoryConnections, MemoryMetrics, MemoryStore, RecordingPusher, SimClock, YieldNow,
+};
+use runvoy_core::ports::{
+    Clock, ConnectionStore, HeadReader, LogReader, Metric, PushError, Pusher,
+};
+use runvoy_core::services::{Appender, EngineConfig, FANOUT_CONCURRENCY, FanOut, pack_messages};
 use runvoy_core::wire::ServerMessage;
+use runvoy_core::{ExecutionSummary, Head, LogEvent, SourceEvent, StoreError};
 
 #[tokio::test]
 async fn websocket_connect_checks_token_scope_and_pushes_from_cursor() {
@@ -290,91 +300,123 @@ async fn a_connection_is_closed_when_its_token_expires() {
     assert_eq!(e.metrics.get(Metric::ConnectionsExpired), 1);
 }
 
-/// A pusher that takes a few scheduler turns per push and counts the pushes in flight.
-struct SlowPusher {
-    inner: runvoy_core::memory::RecordingPusher,
-    in_flight: std::sync::atomic::AtomicUsize,
-    most: std::sync::atomic::AtomicUsize,
+/// One execution `ex` on the memory store, its appender and connections, for fan-out tests
+/// with pushers and readers of their own.
+struct Room {
+    clock: Arc<SimClock>,
+    store: Arc<MemoryStore>,
+    metrics: Arc<MemoryMetrics>,
+    appender: Appender,
+    connections: Arc<MemoryConnections>,
 }
 
-#[async_trait::async_trait]
-impl runvoy_core::ports::Pusher for SlowPusher {
-    async fn push(
-        &self,
-        connection_id: &str,
-        text: &str,
-    ) -> Result<(), runvoy_core::ports::PushError> {
-        use std::sync::atomic::Ordering::SeqCst;
+impl Room {
+    fn new() -> Room {
+        let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
+        let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+        let metrics = Arc::new(MemoryMetrics::new());
+        let appender = Appender::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            EngineConfig::default(),
+        );
+        Room {
+            clock,
+            store,
+            metrics,
+            appender,
+            connections: Arc::new(MemoryConnections::new()),
+        }
+    }
+
+    async fn connect(&self, id: &str, cursor: u64) {
+        self.connections
+            .put(runvoy_core::Connection {
+                connection_id: id.into(),
+                execution_id: "ex".into(),
+                cursor,
+                connected_at: self.clock.now_ms(),
+                expires_at: self.clock.now_ms() / 1000 + 600,
+                resumed_at: 0,
+            })
+            .await
+            .unwrap();
+    }
+
+    fn fanout(&self, reader: Arc<dyn LogReader>, pusher: Arc<dyn Pusher>) -> FanOut {
+        FanOut::new(
+            reader,
+            self.connections.clone(),
+            pusher,
+            self.metrics.clone(),
+            self.clock.clone(),
+        )
+    }
+
+    /// Commits lines `from..from + n` of `bytes` bytes each and notifies `fanout`.
+    async fn write(&self, fanout: &FanOut, from: i64, n: i64, bytes: usize) -> u64 {
+        let events = (from..from + n)
+            .map(|i| SourceEvent {
+                event_id: format!("e{i}"),
+                timestamp: self.clock.now_ms() - 10_000 + i,
+                message: format!("{i:0>bytes$}"),
+            })
+            .collect();
+        let out = self.appender.append("ex", events, None).await.unwrap();
+        let head = out.head.unwrap();
+        fanout.notify(&head, &out.committed).await.unwrap();
+        head.last_index
+    }
+}
+
+/// The last index a connection that had `from` reached with what was pushed to it, every push
+/// continuing the one before.
+fn reached(pusher: &RecordingPusher, id: &str, from: u64) -> u64 {
+    let mut f = Follower::new(from);
+    for m in pusher.take(id) {
+        if let ServerMessage::Logs { events, .. } = serde_json::from_str(&m).unwrap() {
+            assert!(!f.accept(events).gap, "{id} was pushed a jump");
+        }
+    }
+    f.last()
+}
+
+/// A pusher that takes a few scheduler turns per push and counts the pushes in flight.
+#[derive(Default)]
+struct SlowPusher {
+    inner: RecordingPusher,
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+}
+
+#[async_trait]
+impl Pusher for SlowPusher {
+    async fn push(&self, connection_id: &str, text: &str) -> Result<(), PushError> {
         let now = self.in_flight.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(now, SeqCst);
         for _ in 0..5 {
-            runvoy_core::memory::YieldNow::default().await;
+            YieldNow::default().await;
         }
         self.in_flight.fetch_sub(1, SeqCst);
         self.inner.push(connection_id, text).await
     }
 
-    async fn close(&self, connection_id: &str) -> Result<(), runvoy_core::ports::PushError> {
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
         self.inner.close(connection_id).await
     }
 }
 
 #[tokio::test]
 async fn fan_out_serves_connections_side_by_side_and_reaches_every_one() {
-    use runvoy_core::memory::{MemoryConnections, MemoryMetrics, MemoryStore, SimClock};
-    use runvoy_core::ports::{ConnectionStore, LogStore};
-    use runvoy_core::services::{Appender, EngineConfig, FANOUT_CONCURRENCY, FanOut};
-    use std::sync::Arc;
-    use std::sync::atomic::Ordering::SeqCst;
-
-    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
-    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
-    let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let connections = Arc::new(MemoryConnections::new());
-    let pusher = Arc::new(SlowPusher {
-        inner: runvoy_core::memory::RecordingPusher::new(),
-        in_flight: Default::default(),
-        most: Default::default(),
-    });
-    let fanout = FanOut::new(
-        store.clone(),
-        connections.clone(),
-        pusher.clone(),
-        metrics.clone(),
-        clock.clone(),
-    );
+    let room = Room::new();
     let followers = 3 * FANOUT_CONCURRENCY;
     for i in 0..followers {
-        connections
-            .put(runvoy_core::Connection {
-                connection_id: format!("c{i}"),
-                execution_id: "ex".into(),
-                cursor: 0,
-                connected_at: clock.now_ms(),
-                expires_at: clock.now_ms() / 1000 + 600,
-                resumed_at: 0,
-            })
-            .await
-            .unwrap();
+        room.connect(&format!("c{i}"), 0).await;
     }
-    let events = (0..3)
-        .map(|i| SourceEvent {
-            event_id: format!("e{i}"),
-            timestamp: clock.now_ms() - 1_000 + i,
-            message: format!("line {i}"),
-        })
-        .collect();
-    let out = appender.append("ex", events, None).await.unwrap();
-    fanout
-        .notify(out.head.as_ref().unwrap(), &out.committed)
-        .await
-        .unwrap();
+    let pusher = Arc::new(SlowPusher::default());
+    let fanout = room.fanout(room.store.clone(), pusher.clone());
+    room.write(&fanout, 0, 3, 8).await;
 
     let most = pusher.most.load(SeqCst);
     assert!(
@@ -382,34 +424,24 @@ async fn fan_out_serves_connections_side_by_side_and_reaches_every_one() {
         "{most} pushes in flight at most; expected 2..={FANOUT_CONCURRENCY}"
     );
     for i in 0..followers {
-        let msgs = pusher.inner.take(&format!("c{i}"));
-        let mut f = Follower::new(0);
-        for m in &msgs {
-            if let ServerMessage::Logs { events, .. } = serde_json::from_str(m).unwrap() {
-                assert!(!f.accept(events).gap);
-            }
-        }
-        assert_eq!(f.last(), 3, "connection c{i} got every line");
+        assert_eq!(reached(&pusher.inner, &format!("c{i}"), 0), 3, "c{i}");
     }
 }
 
 /// A reader that counts the pages read through it.
 struct CountingReader {
-    inner: std::sync::Arc<runvoy_core::memory::MemoryStore>,
-    pages: std::sync::atomic::AtomicUsize,
+    inner: Arc<MemoryStore>,
+    pages: AtomicUsize,
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl HeadReader for CountingReader {
-    async fn head(
-        &self,
-        execution_id: &str,
-    ) -> Result<Option<runvoy_core::Head>, runvoy_core::StoreError> {
+    async fn head(&self, execution_id: &str) -> Result<Option<Head>, StoreError> {
         self.inner.head(execution_id).await
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl LogReader for CountingReader {
     async fn read_bounded(
         &self,
@@ -418,8 +450,8 @@ impl LogReader for CountingReader {
         through: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<LogEvent>, runvoy_core::StoreError> {
-        self.pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        self.pages.fetch_add(1, SeqCst);
         self.inner
             .read_bounded(execution_id, after, through, limit, max_bytes)
             .await
@@ -430,171 +462,71 @@ impl LogReader for CountingReader {
         after_ms: i64,
         before_ms: i64,
         limit: usize,
-    ) -> Result<Vec<runvoy_core::ExecutionSummary>, runvoy_core::StoreError> {
+    ) -> Result<Vec<ExecutionSummary>, StoreError> {
         self.inner.recent(after_ms, before_ms, limit).await
     }
 }
 
 #[tokio::test]
 async fn connections_behind_the_fresh_lines_share_one_read() {
-    use runvoy_core::memory::{
-        MemoryConnections, MemoryMetrics, MemoryStore, RecordingPusher, SimClock,
-    };
-    use runvoy_core::ports::ConnectionStore;
-    use runvoy_core::services::{Appender, EngineConfig, FanOut};
-    use std::sync::Arc;
-    use std::sync::atomic::Ordering::SeqCst;
-
-    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
-    let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
-    let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let batch = |from: i64, n: i64| -> Vec<SourceEvent> {
-        (from..from + n)
-            .map(|i| SourceEvent {
-                event_id: format!("e{i}"),
-                timestamp: clock.now_ms() - 10_000 + i,
-                message: format!("line {i}"),
-            })
-            .collect()
-    };
-    appender.append("ex", batch(0, 50), None).await.unwrap();
-    let connections = Arc::new(MemoryConnections::new());
-    // Twenty connections at lines 10..29: each is missing more than the next batch holds.
-    for i in 0..20u64 {
-        connections
-            .put(runvoy_core::Connection {
-                connection_id: format!("c{i}"),
-                execution_id: "ex".into(),
-                cursor: 10 + i,
-                connected_at: clock.now_ms(),
-                expires_at: clock.now_ms() / 1000 + 600,
-                resumed_at: 0,
-            })
-            .await
-            .unwrap();
-    }
+    let room = Room::new();
     let reader = Arc::new(CountingReader {
-        inner: store.clone(),
-        pages: Default::default(),
+        inner: room.store.clone(),
+        pages: AtomicUsize::new(0),
     });
     let pusher = Arc::new(RecordingPusher::new());
-    let fanout = FanOut::new(
-        reader.clone(),
-        connections.clone(),
-        pusher.clone(),
-        metrics.clone(),
-        clock.clone(),
-    );
-    let out = appender.append("ex", batch(50, 5), None).await.unwrap();
-    let head = out.head.unwrap();
-    assert_eq!(head.last_index, 55);
-    fanout.notify(&head, &out.committed).await.unwrap();
-
-    assert_eq!(reader.pages.load(SeqCst), 1, "one read served the twenty");
+    let fanout = room.fanout(reader.clone(), pusher.clone());
+    room.write(&fanout, 0, 50, 8).await;
+    // Twenty connections at lines 10..29: each is missing more than the next batch holds.
     for i in 0..20u64 {
-        let mut f = Follower::new(10 + i);
-        for m in pusher.take(&format!("c{i}")) {
-            if let ServerMessage::Logs { events, .. } = serde_json::from_str(&m).unwrap() {
-                assert!(!f.accept(events).gap);
-            }
-        }
-        assert_eq!(f.last(), 55, "connection c{i} got every line");
+        room.connect(&format!("c{i}"), 10 + i).await;
+    }
+    let before = reader.pages.load(SeqCst);
+    assert_eq!(room.write(&fanout, 50, 5, 8).await, 55);
+
+    assert_eq!(
+        reader.pages.load(SeqCst) - before,
+        1,
+        "one read served the twenty"
+    );
+    for i in 0..20u64 {
+        assert_eq!(reached(&pusher, &format!("c{i}"), 10 + i), 55, "c{i}");
     }
     // Caught up: the next batch is pushed from what was committed, with no read.
-    let out = appender.append("ex", batch(55, 2), None).await.unwrap();
-    fanout
-        .notify(out.head.as_ref().unwrap(), &out.committed)
-        .await
-        .unwrap();
-    assert_eq!(reader.pages.load(SeqCst), 1);
+    room.write(&fanout, 55, 2, 8).await;
+    assert_eq!(reader.pages.load(SeqCst) - before, 1);
 }
 
 /// A pusher whose first push to `c0` fails (not gone: throttled, say).
+#[derive(Default)]
 struct FailsFirst {
-    inner: runvoy_core::memory::RecordingPusher,
-    failed: std::sync::atomic::AtomicBool,
+    inner: RecordingPusher,
+    failed: AtomicBool,
 }
 
-#[async_trait::async_trait]
-impl runvoy_core::ports::Pusher for FailsFirst {
-    async fn push(
-        &self,
-        connection_id: &str,
-        text: &str,
-    ) -> Result<(), runvoy_core::ports::PushError> {
-        if connection_id == "c0" && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(runvoy_core::ports::PushError::Failed("429".into()));
+#[async_trait]
+impl Pusher for FailsFirst {
+    async fn push(&self, connection_id: &str, text: &str) -> Result<(), PushError> {
+        if connection_id == "c0" && !self.failed.swap(true, SeqCst) {
+            return Err(PushError::Failed("429".into()));
         }
         self.inner.push(connection_id, text).await
     }
 
-    async fn close(&self, connection_id: &str) -> Result<(), runvoy_core::ports::PushError> {
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
         self.inner.close(connection_id).await
     }
 }
 
 #[tokio::test]
 async fn after_a_failed_push_nothing_more_is_sent_that_would_arrive_after_the_hole() {
-    use runvoy_core::memory::{
-        MemoryConnections, MemoryMetrics, MemoryStore, RecordingPusher, SimClock,
-    };
-    use runvoy_core::ports::{ConnectionStore, LogStore};
-    use runvoy_core::services::{Appender, EngineConfig, FanOut};
-    use std::sync::Arc;
-
-    let clock = Arc::new(SimClock::new(1_700_000_000_000, 1));
-    let store: Arc<dyn LogStore> = Arc::new(MemoryStore::new().with_clock(clock.clone()));
-    let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let connections = Arc::new(MemoryConnections::new());
-    for id in ["c0", "c1"] {
-        connections
-            .put(runvoy_core::Connection {
-                connection_id: id.into(),
-                execution_id: "ex".into(),
-                cursor: 0,
-                connected_at: clock.now_ms(),
-                expires_at: clock.now_ms() / 1000 + 600,
-                resumed_at: 0,
-            })
-            .await
-            .unwrap();
-    }
-    let pusher = Arc::new(FailsFirst {
-        inner: RecordingPusher::new(),
-        failed: Default::default(),
-    });
-    let fanout = FanOut::new(
-        store.clone(),
-        connections,
-        pusher.clone(),
-        metrics.clone(),
-        clock.clone(),
-    );
+    let room = Room::new();
+    room.connect("c0", 0).await;
+    room.connect("c1", 0).await;
+    let pusher = Arc::new(FailsFirst::default());
+    let fanout = room.fanout(room.store.clone(), pusher.clone());
     // Three lines of 20 KB: three messages under the 32 KB frame.
-    let events = (0..3)
-        .map(|i| SourceEvent {
-            event_id: format!("e{i}"),
-            timestamp: clock.now_ms() - 1_000 + i,
-            message: "x".repeat(20 * 1024),
-        })
-        .collect();
-    let out = appender.append("ex", events, None).await.unwrap();
-    fanout
-        .notify(out.head.as_ref().unwrap(), &out.committed)
-        .await
-        .unwrap();
+    room.write(&fanout, 0, 3, 20 * 1024).await;
     assert_eq!(
         pusher.inner.take("c0").len(),
         0,
@@ -605,5 +537,5 @@ async fn after_a_failed_push_nothing_more_is_sent_that_would_arrive_after_the_ho
         3,
         "the other connection got its three"
     );
-    assert_eq!(metrics.get(Metric::PushFailures), 1);
+    assert_eq!(room.metrics.get(Metric::PushFailures), 1);
 }

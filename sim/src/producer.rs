@@ -358,16 +358,7 @@ struct Sweep {
 async fn ttl_sweep(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         authorize(&shared, &headers)?;
-        let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
-        let req: Sweep = if bytes.is_empty() {
-            Sweep::default()
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "the body must be JSON like {{\"now\": 1767225600000}}: {e}"
-                ))
-            })?
-        };
+        let req: Sweep = optional_json(body, r#"{"now": 1767225600000}"#).await?;
         let now = req.now.unwrap_or_else(crate::lambda::now_ms);
         let deleted = shared
             .sweeper
@@ -387,6 +378,20 @@ struct Fire {
     rule: Option<String>,
 }
 
+/// An optional JSON body (64 KB at most): empty gives the default; else it must parse, or the
+/// answer shows what it should look like (`example`).
+async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: Body,
+    example: &str,
+) -> Result<T, ApiError> {
+    let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body must be JSON like {example}: {e}")))
+}
+
 /// Fires the template's scheduled rules now (the janitor), instead of at their next period.
 async fn fire_schedule(
     State(shared): State<Arc<Shared>>,
@@ -395,16 +400,7 @@ async fn fire_schedule(
 ) -> Response {
     let result = async {
         authorize(&shared, &headers)?;
-        let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
-        let req: Fire = if bytes.is_empty() {
-            Fire::default()
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "the body must be JSON like {{\"rule\": \"JanitorSchedule\"}}: {e}"
-                ))
-            })?
-        };
+        let req: Fire = optional_json(body, r#"{"rule": "JanitorSchedule"}"#).await?;
         let fired = shared.bus.fire_schedules(req.rule.as_deref());
         Ok::<_, ApiError>(respond(200, json!({"fired": fired})))
     }
@@ -427,16 +423,7 @@ async fn trace_deliveries(
 ) -> Response {
     let result = async {
         authorize(&shared, &headers)?;
-        let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
-        let req: TraceRequest = if bytes.is_empty() {
-            TraceRequest::default()
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "the body must be JSON like {{\"max_records\": 1000000}}: {e}"
-                ))
-            })?
-        };
+        let req: TraceRequest = optional_json(body, r#"{"max_records": 1000000}"#).await?;
         let max = req.max_records.unwrap_or(crate::trace::DEFAULT_MAX_RECORDS);
         shared.trace.start(max);
         Ok::<_, ApiError>(respond(200, json!({"on": true, "max_records": max})))
