@@ -117,34 +117,36 @@ fn trace(n: usize, pick: &mut impl FnMut(u64) -> u64) -> Vec<String> {
     out
 }
 
+/// The words of the synthetic lines (here and in the other tables).
+pub const WORDS: [&str; 24] = [
+    "INFO",
+    "WARN",
+    "request",
+    "completed",
+    "user",
+    "id",
+    "took",
+    "ms",
+    "GET",
+    "POST",
+    "/api/v1/items",
+    "status",
+    "cache",
+    "miss",
+    "retry",
+    "worker",
+    "queue",
+    "depth",
+    "bytes",
+    "sent",
+    "to",
+    "from",
+    "db",
+    "ok",
+];
+
 /// 100-byte lines of words and random hex numbers (the synthetic lines of the other tables).
 fn words(n: usize, pick: &mut impl FnMut(u64) -> u64) -> Vec<String> {
-    const WORDS: [&str; 24] = [
-        "INFO",
-        "WARN",
-        "request",
-        "completed",
-        "user",
-        "id",
-        "took",
-        "ms",
-        "GET",
-        "POST",
-        "/api/v1/items",
-        "status",
-        "cache",
-        "miss",
-        "retry",
-        "worker",
-        "queue",
-        "depth",
-        "bytes",
-        "sent",
-        "to",
-        "from",
-        "db",
-        "ok",
-    ];
     (0..n)
         .map(|i| {
             let mut m = format!("words {i} ");

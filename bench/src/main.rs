@@ -128,32 +128,7 @@ fn framing() {
 /// Log-like lines of about `size` bytes: words, numbers and ids, so compression sees realistic
 /// text (about 3x), not padding.
 fn lines(n: usize, size: usize, tag: &str) -> Vec<SourceEvent> {
-    const WORDS: [&str; 24] = [
-        "INFO",
-        "WARN",
-        "request",
-        "completed",
-        "user",
-        "id",
-        "took",
-        "ms",
-        "GET",
-        "POST",
-        "/api/v1/items",
-        "status",
-        "cache",
-        "miss",
-        "retry",
-        "worker",
-        "queue",
-        "depth",
-        "bytes",
-        "sent",
-        "to",
-        "from",
-        "db",
-        "ok",
-    ];
+    use corpus::WORDS;
     let mut state = 0x2545_F491_4F6C_DD1Du64 ^ size as u64;
     // Recent timestamps, one a millisecond: lines older than the retention are refused.
     let base = std::time::SystemTime::now()

@@ -107,28 +107,31 @@ impl Stacks {
     }
 
     pub async fn outputs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self
+            .described("outputs")
+            .await?
+            .map(|s| {
+                s.outputs()
+                    .iter()
+                    .map(|o| pair(o.output_key(), o.output_value()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The stack as `DescribeStacks` shows it; `what` says what it is read for, in an error.
+    async fn described(
+        &self,
+        what: &str,
+    ) -> anyhow::Result<Option<aws_sdk_cloudformation::types::Stack>> {
         let out = self
             .client
             .describe_stacks()
             .stack_name(&self.name)
             .send()
             .await
-            .map_err(|e| readable(&format!("reading the outputs of stack {}", self.name), e))?;
-        Ok(out
-            .stacks()
-            .first()
-            .map(|s| {
-                s.outputs()
-                    .iter()
-                    .map(|o| {
-                        (
-                            o.output_key().unwrap_or_default().to_string(),
-                            o.output_value().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+            .map_err(|e| readable(&format!("reading the {what} of stack {}", self.name), e))?;
+        Ok(out.stacks.unwrap_or_default().into_iter().next())
     }
 
     /// Creates a change set and waits for it; `previous` names parameters to keep as they are.
@@ -397,6 +400,14 @@ impl Stacks {
     }
 }
 
+/// A key and its value as the SDK gives them (absent: empty).
+fn pair(key: Option<&str>, value: Option<&str>) -> (String, String) {
+    (
+        key.unwrap_or_default().to_string(),
+        value.unwrap_or_default().to_string(),
+    )
+}
+
 /// Whether a status of the stack itself ends an operation.
 fn settled(status: &str) -> bool {
     !status.ends_with("_IN_PROGRESS")
@@ -406,25 +417,13 @@ fn settled(status: &str) -> bool {
 impl Stacks {
     /// The stack's parameters as deployed (`NoEcho` ones masked).
     pub async fn parameters(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let out = self
-            .client
-            .describe_stacks()
-            .stack_name(&self.name)
-            .send()
-            .await
-            .map_err(|e| readable(&format!("reading the parameters of stack {}", self.name), e))?;
-        Ok(out
-            .stacks()
-            .first()
+        Ok(self
+            .described("parameters")
+            .await?
             .map(|s| {
                 s.parameters()
                     .iter()
-                    .map(|p| {
-                        (
-                            p.parameter_key().unwrap_or_default().to_string(),
-                            p.parameter_value().unwrap_or_default().to_string(),
-                        )
-                    })
+                    .map(|p| pair(p.parameter_key(), p.parameter_value()))
                     .collect()
             })
             .unwrap_or_default())
