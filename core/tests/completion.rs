@@ -7,11 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{KEY, Tapped, call, env, error_code, reconciler_of_25_lines, write};
-use runvoy_core::memory::{
-    MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
-};
+use runvoy_core::memory::{MemoryMetrics, MemorySource, MemoryStore, SimClock};
 use runvoy_core::ports::{Clock, LogStore};
-use runvoy_core::services::{Appender, Completer, EngineConfig, FanOut, Reconciler};
+use runvoy_core::services::{Completer, Reconciler};
 use runvoy_core::wire::LogsResponse;
 use runvoy_core::{SourceEvent, Status};
 use serde_json::Value;
@@ -115,19 +113,7 @@ async fn completion_that_runs_out_of_time_continues_where_it_stopped() {
     }
     let source = Arc::new(Tapped::counting(inner, clock.clone(), 1_000));
     let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let fanout = FanOut::new(
-        store.clone(),
-        Arc::new(MemoryConnections::new()),
-        Arc::new(RecordingPusher::new()),
-        metrics.clone(),
-        clock.clone(),
-    );
+    let (appender, fanout) = common::engine(store.clone(), clock.clone(), metrics.clone());
     let completer = Completer::new(
         Reconciler::new(source.clone(), appender, metrics.clone()),
         fanout,

@@ -8,11 +8,9 @@ use std::sync::Arc;
 use common::{KEY, Tapped, call, env, error_code, reconciler_of_25_lines, write};
 use runvoy_core::api::{Api, ApiConfig};
 use runvoy_core::auth::{ApiKeys, TokenSigner};
-use runvoy_core::memory::{
-    MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
-};
+use runvoy_core::memory::{MemoryMetrics, MemorySource, MemoryStore, SimClock};
 use runvoy_core::ports::{LogStore, Metric};
-use runvoy_core::services::{Appender, Completer, EngineConfig, FanOut, Reader, Reconciler};
+use runvoy_core::services::{Completer, Reader, Reconciler};
 
 #[tokio::test]
 async fn reconciling_a_stream_being_written_stops_at_the_end_it_read() {
@@ -103,19 +101,7 @@ async fn idle_reads_reconcile_ever_less_often_until_lines_go_missing() {
     let inner = Arc::new(MemorySource::new(100));
     let source = Arc::new(Tapped::counting(inner.clone(), clock.clone(), 0));
     let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let fanout = FanOut::new(
-        store.clone(),
-        Arc::new(MemoryConnections::new()),
-        Arc::new(RecordingPusher::new()),
-        metrics.clone(),
-        clock.clone(),
-    );
+    let (appender, fanout) = common::engine(store.clone(), clock.clone(), metrics.clone());
     let reconciler = Reconciler::new(source.clone(), appender, metrics.clone());
     let api = Api::new(
         Reader::new(store.clone(), clock.clone()),

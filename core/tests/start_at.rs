@@ -1,14 +1,14 @@
 //! Where a logs page starts: `since_index`, `tail` (the last N lines), `since_time` (the first
 //! line at or after a time, by index; every later line follows in index order).
 
+mod common;
+
 use std::sync::Arc;
 
 use runvoy_core::api::{Api, ApiConfig, HttpRequest, SINCE_TIME_SCAN};
 use runvoy_core::auth::{ApiKeys, TokenSigner};
-use runvoy_core::memory::{
-    MemoryConnections, MemoryMetrics, MemorySource, MemoryStore, RecordingPusher, SimClock,
-};
-use runvoy_core::services::{Appender, Completer, EngineConfig, FanOut, Reader, Reconciler};
+use runvoy_core::memory::{MemoryMetrics, MemorySource, MemoryStore, SimClock};
+use runvoy_core::services::{Completer, Reader, Reconciler};
 use runvoy_core::wire::LogsResponse;
 use serde_json::Value;
 
@@ -29,19 +29,7 @@ fn api_paged(timestamps: &[i64], page: usize) -> Api {
         source.put("ex", *t, &format!("line {}", i + 1));
     }
     let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let fanout = FanOut::new(
-        store.clone(),
-        Arc::new(MemoryConnections::new()),
-        Arc::new(RecordingPusher::new()),
-        metrics.clone(),
-        clock.clone(),
-    );
+    let (appender, fanout) = common::engine(store.clone(), clock.clone(), metrics.clone());
     let reconciler = Reconciler::new(source, appender, metrics);
     Api::new(
         Reader::new(store, clock.clone()),

@@ -2,6 +2,8 @@
 //! they were written (CloudWatch's ingestion delay), a store that throttles for a while (one
 //! partition's 1,000 write units a second), a task that stopped without a line.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -31,19 +33,7 @@ fn world(lag_ms: i64, grace_ms: i64) -> World {
     let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
     let source = Arc::new(MemorySource::new(4).with_lag(clock.clone(), lag_ms));
     let metrics = Arc::new(MemoryMetrics::new());
-    let appender = Appender::new(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        EngineConfig::default(),
-    );
-    let fanout = FanOut::new(
-        store.clone(),
-        Arc::new(MemoryConnections::new()),
-        Arc::new(RecordingPusher::new()),
-        metrics.clone(),
-        clock.clone(),
-    );
+    let (appender, fanout) = common::engine(store.clone(), clock.clone(), metrics.clone());
     let completer = Completer::new(Reconciler::new(source.clone(), appender, metrics), fanout)
         .with_grace(grace_ms);
     World {

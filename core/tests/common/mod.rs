@@ -18,6 +18,29 @@ use serde_json::Value;
 
 pub const KEY: &str = "k-123";
 
+/// An appender and a fan-out that pushes to nobody, on the memory ports: what reconciliation
+/// and completion need when a test does not look at pushes.
+pub fn engine(
+    store: Arc<dyn LogStore>,
+    clock: Arc<SimClock>,
+    metrics: Arc<MemoryMetrics>,
+) -> (Appender, FanOut) {
+    let appender = Appender::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        EngineConfig::default(),
+    );
+    let fanout = FanOut::new(
+        store,
+        Arc::new(MemoryConnections::new()),
+        Arc::new(RecordingPusher::new()),
+        metrics,
+        clock,
+    );
+    (appender, fanout)
+}
+
 pub struct Env {
     pub clock: Arc<SimClock>,
     pub source: Arc<MemorySource>,
