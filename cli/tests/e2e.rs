@@ -864,18 +864,11 @@ async fn tail_and_since_start_exactly_where_asked(kind: Kind) {
         let mut all = Vec::new();
         let mut since = 0;
         loop {
-            let v: serde_json::Value = reqwest::Client::new()
-                .get(format!(
-                    "{}/api/v1/executions/tail-1/logs?since_index={since}&limit=5000",
-                    s.url()
+            let v = s
+                .get_json(&format!(
+                    "/api/v1/executions/tail-1/logs?since_index={since}&limit=5000"
                 ))
-                .header("X-API-Key", &s.key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .await;
             for e in v["events"].as_array().unwrap() {
                 all.push((
                     e["index"].as_u64().unwrap(),

@@ -42,18 +42,9 @@ async fn two_hundred_connections_from_zero_cannot_flood_the_forwarder(kind: Kind
         s.put_lines("flood-1", chunk).await;
     }
     // A token, as any reader of the logs gets one.
-    let page: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v1/executions/flood-1/logs?since_index=99999&limit=1",
-            s.url()
-        ))
-        .header("X-API-Key", &s.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = s
+        .get_json("/api/v1/executions/flood-1/logs?since_index=99999&limit=1")
+        .await;
     let url = page["websocket_url"].as_str().unwrap().to_string();
 
     // A normal follower, from the last line on.

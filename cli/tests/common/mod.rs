@@ -439,6 +439,19 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The API's JSON answer to `GET {path}` (with the key).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url()))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The real binary, configured by environment only (no config file is read).
     pub fn runvoy(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_runvoy"));
