@@ -859,6 +859,7 @@ async fn tail_and_since_start_exactly_where_asked(kind: Kind) {
         .map(|i| (base + i as i64 / 10, format!("t {i}")))
         .collect();
     s.put_lines_at("tail-1", &lines).await;
+    s.wait_committed("tail-1", 10_000).await;
     // The API's own answer: every line, by index.
     let api: Vec<(u64, i64, String)> = {
         let mut all = Vec::new();

@@ -41,7 +41,9 @@ async fn two_hundred_connections_from_zero_cannot_flood_the_forwarder(kind: Kind
     for chunk in numbered("line", 1, 100_000).chunks(10_000) {
         s.put_lines("flood-1", chunk).await;
     }
-    // A token, as any reader of the logs gets one.
+    // Every line committed (a read reconciles for a bounded time), then a token, as any
+    // reader of the logs gets one.
+    s.wait_committed("flood-1", 100_000).await;
     let page = s
         .get_json("/api/v1/executions/flood-1/logs?since_index=99999&limit=1")
         .await;

@@ -452,6 +452,28 @@ impl Stack {
             .unwrap()
     }
 
+    /// Waits until the API serves line `n` (1-based) of `id`: a read reconciles for a bounded
+    /// time and serves what is committed, so a long stream is committed over several reads.
+    pub async fn wait_committed(&self, id: &str, n: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            let page = self
+                .get_json(&format!(
+                    "/api/v1/executions/{id}/logs?since_index={}&limit=1",
+                    n - 1
+                ))
+                .await;
+            if page["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "line {n} of {id} was not committed within 300 s: {page}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// The real binary, configured by environment only (no config file is read).
     pub fn runvoy(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_runvoy"));
