@@ -617,15 +617,7 @@ async fn a_slow_reader_survives_a_restart_in_the_middle_of_the_backlog(kind: Kin
         s.put_lines("slow-1", chunk).await;
     }
     // Committed before the reader starts (the sim delivers asynchronously).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = output(s.runvoy(&["status", "slow-1", "--output", "json"])).await;
-        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
-        if v["last_index"].as_u64() == Some(n) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    s.wait_committed("slow-1", n).await;
     let mut child = s
         .runvoy(&["logs", "slow-1", "--no-follow"])
         .spawn()

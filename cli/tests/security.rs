@@ -69,18 +69,37 @@ async fn two_hundred_connections_from_zero_cannot_flood_the_forwarder(kind: Kind
     let (first, _) = seen_rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(first, "line 100000");
 
-    // 200 connections with that token, each asking for everything from index 0.
+    // 200 connections with that token, each asking for everything from index 0. Each stays
+    // open, counting what it is pushed, until the test has seen the new line: one that closed
+    // early would free its place for another.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut counters = Vec::new();
     let mut refused = 0;
     for _ in 0..200 {
         match tokio_tungstenite::connect_async(format!("{url}&since_index=0")).await {
             Ok((socket, _)) => {
                 let (_, mut read) = socket.split();
+                let mut stopped = stopped.clone();
                 counters.push(tokio::spawn(async move {
                     let mut events = 0usize;
-                    while let Ok(Some(Ok(msg))) =
-                        tokio::time::timeout(Duration::from_secs(20), read.next()).await
-                    {
+                    // Once told to stop: what is still on its way, until 3 s of quiet.
+                    let mut draining = false;
+                    loop {
+                        let msg = if draining {
+                            match tokio::time::timeout(Duration::from_secs(3), read.next()).await {
+                                Ok(msg) => msg,
+                                Err(_) => break,
+                            }
+                        } else {
+                            tokio::select! {
+                                msg = read.next() => msg,
+                                _ = stopped.changed() => {
+                                    draining = true;
+                                    continue;
+                                }
+                            }
+                        };
+                        let Some(Ok(msg)) = msg else { break };
                         if let Ok(text) = msg.into_text() {
                             let v: serde_json::Value =
                                 serde_json::from_str(text.as_str()).unwrap_or_default();
@@ -107,12 +126,17 @@ async fn two_hundred_connections_from_zero_cannot_flood_the_forwarder(kind: Kind
     let (line, at) = seen_rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(line, "the new line");
     let took = at.duration_since(written);
-    assert!(
-        took < Duration::from_secs(2),
-        "the follower saw it after {took:?}"
-    );
+    // On the sim the line goes through moto (one request at a time) to 101 connections; the
+    // bound stays below the follower's idle poll by then (doubled from 2 s to 8 s and more
+    // during the silent connects).
+    let bound = match kind {
+        Kind::Local => Duration::from_secs(2),
+        Kind::Sim => Duration::from_secs(5),
+    };
+    assert!(took < bound, "the follower saw it after {took:?}");
 
     // No connection was pushed more than one backlog page (1,000 lines) without asking.
+    stop.send_replace(true);
     let mut most = 0;
     for c in counters {
         most = most.max(c.await.unwrap());

@@ -43,6 +43,30 @@ fn drop_action(t: &mut Value, role: &str, action: &str) {
     }
 }
 
+/// The sim's counters once `done` holds of them (polled; 60 s at most).
+async fn stats_once(s: &Stack, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = s.sim_stats().await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {stats:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The counters of the function whose name ends with `suffix`.
+fn function<'a>(stats: &'a Value, suffix: &str) -> &'a Value {
+    stats["functions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.ends_with(suffix))
+        .unwrap()
+        .1
+}
+
 fn denied(stats: &Value) -> Vec<(String, String)> {
     stats["gate"]["denied"]
         .as_array()
@@ -83,32 +107,18 @@ async fn a_grant_missing_from_a_role_is_refused_like_aws_does() {
     });
     let s = sim_with_template("iam-broken", &template).await;
     s.put_lines("denied-1", &numbered("d", 1, 50)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        let stats = s.sim_stats().await;
-        if !denied(&stats).is_empty() || Instant::now() > deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let refused = denied(&stats);
-    assert!(
-        refused
-            .iter()
-            .any(|(f, a)| f.ends_with("-forwarder") && a == "dynamodb:PutItem"),
-        "{stats:#}"
-    );
-    let forwarder = stats["functions"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(k, _)| k.ends_with("-forwarder"))
-        .unwrap()
-        .1;
-    assert!(
-        forwarder["errors"].as_u64().unwrap() > 0,
-        "the invocation failed: {forwarder}"
-    );
+    // The refusal is counted during the call, the failed invocation once it ended.
+    stats_once(
+        &s,
+        "refused the forwarder's write and failed its invocation",
+        |stats| {
+            denied(stats)
+                .iter()
+                .any(|(f, a)| f.ends_with("-forwarder") && a == "dynamodb:PutItem")
+                && function(stats, "-forwarder")["errors"].as_u64().unwrap() > 0
+        },
+    )
+    .await;
     // The rest of the API's role is intact: reading populates the execution from CloudWatch.
     let logs = output(s.runvoy(&["logs", "denied-1", "--no-follow"])).await;
     assert_eq!(stdout_lines(&logs), numbered("d", 1, 50));
@@ -141,10 +151,16 @@ async fn dropped_deliveries_are_recovered_by_reconciliation() {
     );
     let want: Vec<String> = (1..=3000).map(|i| i.to_string()).collect();
     assert_eq!(stdout_lines(&run), want);
-    assert!(
-        s.counter("events_reconciled") >= 3000,
-        "every line came through reconciliation"
-    );
+    // The functions' metric lines reach their logs after the run printed the last line.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.counter("events_reconciled") < 3000 {
+        assert!(
+            Instant::now() < deadline,
+            "every line came through reconciliation: {} counted",
+            s.counter("events_reconciled")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,19 +228,30 @@ async fn a_line_that_escaping_would_blow_up_is_still_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_during_connect_is_refused_and_the_connection_survives_it() {
-    // API Gateway opens connections 3 s after `$connect` succeeded: pushes meanwhile get 410.
-    let s = Stack::start(Kind::Sim, "connect", Some("connect-ms=3000")).await;
+    // API Gateway opens connections a while after `$connect` succeeded: pushes meanwhile get
+    // 410 (4 s here).
+    let s = Stack::start(Kind::Sim, "connect", Some("connect-ms=4000")).await;
     s.put_lines("conn-1", &numbered("a", 1, 5)).await;
     let cmd = s.runvoy(&["logs", "conn-1"]);
     let follower = tokio::task::spawn_blocking({
         let mut cmd = cmd;
         move || cmd.output().unwrap()
     });
-    // Lines written while the follower's connection is still inside its handshake.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Lines written once `$connect` returned, while the follower's connection is still inside
+    // its handshake.
+    stats_once(&s, "ran $connect", |stats| {
+        function(stats, "-websocket")["invocations"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    })
+    .await;
     s.put_lines("conn-1", &numbered("b", 1, 5)).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
     // Pushes after the handshake reach the connection.
+    stats_once(&s, "opened the connection", |stats| {
+        stats["websocket"]["connections"].as_u64().unwrap() >= 1
+    })
+    .await;
     s.put_lines("conn-1", &numbered("c", 1, 5)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     s.complete("conn-1", "SUCCEEDED", Some(0)).await;
