@@ -529,6 +529,13 @@ fn failure_list(failures: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
+    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
+    use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
+    use aws_sdk_cloudformation::primitives::DateTime;
+    use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     fn change(action: &str, resource: &str, replacement: Option<&str>) -> Change {
         Change {
@@ -573,14 +580,6 @@ mod tests {
         };
         assert!(data_lost(&[described]).is_empty());
     }
-    use super::*;
-    use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
-    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
-    use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
-    use aws_sdk_cloudformation::primitives::DateTime;
-    use aws_sdk_cloudformation::types::{ResourceStatus, Stack, StackEvent};
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
-
     fn event(id: &str, resource: &str, status: ResourceStatus, reason: &str) -> StackEvent {
         StackEvent::builder()
             .event_id(id)
@@ -591,6 +590,22 @@ mod tests {
             .resource_status_reason(reason)
             .timestamp(DateTime::from_secs(4_000_000_000))
             .build()
+    }
+
+    /// A page of `DescribeStackEvents`, newest first.
+    fn page(list: Vec<StackEvent>) -> DescribeStackEventsOutput {
+        DescribeStackEventsOutput::builder()
+            .set_stack_events(Some(list))
+            .build()
+    }
+
+    /// The stack `s` through a mocked client.
+    fn stack_s(client: Client) -> Stacks {
+        Stacks {
+            client,
+            name: "s".into(),
+            role_arn: None,
+        }
     }
 
     #[test]
@@ -634,46 +649,24 @@ mod tests {
     async fn a_rolled_back_stack_names_each_failed_resource_and_its_reason() {
         let execute = mock!(Client::execute_change_set)
             .then_output(|| ExecuteChangeSetOutput::builder().build());
-        let stacks = mock!(Client::describe_stacks)
-            .sequence()
-            .output(|| {
-                DescribeStacksOutput::builder()
-                    .stacks(
-                        Stack::builder()
-                            .stack_name("s")
-                            .stack_status(StackStatus::RollbackComplete)
-                            .creation_time(DateTime::from_secs(0))
-                            .build(),
-                    )
-                    .build()
-            })
-            .repeatedly()
-            .build();
+        let stacks =
+            mock!(Client::describe_stacks).then_output(|| stack(StackStatus::RollbackComplete));
         let events = mock!(Client::describe_stack_events)
             .sequence()
             // Before the execution: the stack's earlier history.
+            .output(|| page(vec![event("0", "s", ResourceStatus::CreateComplete, "")]))
             .output(|| {
-                DescribeStackEventsOutput::builder()
-                    .stack_events(event("0", "s", ResourceStatus::CreateComplete, ""))
-                    .build()
-            })
-            .output(|| {
-                DescribeStackEventsOutput::builder()
-                    .stack_events(event("3", "s", ResourceStatus::RollbackComplete, ""))
-                    .stack_events(event(
+                page(vec![
+                    event("3", "s", ResourceStatus::RollbackComplete, ""),
+                    event(
                         "2",
                         "LogsTable",
                         ResourceStatus::CreateFailed,
                         "runvoy-execution-logs already exists",
-                    ))
-                    .stack_events(event(
-                        "1",
-                        "LogsTable",
-                        ResourceStatus::CreateInProgress,
-                        "",
-                    ))
-                    .stack_events(event("0", "s", ResourceStatus::CreateComplete, ""))
-                    .build()
+                    ),
+                    event("1", "LogsTable", ResourceStatus::CreateInProgress, ""),
+                    event("0", "s", ResourceStatus::CreateComplete, ""),
+                ])
             })
             .repeatedly()
             .build();
@@ -682,15 +675,7 @@ mod tests {
             RuleMode::MatchAny,
             [&execute, &stacks, &events]
         );
-        let err = Stacks {
-            client,
-            name: "s".into(),
-            role_arn: None,
-        }
-        .apply("cs")
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = stack_s(client).apply("cs").await.unwrap_err().to_string();
         assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
         assert!(
             err.contains("LogsTable: runvoy-execution-logs already exists"),
@@ -721,30 +706,21 @@ mod tests {
             mock!(Client::describe_stacks).then_output(|| stack(StackStatus::UpdateComplete));
         let events = mock!(Client::describe_stack_events)
             .sequence()
-            .output(|| {
-                DescribeStackEventsOutput::builder()
-                    .stack_events(event("0", "s", ResourceStatus::UpdateComplete, ""))
-                    .build()
-            })
+            .output(|| page(vec![event("0", "s", ResourceStatus::UpdateComplete, "")]))
             .times(2)
             .output(|| {
-                DescribeStackEventsOutput::builder()
-                    .stack_events(event("2", "s", ResourceStatus::UpdateInProgress, ""))
-                    .stack_events(event("0", "s", ResourceStatus::UpdateComplete, ""))
-                    .build()
+                page(vec![
+                    event("2", "s", ResourceStatus::UpdateInProgress, ""),
+                    event("0", "s", ResourceStatus::UpdateComplete, ""),
+                ])
             })
             .output(|| {
-                DescribeStackEventsOutput::builder()
-                    .stack_events(event("4", "s", ResourceStatus::UpdateRollbackComplete, ""))
-                    .stack_events(event(
-                        "3",
-                        "ApiFunction",
-                        ResourceStatus::UpdateFailed,
-                        "bad code",
-                    ))
-                    .stack_events(event("2", "s", ResourceStatus::UpdateInProgress, ""))
-                    .stack_events(event("0", "s", ResourceStatus::UpdateComplete, ""))
-                    .build()
+                page(vec![
+                    event("4", "s", ResourceStatus::UpdateRollbackComplete, ""),
+                    event("3", "ApiFunction", ResourceStatus::UpdateFailed, "bad code"),
+                    event("2", "s", ResourceStatus::UpdateInProgress, ""),
+                    event("0", "s", ResourceStatus::UpdateComplete, ""),
+                ])
             })
             .repeatedly()
             .build();
@@ -753,15 +729,7 @@ mod tests {
             RuleMode::MatchAny,
             [&execute, &stacks, &events]
         );
-        let err = Stacks {
-            client,
-            name: "s".into(),
-            role_arn: None,
-        }
-        .apply("cs")
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = stack_s(client).apply("cs").await.unwrap_err().to_string();
         assert!(
             err.contains("UPDATE_ROLLBACK_COMPLETE") && err.contains("ApiFunction: bad code"),
             "{err}"
@@ -791,22 +759,14 @@ mod tests {
             })
             .repeatedly()
             .build();
-        let events = mock!(Client::describe_stack_events).then_output(|| {
-            DescribeStackEventsOutput::builder()
-                .stack_events(event("0", "s", ResourceStatus::CreateComplete, ""))
-                .build()
-        });
+        let events = mock!(Client::describe_stack_events)
+            .then_output(|| page(vec![event("0", "s", ResourceStatus::CreateComplete, "")]));
         let client = mock_client!(
             aws_sdk_cloudformation,
             RuleMode::MatchAny,
             [&delete, &stacks, &events]
         );
-        let s = Stacks {
-            client,
-            name: "s".into(),
-            role_arn: None,
-        };
-        s.delete().await.unwrap();
+        stack_s(client).delete().await.unwrap();
         assert_eq!(stacks.num_calls(), 4, "it waited past the stale statuses");
     }
 }
