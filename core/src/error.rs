@@ -201,36 +201,7 @@ impl CoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every variant with whether retrying can succeed. The match below fails to compile when a
-    /// variant is added, so a new one cannot go unclassified.
-    fn store_errors() -> Vec<(StoreError, bool)> {
-        let all = vec![
-            (StoreError::Throttled, true),
-            (StoreError::Expired("e".into()), false),
-            (StoreError::InvalidToken, false),
-            (
-                StoreError::backend(
-                    "DynamoDB Query failed",
-                    std::io::Error::other("connection reset"),
-                ),
-                true,
-            ),
-            (
-                StoreError::backend_message("DynamoDB item is malformed"),
-                true,
-            ),
-        ];
-        for (e, _) in &all {
-            match e {
-                StoreError::Throttled
-                | StoreError::Expired(_)
-                | StoreError::InvalidToken
-                | StoreError::Backend { .. } => {}
-            }
-        }
-        all
-    }
+    use crate::testkit::{core_errors, store_errors};
 
     #[test]
     fn store_errors_are_retryable_unless_retrying_cannot_help() {
@@ -246,24 +217,8 @@ mod tests {
 
     #[test]
     fn core_errors_are_retryable_unless_retrying_cannot_help() {
-        let all = [
-            (CoreError::NotFound("e".into()), false),
-            (CoreError::BadRequest("bad status".into()), false),
-            (CoreError::TooManyConflicts("e".into(), 8), true),
-            (CoreError::AlreadyTerminal("e".into(), "SUCCEEDED"), false),
-            (CoreError::Unfinished("swept 3 pages".into()), true),
-            (CoreError::Store(StoreError::Throttled), true),
-        ];
-        for (e, retryable) in &all {
-            match e {
-                CoreError::NotFound(_)
-                | CoreError::BadRequest(_)
-                | CoreError::TooManyConflicts(..)
-                | CoreError::AlreadyTerminal(..)
-                | CoreError::Unfinished(_)
-                | CoreError::Store(_) => {}
-            }
-            assert_eq!(e.is_retryable(), *retryable, "{e:?}");
+        for (e, retryable) in core_errors() {
+            assert_eq!(e.is_retryable(), retryable, "{e:?}");
         }
     }
 

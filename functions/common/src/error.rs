@@ -89,76 +89,12 @@ impl From<CoreError> for HandlerError {
 mod tests {
     use std::error::Error as _;
 
-    use runvoy_core::StoreError;
-
     use super::*;
 
-    /// Every core error, and every store error inside one, with whether the invocation fails.
-    /// The matches fail to compile when a variant is added, so none goes unclassified.
-    fn classified() -> Vec<(CoreError, bool)> {
-        let store = [
-            // DynamoDB or SQLite asked to slow down: the next attempt may pass.
-            (StoreError::Throttled, true),
-            // The logs are gone: no attempt can bring them back.
-            (StoreError::Expired("e".into()), false),
-            // A read refused without any continuation token is refused again.
-            (StoreError::InvalidToken, false),
-            // The store could not be reached or failed (network, unavailable, timed out).
-            (
-                StoreError::backend(
-                    "DynamoDB TransactWriteItems failed",
-                    std::io::Error::other("connection reset by peer"),
-                ),
-                true,
-            ),
-            (
-                StoreError::backend_message("DynamoDB cancelled the transaction"),
-                true,
-            ),
-        ];
-        for (e, _) in &store {
-            match e {
-                StoreError::Throttled
-                | StoreError::Expired(_)
-                | StoreError::InvalidToken
-                | StoreError::Backend { .. } => {}
-            }
-        }
-        let mut all = vec![
-            // The execution does not exist: a retry finds nothing either.
-            (CoreError::NotFound("e".into()), false),
-            // A malformed or invalid request stays invalid.
-            (
-                CoreError::BadRequest("status must be terminal".into()),
-                false,
-            ),
-            // Writers raced past the attempts: a later attempt meets fewer of them.
-            (CoreError::TooManyConflicts("e".into(), 8), true),
-            // The status is set for good; a different one is refused for good.
-            (CoreError::AlreadyTerminal("e".into(), "SUCCEEDED"), false),
-            // Saved progress ran out of time: the next attempt continues it.
-            (
-                CoreError::Unfinished("the sweep stopped at its deadline".into()),
-                true,
-            ),
-        ];
-        for (e, _) in &all {
-            match e {
-                CoreError::NotFound(_)
-                | CoreError::BadRequest(_)
-                | CoreError::TooManyConflicts(..)
-                | CoreError::AlreadyTerminal(..)
-                | CoreError::Unfinished(_)
-                | CoreError::Store(_) => {}
-            }
-        }
-        all.extend(store.into_iter().map(|(e, r)| (CoreError::Store(e), r)));
-        all
-    }
-
+    /// Every core error (and store error inside one), classified in the core's test kit.
     #[test]
     fn only_errors_a_retry_can_fix_fail_the_invocation() {
-        for (core, retryable) in classified() {
+        for (core, retryable) in runvoy_core::testkit::core_errors() {
             let text = core.to_string();
             let e = HandlerError::from(core.clone());
             assert_eq!(e.is_retryable(), retryable, "{core:?}");
