@@ -686,13 +686,12 @@ async fn an_execution_past_its_retention_is_expired_not_running(kind: Kind) {
     let events: Vec<serde_json::Value> = (0..3)
         .map(|i| serde_json::json!({"timestamp": old + i, "message": format!("old {i}")}))
         .collect();
-    let r = reqwest::Client::new()
-        .post(format!("{}/local/v1/streams/old-1/events", s.url()))
-        .header("X-API-Key", &s.key)
-        .json(&serde_json::json!({ "events": events }))
-        .send()
-        .await
-        .unwrap();
+    let r = s
+        .post(
+            "/local/v1/streams/old-1/events",
+            &serde_json::json!({ "events": events }),
+        )
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let logs = output(s.runvoy(&["logs", "old-1"])).await;

@@ -123,12 +123,7 @@ async fn a_grant_missing_from_a_role_is_refused_like_aws_does() {
     let logs = output(s.runvoy(&["logs", "denied-1", "--no-follow"])).await;
     assert_eq!(stdout_lines(&logs), numbered("d", 1, 50));
     // Listing needs the index grant: refused on the index's ARN, answered 503 (not a crash).
-    let r = reqwest::Client::new()
-        .get(format!("{}/api/v1/executions", s.url()))
-        .header("X-API-Key", &s.key)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/api/v1/executions").await;
     assert_eq!(r.status(), 503);
     let stats = s.sim_stats().await;
     assert!(
@@ -172,15 +167,7 @@ async fn pages_stay_below_lambdas_6_mb_response() {
         s.put_lines("big-1", chunk).await;
     }
     s.complete("big-1", "SUCCEEDED", Some(0)).await;
-    let r = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v1/executions/big-1/logs?limit=1000",
-            s.url()
-        ))
-        .header("X-API-Key", &s.key)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/api/v1/executions/big-1/logs?limit=1000").await;
     assert_eq!(r.status(), 200);
     let body = r.bytes().await.unwrap();
     assert!(body.len() < 6 * 1024 * 1024, "{} bytes", body.len());
@@ -202,12 +189,7 @@ async fn a_line_that_escaping_would_blow_up_is_still_served() {
         s.put_lines("esc-1", std::slice::from_ref(line)).await;
     }
     s.complete("esc-1", "SUCCEEDED", Some(0)).await;
-    let r = reqwest::Client::new()
-        .get(format!("{}/api/v1/executions/esc-1/logs", s.url()))
-        .header("X-API-Key", &s.key)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/api/v1/executions/esc-1/logs").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(

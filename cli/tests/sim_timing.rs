@@ -194,12 +194,12 @@ async fn the_janitor_finishes_what_lambda_gave_up_on() {
     let batch = serde_json::json!({"awslogs": {"data": data}});
     sqs(&s, "SendMessage", serde_json::json!({"QueueUrl": forwarder_q, "MessageBody": on_failure_record("forwarder", batch)})).await;
 
-    let fired: Value = reqwest::Client::new()
-        .post(format!("{}/local/v1/sim/schedule", s.url()))
-        .header("X-API-Key", &s.key)
-        .send()
+    let fired: Value = s
+        .post(
+            "/local/v1/sim/schedule",
+            &serde_json::json!({ "rule": "JanitorSchedule" }),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -439,17 +439,30 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The API's JSON answer to `GET {path}` (with the key).
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+    /// The stack's answer to `GET {path}` (with the key).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
             .get(format!("{}{path}", self.url()))
             .header("X-API-Key", &self.key)
             .send()
             .await
             .unwrap()
-            .json()
+    }
+
+    /// The stack's answer to `POST {path}` with a JSON body (with the key).
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .header("X-API-Key", &self.key)
+            .json(body)
+            .send()
             .await
             .unwrap()
+    }
+
+    /// The API's JSON answer to `GET {path}` (with the key).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
     }
 
     /// Waits until the API serves line `n` (1-based) of `id`: a read reconciles for a bounded
@@ -518,26 +531,17 @@ impl Stack {
 
     /// The sim's counters (`GET /local/v1/sim/stats`).
     pub async fn sim_stats(&self) -> Value {
-        reqwest::Client::new()
-            .get(format!("{}/local/v1/sim/stats", self.url()))
-            .header("X-API-Key", &self.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json("/local/v1/sim/stats").await
     }
 
     pub async fn put_lines(&self, id: &str, lines: &[String]) {
         let events: Vec<Value> = lines.iter().map(|m| json!({ "message": m })).collect();
-        let r = reqwest::Client::new()
-            .post(format!("{}/local/v1/streams/{id}/events", self.url()))
-            .header("X-API-Key", &self.key)
-            .json(&json!({ "events": events }))
-            .send()
-            .await
-            .unwrap();
+        let r = self
+            .post(
+                &format!("/local/v1/streams/{id}/events"),
+                &json!({ "events": events }),
+            )
+            .await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
@@ -547,13 +551,12 @@ impl Stack {
             .iter()
             .map(|(t, m)| json!({ "timestamp": t, "message": m }))
             .collect();
-        let r = reqwest::Client::new()
-            .post(format!("{}/local/v1/streams/{id}/events", self.url()))
-            .header("X-API-Key", &self.key)
-            .json(&json!({ "events": events }))
-            .send()
-            .await
-            .unwrap();
+        let r = self
+            .post(
+                &format!("/local/v1/streams/{id}/events"),
+                &json!({ "events": events }),
+            )
+            .await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
@@ -561,13 +564,12 @@ impl Stack {
     /// with its progress saved, and asking again continues it.
     pub async fn complete(&self, id: &str, status: &str, code: Option<i32>) {
         for _ in 0..30 {
-            let r = reqwest::Client::new()
-                .post(format!("{}/api/v1/executions/{id}/complete", self.url()))
-                .header("X-API-Key", &self.key)
-                .json(&json!({ "status": status, "exit_code": code }))
-                .send()
-                .await
-                .unwrap();
+            let r = self
+                .post(
+                    &format!("/api/v1/executions/{id}/complete"),
+                    &json!({ "status": status, "exit_code": code }),
+                )
+                .await;
             let (code_, body) = (r.status(), r.text().await.unwrap());
             if code_ == 200 {
                 return;
